@@ -1,0 +1,66 @@
+"""memlock: keep memory in RAM from Python, correctly, fast, and provably.
+
+The public facade: everything here is re-exported from private modules. Dangerous raw
+calls on integer addresses live in :mod:`memlock.lowlevel`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ._files import LockedFile, Residency, evict, lock_file, residency, touch
+from ._info import limits, set_limit, status, system_status
+from ._lock import Lock, lock
+from ._pages import PAGE_SIZE
+from ._process import lock_all, unlock_all
+from ._realtime import PageFaults, lock_process, page_faults
+from ._records import Limits, LockedRegion, ProcessStatus, SystemStatus
+from ._secure import SecureBuffer, getpass, read_secret
+from .errors import LockLimitError, LockPermissionError, MemlockError, UnsupportedOperation
+
+if sys.platform == "linux":
+    from ._platform.linux import MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT
+elif sys.platform == "darwin":
+    from ._platform.darwin import MCL_CURRENT, MCL_FUTURE
+elif sys.platform.startswith("freebsd"):
+    from ._platform.freebsd import MCL_CURRENT, MCL_FUTURE
+elif sys.platform == "sunos5":
+    from ._platform.sunos import MCL_CURRENT, MCL_FUTURE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PAGE_SIZE",
+    "Limits",
+    "Lock",
+    "LockLimitError",
+    "LockPermissionError",
+    "LockedFile",
+    "LockedRegion",
+    "MemlockError",
+    "PageFaults",
+    "ProcessStatus",
+    "Residency",
+    "SecureBuffer",
+    "SystemStatus",
+    "UnsupportedOperation",
+    "evict",
+    "getpass",
+    "limits",
+    "lock",
+    "lock_all",
+    "lock_file",
+    "lock_process",
+    "page_faults",
+    "read_secret",
+    "residency",
+    "set_limit",
+    "status",
+    "system_status",
+    "touch",
+    "unlock_all",
+]
+if sys.platform == "linux":
+    __all__ += ["MCL_CURRENT", "MCL_FUTURE", "MCL_ONFAULT", "MLOCK_ONFAULT"]
+elif sys.platform == "darwin" or sys.platform.startswith("freebsd") or sys.platform == "sunos5":
+    __all__ += ["MCL_CURRENT", "MCL_FUTURE"]

@@ -1,0 +1,84 @@
+"""Remediation hints: how to raise the memory-lock limit in the environment we run in.
+
+The environment is detected once per call from cheap, documented signals:
+Kubernetes (``KUBERNETES_SERVICE_HOST``), a container (``/.dockerenv``,
+``/run/.containerenv`` or a container cgroup path), a systemd service
+(``INVOCATION_ID`` with a ``.service`` cgroup), else an interactive shell.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from ._units import format_size
+
+__all__ = ["detect_environment", "format_size", "limit_hint", "permission_hint"]
+
+SHELL, SYSTEMD, DOCKER, KUBERNETES = "shell", "systemd", "docker", "kubernetes"
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def detect_environment(
+    environ: Mapping[str, str] | None = None, cgroup_text: str | None = None
+) -> str:
+    """Which kind of environment this process runs in: shell, systemd, docker or kubernetes."""
+    env = os.environ if environ is None else environ
+    cgroup = _read("/proc/self/cgroup") if cgroup_text is None else cgroup_text
+    if "KUBERNETES_SERVICE_HOST" in env or "kubepods" in cgroup:
+        return KUBERNETES
+    container_files = environ is None and (
+        os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
+    )
+    if container_files or any(w in cgroup for w in ("/docker", "/containerd", "libpod")):
+        return DOCKER
+    if "INVOCATION_ID" in env and ".service" in cgroup:
+        return SYSTEMD
+    return SHELL
+
+
+def _kib(n: int | None) -> str:
+    return "unlimited" if n is None else str(max(1, -(-n // 1024)))
+
+
+def limit_hint(needed_total: int | None, environment: str | None = None) -> str:
+    """How to let this process lock ``needed_total`` bytes in all, for its environment."""
+    env = environment or detect_environment()
+    kib = _kib(needed_total)
+    size = "infinity" if needed_total is None else f"{max(1, -(-needed_total // 2**20))}M"
+    lines = {
+        SHELL: [
+            f"raise the limit: `ulimit -l {kib}` (KiB) in the shell that starts it (needs a "
+            "hard limit that high), or for a user in /etc/security/limits.conf: "
+            f"`USER - memlock {kib}` and log in again",
+            "or run it with CAP_IPC_LOCK (e.g. `sudo setpriv --inh-caps=+ipc_lock "
+            "--ambient-caps=+ipc_lock ...`), which lifts the limit",
+        ],
+        SYSTEMD: [
+            f"in the unit's [Service] section: `LimitMEMLOCK={size}` (or "
+            "`AmbientCapabilities=CAP_IPC_LOCK`), then `systemctl daemon-reload` and restart",
+        ],
+        DOCKER: [
+            f"run the container with `--ulimit memlock={needed_total or -1}:"
+            f"{needed_total or -1}` (bytes; -1 = unlimited) or `--cap-add IPC_LOCK`; in "
+            "compose: `ulimits: {memlock: -1}` / `cap_add: [IPC_LOCK]`",
+        ],
+        KUBERNETES: [
+            "add the capability to the container: `securityContext: {capabilities: {add: "
+            '["IPC_LOCK"]}}` (Kubernetes has no per-pod ulimit; the node\'s container runtime '
+            "sets the default memlock limit, e.g. containerd's LimitMEMLOCK=infinity)",
+        ],
+    }[env]
+    return "How to fix (" + env + "): " + "; ".join(lines)
+
+
+def permission_hint(environment: str | None = None) -> str:
+    """How to give this process any memory-lock allowance at all."""
+    return limit_hint(None, environment)

@@ -1,0 +1,132 @@
+"""lock(): nesting, all-or-nothing locks on any Python buffer."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from types import TracebackType
+
+from ._buffer import PinnedBuffer, pin
+from ._pages import as_size, page_span
+from ._platform import BACKEND
+from ._registry import FULL, ONFAULT, PageRegistry
+from .errors import UnsupportedOperation
+
+__all__ = ["REGISTRY", "Lock", "lock"]
+
+#: The one registry of this process.
+REGISTRY = PageRegistry(BACKEND)
+os.register_at_fork(after_in_child=REGISTRY._after_fork_in_child)
+
+
+class Lock:
+    """A held lock on the pages of a buffer. Returned by :func:`lock`; a context manager.
+
+    While held, the object's memory cannot move or be freed (its buffer export is held: a
+    bytearray cannot resize, an mmap cannot close). Locks nest: pages shared with other
+    Locks stay locked until the last one is released.
+
+    Attributes:
+        address: Page-aligned address of the first locked page.
+        nbytes: Bytes of the whole pages covered.
+    """
+
+    __slots__ = ("_generation", "_mode", "_pinned", "address", "nbytes")
+
+    def __init__(self, pinned: PinnedBuffer, start: int, end: int, mode: int, gen: int) -> None:
+        self._pinned: PinnedBuffer | None = pinned
+        self._mode = mode
+        self._generation = gen
+        self.address = start
+        self.nbytes = end - start
+
+    @property
+    def locked(self) -> bool:
+        """True until unlocked; False in a forked child (locks are not inherited)."""
+        return self._pinned is not None and self._generation == REGISTRY.generation
+
+    @property
+    def onfault(self) -> bool:
+        """Pages lock as they are first touched (MLOCK_ONFAULT)."""
+        return self._mode == ONFAULT
+
+    def unlock(self) -> None:
+        """Release this lock (idempotent). Pages other Locks hold stay locked."""
+        pinned, self._pinned = self._pinned, None
+        if pinned is None:
+            return
+        try:
+            REGISTRY.release(self.address, self.address + self.nbytes, self._mode,
+                             self._generation)
+        finally:
+            pinned.release()
+
+    def __enter__(self) -> Lock:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.unlock()
+
+    def __del__(self) -> None:
+        if getattr(self, "_pinned", None) is not None:
+            if self._generation == REGISTRY.generation:
+                warnings.warn(
+                    f"unreleased {self!r}; use unlock() or a with block",
+                    ResourceWarning,
+                    stacklevel=2,
+                    source=self,
+                )
+            self.unlock()
+
+    def __repr__(self) -> str:
+        state = "locked" if self.locked else "unlocked"
+        kind = " onfault" if self._mode == ONFAULT else ""
+        return f"<memlock.Lock {state}{kind} address=0x{self.address:x} nbytes={self.nbytes}>"
+
+
+def lock(obj: object, offset: int = 0, length: int | None = None, *,
+         onfault: bool = False) -> Lock:
+    """Lock the pages holding ``obj[offset:offset+length]`` (bytes) in RAM.
+
+    Args:
+        obj: Any buffer-protocol object: bytes, bytearray, memoryview (slices too), mmap
+            (read-only too), array.array, numpy array, ctypes array.
+        offset: First byte of the object to lock.
+        length: Bytes to lock; None means to the end of the object.
+        onfault: Lock pages as they are first touched instead of faulting them all in now
+            (Linux MLOCK_ONFAULT; the whole range still counts against the limit).
+
+    Returns:
+        A :class:`Lock` holding the pages and the object's buffer export.
+
+    Raises:
+        TypeError: ``obj`` is not a buffer, or offset/length are not integers.
+        ValueError: offset/length fall outside the object.
+        LockPermissionError: This process may not lock memory at all.
+        LockLimitError: Over RLIMIT_MEMLOCK (numbers and the fix in the message).
+        UnsupportedOperation: ``onfault`` on an OS without it.
+        MemlockError: Any other refusal. On every failure nothing stays locked.
+    """
+    off = as_size(offset, "offset")
+    if onfault and not BACKEND.supports_onfault:
+        raise UnsupportedOperation(f"lock on fault is not available on {BACKEND.name}")
+    pinned = pin(obj)
+    try:
+        total = pinned.nbytes
+        n = total - off if length is None else as_size(length, "length")
+        if off > total or n > total - off:
+            raise ValueError(
+                f"offset {off} + length {n} is beyond the object's {total} bytes"
+            )
+        start, end = page_span(pinned.address + off, n)
+        mode = ONFAULT if onfault else FULL
+        gen = REGISTRY.acquire(start, end, mode)
+    except BaseException:
+        pinned.release()
+        raise
+    return Lock(pinned, start, end, mode, gen)

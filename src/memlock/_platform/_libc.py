@@ -1,0 +1,152 @@
+"""The only module that binds the C library with ctypes.
+
+Each method makes one call and returns ``0`` on success or the ``errno`` of the failure:
+no exceptions here, so each backend translates errno in one place. ``errno`` is read only
+when the call returned -1 (ctypes' saved errno is stale after a success).
+
+The :class:`Libc` protocol is what a backend needs; :class:`RealLibc` implements it with
+ctypes and tests substitute a simulated libc that follows another OS's manual page.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+from typing import Protocol
+
+__all__ = ["Libc", "RealLibc", "real_libc"]
+
+_vp = ctypes.c_void_p
+_sz = ctypes.c_size_t
+_int = ctypes.c_int
+_long = ctypes.c_long
+
+
+class Libc(Protocol):
+    """What the backends need from the C library. Each call returns 0 or an errno."""
+
+    def mlock(self, addr: int, length: int) -> int: ...
+    def munlock(self, addr: int, length: int) -> int: ...
+    def mlockall(self, flags: int) -> int: ...
+    def munlockall(self) -> int: ...
+    def mlock2(self, addr: int, length: int, flags: int, syscall_nr: int) -> int: ...
+    def has(self, name: str) -> bool: ...
+
+
+class RealLibc:
+    """The C library of this process, through ctypes."""
+
+    def __init__(self) -> None:
+        path = None if sys.platform == "linux" else ctypes.util.find_library("c")
+        self._dll = ctypes.CDLL(path, use_errno=True)
+        self._bind("mlock", [_vp, _sz])
+        self._bind("munlock", [_vp, _sz])
+        self._bind("mlockall", [_int])
+        self._bind("munlockall", [])
+        self._bind("madvise", [_vp, _sz, _int])
+        self._bind("mincore", [_vp, _sz, _vp])
+        self._bind("mallopt", [_int, _int])
+        self._bind("mlock2", [_vp, _sz, ctypes.c_uint])
+        self._bind("syscall", None, restype=_long)
+        self._bind("sysctlbyname", [ctypes.c_char_p, _vp, ctypes.POINTER(_sz), _vp, _sz])
+
+    def _bind(self, name: str, argtypes: list[type] | None, restype: type = _int) -> None:
+        fn = getattr(self._dll, name, None)
+        if fn is None:
+            return
+        if argtypes is not None:
+            fn.argtypes = argtypes
+        fn.restype = restype
+        setattr(self, "_" + name, fn)
+
+    def has(self, name: str) -> bool:
+        """Whether the C library exports ``name``."""
+        return hasattr(self, "_" + name)
+
+    @staticmethod
+    def _result(rc: int) -> int:
+        return ctypes.get_errno() if rc == -1 else 0
+
+    def mlock(self, addr: int, length: int) -> int:
+        """mlock(2)."""
+        return self._result(self._mlock(addr, length))  # type: ignore[attr-defined]
+
+    def munlock(self, addr: int, length: int) -> int:
+        """munlock(2)."""
+        return self._result(self._munlock(addr, length))  # type: ignore[attr-defined]
+
+    def mlock2(self, addr: int, length: int, flags: int, syscall_nr: int) -> int:
+        """mlock2(2): the libc wrapper where present, else the raw system call."""
+        if self.has("mlock2"):
+            return self._result(self._mlock2(addr, length, flags))  # type: ignore[attr-defined]
+        return self.syscall(syscall_nr, addr, length, flags)
+
+    def mlockall(self, flags: int) -> int:
+        """mlockall(2)."""
+        return self._result(self._mlockall(flags))  # type: ignore[attr-defined]
+
+    def munlockall(self) -> int:
+        """munlockall(2)."""
+        return self._result(self._munlockall())  # type: ignore[attr-defined]
+
+    def madvise(self, addr: int, length: int, advice: int) -> int:
+        """madvise(2)."""
+        return self._result(self._madvise(addr, length, advice))  # type: ignore[attr-defined]
+
+    def mincore(self, addr: int, length: int, vec: ctypes.Array[ctypes.c_ubyte]) -> int:
+        """mincore(2) into ``vec`` (one byte per page)."""
+        return self._result(self._mincore(addr, length, ctypes.addressof(vec)))  # type: ignore[attr-defined]
+
+    def mallopt(self, param: int, value: int) -> bool:
+        """glibc mallopt(3); True on success, False where it failed or is absent."""
+        if not self.has("mallopt"):
+            return False
+        return bool(self._mallopt(param, value))  # type: ignore[attr-defined]
+
+    def syscall(self, number: int, *args: int) -> int:
+        """A raw system call with integer arguments; returns 0 or errno (discards results)."""
+        rc = self._syscall_long(number, *args)
+        return ctypes.get_errno() if rc == -1 else 0
+
+    def syscall_long(self, number: int, *args: int) -> tuple[int, int]:
+        """A raw system call; returns ``(result, errno)`` (errno 0 on success)."""
+        rc = self._syscall_long(number, *args)
+        return (rc, ctypes.get_errno() if rc == -1 else 0)
+
+    def _syscall_long(self, number: int, *args: int) -> int:
+        fn = self._syscall  # type: ignore[attr-defined]
+        rc: int = fn(_long(number), *(_long(a) for a in args))
+        return rc
+
+    def sysctl_int(self, name: str) -> int | None:
+        """sysctlbyname(3) for an integer value (BSD, macOS); None where unavailable."""
+        if not self.has("sysctlbyname"):
+            return None
+        buf = ctypes.c_uint64(0)
+        size = _sz(ctypes.sizeof(buf))
+        rc = self._sysctlbyname(  # type: ignore[attr-defined]
+            name.encode(), ctypes.byref(buf), ctypes.byref(size), None, 0
+        )
+        if rc != 0:
+            return None
+        if size.value == 4:
+            return int(ctypes.c_uint32.from_buffer(buf).value)
+        return int(buf.value)
+
+
+_REAL: RealLibc | None = None
+
+
+def real_libc() -> RealLibc:
+    """The process's C library, bound once."""
+    global _REAL
+    if _REAL is None:
+        _REAL = RealLibc()
+    return _REAL
+
+
+def strerror(err: int) -> str:
+    """The C library's text for ``err``."""
+    return os.strerror(err)

@@ -1,0 +1,171 @@
+"""Linux backend: mlock/mlock2/mlockall, /proc accounting, CAP_IPC_LOCK.
+
+Kernel facts this relies on are in DESIGN.md §3: ENOMEM means either "over
+RLIMIT_MEMLOCK" or "not mapped"; the limit is checked first and only when the process
+lacks CAP_IPC_LOCK, so the two are told apart by redoing the kernel's arithmetic.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import platform
+
+from .. import _hints
+from .._records import LockedRegion, ProcessStatus, SystemStatus
+from ..errors import MemlockError, UnsupportedOperation
+from . import _procfs
+from ._base import Backend
+
+__all__ = ["LinuxBackend"]
+
+MCL_CURRENT = 1
+MCL_FUTURE = 2
+MCL_ONFAULT = 4
+MLOCK_ONFAULT = 1
+CAP_IPC_LOCK = 14
+
+# mlock2 syscall numbers where glibc lacks the wrapper (< 2.27).
+_MLOCK2_NR = {"x86_64": 325, "aarch64": 284, "i686": 376, "armv7l": 390, "ppc64le": 378,
+              "s390x": 374, "riscv64": 284}
+
+
+def capability_effective(status_text: str, cap: int) -> bool:
+    """Whether ``cap`` is in the CapEff mask of a /proc/PID/status text."""
+    for line in status_text.splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> cap & 1)
+    return False
+
+
+class LinuxBackend(Backend):
+    """Linux, verified on a real kernel."""
+
+    name = "linux"
+    constants = {
+        "MCL_CURRENT": MCL_CURRENT,
+        "MCL_FUTURE": MCL_FUTURE,
+        "MCL_ONFAULT": MCL_ONFAULT,
+        "MLOCK_ONFAULT": MLOCK_ONFAULT,
+    }
+    supports_onfault = True
+
+    def mlock2(self, addr: int, length: int, flags: int) -> None:
+        """mlock2(2)."""
+        nr = _MLOCK2_NR.get(platform.machine(), 325)
+        err = self.libc.mlock2(addr, length, flags, nr)
+        if err:
+            raise self.lock_error("mlock2", err, length)
+
+    def mlock_onfault(self, addr: int, length: int) -> None:
+        """mlock2(MLOCK_ONFAULT)."""
+        self.mlock2(addr, length, MLOCK_ONFAULT)
+
+    # -- facts ---------------------------------------------------------------------
+
+    def privileged(self) -> bool:
+        """CAP_IPC_LOCK in the effective set (not uid 0: root without it is limited)."""
+        try:
+            return capability_effective(_procfs.read_text("/proc/self/status"), CAP_IPC_LOCK)
+        except OSError:
+            return False
+
+    def locked_bytes(self) -> int | None:
+        """VmLck of this process."""
+        return self._status_field(os.getpid(), "VmLck")
+
+    def vm_size(self) -> int | None:
+        """VmSize of this process: what mlockall(MCL_CURRENT) is charged."""
+        return self._status_field(os.getpid(), "VmSize")
+
+    @staticmethod
+    def _status_field(pid: int, name: str) -> int | None:
+        try:
+            text = _procfs.read_text(f"/proc/{pid}/status")
+        except OSError:
+            return None
+        return _procfs.parse_kib_fields(text).get(name)
+
+    def process_status(self, pid: int) -> ProcessStatus:
+        """Locked mappings of ``pid`` from its smaps, VmLck from its status."""
+        try:
+            smaps = _procfs.read_text(f"/proc/{pid}/smaps")
+            status = _procfs.read_text(f"/proc/{pid}/status")
+        except FileNotFoundError:
+            raise ProcessLookupError(errno.ESRCH, f"no process {pid}") from None
+        return status_from_texts(pid, smaps, status)
+
+    def system_status(self) -> SystemStatus:
+        """/proc/meminfo and vm.max_map_count."""
+        try:
+            meminfo = _procfs.read_text("/proc/meminfo")
+        except OSError:
+            meminfo = ""
+        try:
+            max_map: int | None = int(_procfs.read_text("/proc/sys/vm/max_map_count"))
+        except (OSError, ValueError):
+            max_map = None
+        return system_status_from_meminfo(meminfo, max_map)
+
+    # -- errors ----------------------------------------------------------------------
+
+    def lock_error(self, op: str, err: int, requested: int | None) -> MemlockError:
+        """ENOMEM is a limit error only when the kernel's limit check could have failed."""
+        if err == errno.ENOMEM and op in ("mlock", "mlock2") and requested is not None:
+            soft, _ = self.rlimit()
+            locked = self.locked_bytes() or 0
+            if soft is not None and not self.privileged() and locked + requested > soft:
+                return self.limit_error(op, err, requested)
+            return MemlockError(
+                err, f"{op}: {os.strerror(err)}: part of the range is not mapped (or is "
+                "PROT_NONE / beyond the end of a mapped file)", requested=requested,
+            )
+        if err == errno.ENOMEM and op == "mlockall":
+            soft, _ = self.rlimit()
+            vm_size = self.vm_size()
+            if soft is not None and not self.privileged():
+                exc = self.limit_error(op, err, vm_size, "RLIMIT_MEMLOCK")
+                exc.strerror = (
+                    f"mlockall: VmSize {_hints.format_size(vm_size)} (all mappings, not just "
+                    f"resident memory) exceeds RLIMIT_MEMLOCK {_hints.format_size(soft)}"
+                )
+                return exc
+        if err == errno.EPERM and op in ("mlock", "mlock2", "mlockall"):
+            exc = super().lock_error(op, err, requested)
+            exc.strerror = (
+                f"{op}: {os.strerror(err)}: RLIMIT_MEMLOCK is 0 and the process lacks "
+                "CAP_IPC_LOCK"
+            )
+            return exc
+        if err == errno.ENOSYS:
+            return UnsupportedOperation(f"{op} is not implemented by this kernel")
+        return super().lock_error(op, err, requested)
+
+
+def status_from_texts(pid: int, smaps_text: str, status_text: str) -> ProcessStatus:
+    """A ProcessStatus from the texts of /proc/PID/smaps and /proc/PID/status."""
+    regions = tuple(
+        LockedRegion(
+            start=e.start,
+            end=e.end,
+            path=e.path,
+            size=e.end - e.start,
+            locked_bytes=e.fields.get("Locked"),
+            onfault=e.onfault,
+        )
+        for e in _procfs.parse_smaps(smaps_text)
+        if e.locked
+    )
+    return ProcessStatus(pid, _procfs.parse_kib_fields(status_text).get("VmLck"), regions)
+
+
+def system_status_from_meminfo(meminfo_text: str, max_map_count: int | None) -> SystemStatus:
+    """A SystemStatus from the text of /proc/meminfo."""
+    f = _procfs.parse_kib_fields(meminfo_text)
+    return SystemStatus(
+        mlocked_bytes=f.get("Mlocked"),
+        unevictable_bytes=f.get("Unevictable"),
+        total_bytes=f.get("MemTotal"),
+        available_bytes=f.get("MemAvailable"),
+        max_map_count=max_map_count,
+    )

@@ -1,0 +1,268 @@
+"""Per-page reference counts: make locks nest, all or nothing, thread- and fork-safe.
+
+The kernels of every seed document keep one bit per page: one munlock undoes any number of
+mlocks. The registry keeps, for every page this process locked through memlock, how many
+live locks hold it, split into *full* locks (mlock) and *on-fault* locks (mlock2
+MLOCK_ONFAULT). The kernel is asked only on transitions:
+
+* full count 0 -> 1: mlock (also over on-fault pages, which it populates);
+* on-fault count 0 -> 1 with no full lock: mlock2(MLOCK_ONFAULT);
+* full count 1 -> 0: munlock, or back to on-fault if on-fault locks remain;
+* on-fault count 1 -> 0 with no full lock: munlock.
+
+Counts live in a breakpoint map: sorted page-aligned keys, each with the (full, onfault)
+pair that holds from it up to the next key; zero beyond the last. Ranges are few, so the
+map stays small whatever the sizes locked.
+
+All or nothing: a lock that fails part way undoes the kernel calls it made (Linux leaves
+the part before a hole locked; see DESIGN.md §3) and changes no count.
+
+A mutex serialises every change, kernel calls included, so two threads can never unlock
+each other's pages in the gap between a count and its syscall. In a forked child the map
+is emptied (the kernel does not inherit locks) and the generation bumps, so inherited
+Lock objects read as unlocked and unlocking them is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
+
+from ._platform import Backend
+from .errors import MemlockError
+
+__all__ = ["FULL", "ONFAULT", "PageRegistry"]
+
+FULL, ONFAULT = 0, 1
+_ZERO = (0, 0)
+_NONE, _ONF, _FULL = 0, 1, 2  # kernel states
+
+#: Runs at least this long are populated from several threads.
+PARALLEL_MIN_BYTES = 64 * 2**20
+#: Size of each parallel chunk.
+PARALLEL_CHUNK_BYTES = 32 * 2**20
+
+
+def _kernel_state(value: tuple[int, int]) -> int:
+    return _FULL if value[0] else (_ONF if value[1] else _NONE)
+
+
+def _merge_runs(runs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Join adjacent (start, end, tag) runs that share a tag."""
+    out: list[tuple[int, int, int]] = []
+    for s, e, tag in runs:
+        if out and out[-1][1] == s and out[-1][2] == tag:
+            out[-1] = (out[-1][0], e, tag)
+        else:
+            out.append((s, e, tag))
+    return out
+
+
+class PageRegistry:
+    """The process-wide page reference counts. Use the module's ``REGISTRY``."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._mutex = threading.Lock()
+        self._keys: list[int] = []
+        self._vals: list[tuple[int, int]] = []
+        self.generation = 0
+        self._lock_all_active = False
+        self.parallel_workers = max(1, min(os.cpu_count() or 1, 16))
+
+    # -- breakpoint map --------------------------------------------------------------
+
+    def _split(self, x: int) -> int:
+        keys = self._keys
+        i = bisect_left(keys, x)
+        if i < len(keys) and keys[i] == x:
+            return i
+        keys.insert(i, x)
+        self._vals.insert(i, self._vals[i - 1] if i else _ZERO)
+        return i
+
+    def _compact(self, lo: int, hi: int) -> None:
+        """Drop keys in [lo, hi] that repeat the value before them."""
+        keys, vals = self._keys, self._vals
+        for k in range(min(hi, len(keys) - 1), max(lo, 0) - 1, -1):
+            if vals[k] == (vals[k - 1] if k else _ZERO):
+                del keys[k], vals[k]
+
+    def counts(self, start: int, end: int) -> list[tuple[int, int, int, int]]:
+        """(start, end, full, onfault) segments over [start, end), for tests and status."""
+        with self._mutex:
+            keys, vals = self._keys, self._vals
+            points = [start, *(k for k in keys if start < k < end), end]
+            out = []
+            for a, b in zip(points, points[1:], strict=False):
+                idx = bisect_right(keys, a) - 1
+                full, onf = vals[idx] if idx >= 0 else _ZERO
+                out.append((a, b, full, onf))
+            return out
+
+    def held_ranges(self) -> list[tuple[int, int, int]]:
+        """(start, end, kernel state) of every range memlock holds locked."""
+        with self._mutex:
+            return self._held_ranges()
+
+    def _held_ranges(self) -> list[tuple[int, int, int]]:
+        runs = [
+            (self._keys[k], self._keys[k + 1], _kernel_state(self._vals[k]))
+            for k in range(len(self._keys) - 1)
+            if self._vals[k] != _ZERO
+        ]
+        return _merge_runs(runs)
+
+    # -- kernel calls ----------------------------------------------------------------
+
+    def _apply(self, start: int, end: int, state: int) -> None:
+        """Make the kernel's state of [start, end) equal ``state``."""
+        backend = self._backend
+        if state == _NONE:
+            backend.munlock(start, end - start)
+        elif state == _ONF:
+            backend.mlock_onfault(start, end - start)
+        elif end - start >= PARALLEL_MIN_BYTES and self.parallel_workers > 1:
+            self._parallel_mlock(start, end)
+        else:
+            backend.mlock(start, end - start)
+
+    def _parallel_mlock(self, start: int, end: int) -> None:
+        """mlock [start, end) in chunks from several threads (each releases the GIL)."""
+        chunk = PARALLEL_CHUNK_BYTES
+        bounds = iter(range(start, end, chunk))
+        take = threading.Lock()
+        errors: list[BaseException] = []
+        mlock = self._backend.mlock
+
+        def work() -> None:
+            while not errors:
+                with take:
+                    s = next(bounds, None)
+                if s is None:
+                    return
+                try:
+                    mlock(s, min(s + chunk, end) - s)
+                except BaseException as exc:  # re-raised in the caller's thread
+                    errors.append(exc)
+
+        n = min(self.parallel_workers, -(-(end - start) // chunk))
+        threads = [threading.Thread(target=work, daemon=True) for _ in range(n - 1)]
+        for t in threads:
+            t.start()
+        work()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+
+    # -- locking -----------------------------------------------------------------------
+
+    def acquire(self, start: int, end: int, mode: int) -> int:
+        """Add one ``mode`` lock on the pages [start, end); returns the generation.
+
+        Raises:
+            MemlockError: The kernel refused; nothing changed (kernel and counts).
+        """
+        with self._mutex:
+            if start == end:
+                return self.generation
+            i = self._split(start)
+            j = self._split(end)
+            keys, vals = self._keys, self._vals
+            runs = []
+            for k in range(i, j):
+                full, onf = vals[k]
+                if full == 0 and (mode == FULL or onf == 0):
+                    runs.append((keys[k], keys[k + 1], _ONF if onf else _NONE))
+            done: list[tuple[int, int, int]] = []
+            target = _FULL if mode == FULL else _ONF
+            try:
+                for s, e, before in _merge_runs(runs):
+                    done.append((s, e, before))
+                    self._apply(s, e, target)
+            except MemlockError as exc:
+                self._undo(done)
+                self._compact(i - 1, j + 1)
+                requested = sum(e - s for s, e, _ in runs)
+                raise self._backend.lock_error(
+                    "mlock" if target == _FULL else "mlock2", exc.errno, requested
+                ) from None
+            except BaseException:
+                self._undo(done)
+                self._compact(i - 1, j + 1)
+                raise
+            for k in range(i, j):
+                full, onf = vals[k]
+                vals[k] = (full + 1, onf) if mode == FULL else (full, onf + 1)
+            self._compact(i - 1, j + 1)
+            return self.generation
+
+    def _undo(self, done: list[tuple[int, int, int]]) -> None:
+        """Put ranges back in their former kernel state, best effort."""
+        if self._lock_all_active:
+            return  # lock_all keeps them locked anyway; munlock would undo it
+        for s, e, before in done:
+            try:
+                self._apply(s, e, before)
+            except MemlockError:
+                pass
+
+    def release(self, start: int, end: int, mode: int, generation: int) -> bool:
+        """Drop one ``mode`` lock on [start, end). False if it predates a fork (no-op)."""
+        with self._mutex:
+            if generation != self.generation:
+                return False
+            if start == end:
+                return True
+            i = self._split(start)
+            j = self._split(end)
+            keys, vals = self._keys, self._vals
+            changes = []
+            for k in range(i, j):
+                old = vals[k]
+                new = (old[0] - 1, old[1]) if mode == FULL else (old[0], old[1] - 1)
+                if min(new) < 0:
+                    raise AssertionError("memlock registry underflow")  # a bug, not input
+                vals[k] = new
+                before, after = _kernel_state(old), _kernel_state(new)
+                if before != after:
+                    changes.append((keys[k], keys[k + 1], after))
+            self._compact(i - 1, j + 1)
+            if not self._lock_all_active:
+                for s, e, state in _merge_runs(changes):
+                    try:
+                        self._apply(s, e, state)
+                    except MemlockError:
+                        pass  # the pages are pinned, so this cannot happen; never leak counts
+            return True
+
+    # -- whole process -------------------------------------------------------------------
+
+    def lock_all(self, flags: int) -> None:
+        """mlockall; while it holds, releasing the last Lock of a page keeps it locked."""
+        with self._mutex:
+            self._backend.mlockall(flags)
+            self._lock_all_active = True
+
+    def unlock_all(self) -> None:
+        """munlockall, then re-lock what live Locks still hold."""
+        with self._mutex:
+            self._backend.munlockall()
+            self._lock_all_active = False
+            for s, e, state in self._held_ranges():
+                self._apply(s, e, state)
+
+    def run_locked(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` with the registry mutex held (used by features that remap pages)."""
+        with self._mutex:
+            fn()
+
+    def _after_fork_in_child(self) -> None:
+        self._mutex = threading.Lock()
+        self._keys = []
+        self._vals = []
+        self.generation += 1
+        self._lock_all_active = False

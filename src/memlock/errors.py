@@ -1,0 +1,82 @@
+"""The public exception types.
+
+Every failure of a memory-locking system call is a :class:`MemlockError`, which is an
+:class:`OSError`: ``e.errno`` and ``except OSError`` keep working. Bad arguments are never
+a MemlockError: they raise :class:`TypeError` or :class:`ValueError` before any system call.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+__all__ = [
+    "LockLimitError",
+    "LockPermissionError",
+    "MemlockError",
+    "UnsupportedOperation",
+]
+
+
+class MemlockError(OSError):
+    """Base class: a memory-locking call failed in the kernel.
+
+    Raised directly for failures that are neither a limit nor a permission problem, e.g.
+    ENOMEM for a range that is not mapped, or EINVAL from the kernel. Never raised for bad
+    Python arguments.
+
+    Attributes:
+        hint: What to do about it in this environment, or None.
+        requested: Bytes the failed call asked to lock, where known.
+        limit: The limit that applied (bytes), None if unknown or unlimited.
+        locked: Bytes this process had locked before the call, where known.
+    """
+
+    def __init__(
+        self,
+        errno: int,
+        strerror: str,
+        *,
+        hint: str | None = None,
+        requested: int | None = None,
+        limit: int | None = None,
+        locked: int | None = None,
+    ) -> None:
+        super().__init__(errno, strerror)
+        self.hint = hint
+        self.requested = requested
+        self.limit = limit
+        self.locked = locked
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.hint:
+            text += "\n" + self.hint
+        return text
+
+
+class LockLimitError(MemlockError):
+    """The lock would exceed RLIMIT_MEMLOCK or a system-wide wired-memory limit.
+
+    Unlike :class:`LockPermissionError`, some memory may be locked here, just not this much
+    more. ``requested``, ``limit`` and ``locked`` carry the numbers; ``hint`` says how to
+    raise the limit. Never surfaced as :class:`BlockingIOError`, even for EAGAIN.
+    """
+
+
+class LockPermissionError(MemlockError, PermissionError):
+    """This process may not lock memory at all.
+
+    Examples: RLIMIT_MEMLOCK is 0 and the process lacks CAP_IPC_LOCK (Linux),
+    ``security.bsd.unprivileged_mlock=0`` (FreeBSD), the process lacks
+    PRIV_PROC_LOCK_MEMORY (illumos). Also a :class:`PermissionError`.
+    """
+
+
+class UnsupportedOperation(MemlockError):
+    """The operating system does not implement this call (ENOSYS), e.g. mlockall on macOS.
+
+    Unlike the other errors, retrying with more privilege or a higher limit cannot help.
+    """
+
+    def __init__(self, strerror: str, *, hint: str | None = None) -> None:
+        super().__init__(_errno.ENOSYS, strerror, hint=hint)
