@@ -47,6 +47,7 @@ class RealLibc:
         self._bind("munlockall", [])
         self._bind("madvise", [_vp, _sz, _int])
         self._bind("mincore", [_vp, _sz, _vp])
+        self._bind("mprotect", [_vp, _sz, _int])
         self._bind("mallopt", [_int, _int])
         self._bind("mlock2", [_vp, _sz, ctypes.c_uint])
         self._bind("syscall", None, restype=_long)
@@ -98,6 +99,38 @@ class RealLibc:
     def mincore(self, addr: int, length: int, vec: ctypes.Array[ctypes.c_ubyte]) -> int:
         """mincore(2) into ``vec`` (one byte per page)."""
         return self._result(self._mincore(addr, length, ctypes.addressof(vec)))  # type: ignore[attr-defined]
+
+    def mprotect(self, addr: int, length: int, prot: int) -> int:
+        """mprotect(2) with ``mmap.PROT_*`` flags."""
+        return self._result(self._mprotect(addr, length, prot))  # type: ignore[attr-defined]
+
+    @staticmethod
+    def wipe(addr: int, length: int) -> None:
+        """Zero ``length`` bytes at ``addr`` through a foreign call no compiler can elide."""
+        ctypes.memset(addr, 0, length)
+
+    @staticmethod
+    def address_of(buffer: memoryview) -> int:
+        """Address of a writable, C-contiguous, non-empty buffer (e.g. an mmap's view)."""
+        return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+
+    def memfd_secret(self, flags: int = 0) -> tuple[int, int]:
+        """memfd_secret(2) (Linux 5.14+, syscall 447): ``(fd, 0)`` or ``(-1, errno)``."""
+        return self.syscall_long(447, flags)
+
+    def cachestat(self, fd: int, offset: int, length: int) -> tuple[dict[str, int] | None, int]:
+        """cachestat(2) (Linux 6.5+, syscall 451): page-cache counts of a file range.
+
+        Returns ``(counts, 0)`` with keys nr_cache, nr_dirty, nr_writeback, nr_evicted,
+        nr_recently_evicted (pages), or ``(None, errno)``. ``length`` 0 means to EOF.
+        """
+        rng = (ctypes.c_uint64 * 2)(offset, length)
+        out = (ctypes.c_uint64 * 5)()
+        _, err = self.syscall_long(451, fd, ctypes.addressof(rng), ctypes.addressof(out), 0)
+        if err:
+            return None, err
+        names = ("nr_cache", "nr_dirty", "nr_writeback", "nr_evicted", "nr_recently_evicted")
+        return dict(zip(names, (int(v) for v in out), strict=True)), 0
 
     def mallopt(self, param: int, value: int) -> bool:
         """glibc mallopt(3); True on success, False where it failed or is absent."""
