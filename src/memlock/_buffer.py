@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 
-__all__ = ["PinnedBuffer", "pin"]
+__all__ = ["pin"]
 
 _PyBUF_SIMPLE = 0
 _PyBUF_ND = 0x0008
@@ -54,33 +54,12 @@ def _base_address(view: memoryview, flags: int) -> int:
         _release_buffer(ctypes.byref(raw))
 
 
-class PinnedBuffer:
-    """A held buffer export: the memory at ``address`` cannot move or be freed until release.
+def pin(obj: object) -> tuple[memoryview, int, int]:
+    """Pin ``obj``'s memory: ``(view, address, nbytes)``.
 
-    Attributes:
-        address: Address of the first byte of the object's memory (lowest address for
-            strided buffers).
-        nbytes: Bytes from ``address`` to the end of the object's memory.
-        readonly: The export is read-only.
-    """
-
-    __slots__ = ("_view", "address", "nbytes", "readonly")
-
-    def __init__(self, view: memoryview, address: int, nbytes: int) -> None:
-        self._view: memoryview | None = view
-        self.address = address
-        self.nbytes = nbytes
-        self.readonly = view.readonly
-
-    def release(self) -> None:
-        """Release the export (idempotent)."""
-        view, self._view = self._view, None
-        if view is not None:
-            view.release()
-
-
-def pin(obj: object) -> PinnedBuffer:
-    """Pin ``obj``'s memory and return where it is.
+    While ``view`` is not released, the memory at ``address`` (the lowest byte the object
+    can reach, for strided buffers) cannot move or be freed; ``nbytes`` run from there to
+    its end. Release with ``view.release()``.
 
     Raises:
         TypeError: ``obj`` does not support the buffer protocol.
@@ -96,8 +75,8 @@ def pin(obj: object) -> PinnedBuffer:
     nbytes = view.nbytes
     if view.c_contiguous:
         if nbytes and not view.readonly:
-            return PinnedBuffer(view, _addressof(_from_buffer(view)), nbytes)
-        return PinnedBuffer(view, _base_address(view, _PyBUF_SIMPLE), nbytes)
+            return view, _addressof(_from_buffer(view)), nbytes
+        return view, _base_address(view, _PyBUF_SIMPLE), nbytes
     if view.suboffsets:
         view.release()
         raise ValueError("buffers with suboffsets (indirect arrays) cannot be locked")
@@ -106,9 +85,9 @@ def pin(obj: object) -> PinnedBuffer:
     low = high = 0
     for extent, stride in zip(view.shape or (), view.strides or (), strict=True):
         if extent == 0:
-            return PinnedBuffer(view, base, 0)
+            return view, base, 0
         if stride > 0:
             high += (extent - 1) * stride
         else:
             low += (extent - 1) * stride
-    return PinnedBuffer(view, base + low, high - low + view.itemsize)
+    return view, base + low, high - low + view.itemsize

@@ -1,33 +1,520 @@
-"""PLACEHOLDER (issue 3, being written): files kept resident in RAM."""
+"""Files kept resident in RAM: lock_file, residency, touch, evict.
+
+Hazards and how they are met:
+
+* A writable private mapping copies every locked page into anonymous memory, so files are
+  mapped **read-only and shared** (``mmap.ACCESS_READ``): locking adds no private copies.
+* A plain load from a mapped page of a file truncated under us raises SIGBUS and kills the
+  process. Nothing here ever reads a mapping: residency comes from cachestat(2) (no
+  mapping at all) or mincore(2) (which never faults); touch uses MADV_POPULATE_READ (errors
+  come back as errno) or ``pread``; locking is mlock, which reports ENOMEM past EOF.
+* Locks go through :func:`memlock.lock`, so they nest with every other lock of the process
+  and are all or nothing; runs of 64 MiB and more are locked in parallel chunks.
+"""
 
 from __future__ import annotations
 
+import errno
+import mmap
+import os
+import stat
+import sys
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from types import TracebackType
 from typing import Any
+
+from ._buffer import pin
+from ._lock import Lock, lock
+from ._pages import PAGE_SIZE, as_size
+from ._platform._libc import real_libc
+from .errors import UnsupportedOperation
+
+__all__ = ["LockedFile", "Residency", "evict", "lock_file", "residency", "touch"]
+
+StrPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+
+#: MADV_POPULATE_READ (Linux 5.14): fault pages in, errors as errno instead of SIGBUS.
+MADV_POPULATE_READ = 22
+#: Work is split into chunks of this size for parallel population and residency windows.
+CHUNK_BYTES = 32 * 2**20
+#: mincore windows (address space mapped at once when cachestat is missing).
+WINDOW_BYTES = 1 << 30
+_O_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+
+_LIBC = real_libc()
+#: mincore sets bit 0 for a resident page (BSDs set more bits): map odd bytes to 1.
+_ODD = bytes(i & 1 for i in range(256))
+_cachestat_ok = sys.platform == "linux"
+_populate_ok = sys.platform == "linux"
+
+
+def _fspath(path: object) -> str:
+    """``path`` as a str, or TypeError before any system call."""
+    if isinstance(path, bool) or not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"path must be str, bytes or os.PathLike, not {type(path).__name__}")
+    p = os.fspath(path)
+    return os.fsdecode(p)
+
+
+def _open_regular(path: str) -> tuple[int, os.stat_result]:
+    """An O_RDONLY descriptor of a regular file and its fstat."""
+    fd = os.open(path, _O_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _range(size: int, offset: object, length: object) -> tuple[int, int]:
+    """Validated (offset, length) inside a file of ``size`` bytes."""
+    off = as_size(offset, "offset")
+    n = None if length is None else as_size(length, "length")
+    if off > size:
+        raise ValueError(f"offset {off} is beyond the end of the file ({size} bytes)")
+    if n is None:
+        n = size - off
+    elif n > size - off:
+        raise ValueError(f"offset {off} + length {n} is beyond the end of the file ({size} bytes)")
+    return off, n
+
+
+def _page_range(offset: int, length: int) -> tuple[int, int]:
+    """First page and page count covering [offset, offset+length)."""
+    if length == 0:
+        return offset // PAGE_SIZE, 0
+    first = offset // PAGE_SIZE
+    last = -(-(offset + length) // PAGE_SIZE)
+    return first, last - first
+
+
+# -- residency ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Residency:
+    """How much of a file (or of a range of it) is in the page cache.
+
+    Attributes:
+        path: The file, as given.
+        size_bytes: Bytes examined: the file size, or the range's length.
+        pages: Pages covering those bytes.
+        resident_pages: How many of them are in the page cache now.
+    """
+
+    path: str
+    size_bytes: int
+    pages: int
+    resident_pages: int
+
+    @property
+    def resident_bytes(self) -> int:
+        """Resident pages in bytes (never more than ``size_bytes`` rounded up to pages)."""
+        return self.resident_pages * PAGE_SIZE
+
+    @property
+    def percent(self) -> float:
+        """Resident share in percent (100.0 for an empty file)."""
+        return 100.0 if self.pages == 0 else 100.0 * self.resident_pages / self.pages
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
+        return asdict(self)
+
+
+def _cached_pages_cachestat(fd: int, first: int, count: int) -> int | None:
+    """Cached pages of [first, first+count) by cachestat; None where it is not available."""
+    global _cachestat_ok
+    if not _cachestat_ok:
+        return None
+    n, err = _LIBC.cachestat_pages(fd, first * PAGE_SIZE, count * PAGE_SIZE)
+    if err == 0:
+        return min(n, count)
+    if err == errno.ENOSYS:
+        _cachestat_ok = False
+    return None  # EBADF/EOPNOTSUPP (e.g. some special files): fall back to mincore
+
+
+def _mincore_windows(
+    fd: int, first: int, count: int, visit: Callable[[int, bytearray], None]
+) -> None:
+    """Call ``visit(first_page, vec)`` for mincore vectors over windows of a read-only map."""
+    window_pages = WINDOW_BYTES // PAGE_SIZE
+    page = first
+    end = first + count
+    while page < end:
+        n = min(window_pages, end - page)
+        try:
+            m = mmap.mmap(fd, n * PAGE_SIZE, access=mmap.ACCESS_READ, offset=page * PAGE_SIZE)
+        except ValueError:  # the file shrank: the rest is not resident
+            return
+        try:
+            view, address, _ = pin(m)
+            try:
+                vec = bytearray(n)
+                err = _LIBC.mincore_into(address, n * PAGE_SIZE, vec)
+                if err:
+                    raise OSError(err, f"mincore: {os.strerror(err)}")
+                visit(page, vec)
+            finally:
+                view.release()
+        finally:
+            m.close()
+        page += n
+
+
+def _cached_pages(fd: int, first: int, count: int) -> int:
+    """Resident pages of [first, first+count) of the file open on ``fd``."""
+    if count == 0:
+        return 0
+    n = _cached_pages_cachestat(fd, first, count)
+    if n is not None:
+        return n
+    total = 0
+
+    def add(_page: int, vec: bytearray) -> None:
+        nonlocal total
+        total += vec.translate(_ODD).count(1)
+
+    _mincore_windows(fd, first, count, add)
+    return total
+
+
+def _residency_fd(path: str, fd: int, size: int, offset: int, length: int) -> Residency:
+    first, count = _page_range(offset, length)
+    return Residency(path, length, count, _cached_pages(fd, first, count))
+
+
+def residency(path: StrPath, *, offset: int = 0, length: int | None = None) -> Residency:
+    """How much of ``path`` is in the page cache, without reading its data.
+
+    Uses cachestat(2) where the kernel has it (Linux 6.5+), else mincore(2) over windows of
+    a read-only mapping (neither faults a page in).
+
+    Args:
+        path: A regular file.
+        offset: First byte of the range (default: the start).
+        length: Bytes of the range; None means to the end of the file.
+
+    Raises:
+        TypeError: Bad argument types.
+        ValueError: The range goes beyond the end of the file.
+        FileNotFoundError: No such file. Other OS errors keep their OSError subclass
+            (IsADirectoryError for a directory).
+    """
+    p = _fspath(path)
+    fd, st = _open_regular(p)
+    try:
+        off, n = _range(st.st_size, offset, length)
+        return _residency_fd(p, fd, st.st_size, off, n)
+    finally:
+        os.close(fd)
+
+
+# -- touch and evict ---------------------------------------------------------------------
+
+
+def _missing_chunks(fd: int, first: int, count: int, chunk_pages: int) -> list[tuple[int, int]]:
+    """(first page, pages) of the chunks of [first, first+count) not fully resident."""
+    out: list[tuple[int, int]] = []
+    page, end = first, first + count
+    while page < end:
+        n = min(chunk_pages, end - page)
+        cached = _cached_pages_cachestat(fd, page, n)
+        if cached is None:  # no cachestat: one pass of mincore over the whole range
+            return _missing_chunks_mincore(fd, first, count, chunk_pages)
+        if cached < n:
+            out.append((page, n))
+        page += n
+    return out
+
+
+def _missing_chunks_mincore(fd: int, first: int, count: int,
+                            chunk_pages: int) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+
+    def collect(base: int, vec: bytearray) -> None:
+        for k in range(0, len(vec), chunk_pages):
+            part = vec[k : k + chunk_pages]
+            if part.translate(_ODD).count(1) < len(part):
+                out.append((base + k, len(part)))
+
+    _mincore_windows(fd, first, count, collect)
+    return out
+
+
+def _run_parallel(jobs: list[tuple[int, int]], work: Callable[[int, int], None],
+                  progress: Callable[[int], None] | None = None) -> None:
+    """Run ``work(first_page, pages)`` over ``jobs`` from a few threads; re-raise errors."""
+    it = iter(jobs)
+    take = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        while not errors:
+            with take:
+                job = next(it, None)
+            if job is None:
+                return
+            try:
+                work(*job)
+            except BaseException as exc:  # re-raised in the caller's thread
+                errors.append(exc)
+                return
+            if progress is not None:
+                progress(job[1] * PAGE_SIZE)
+
+    n = max(1, min(os.cpu_count() or 1, 8, len(jobs)))
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(n - 1)]
+    for t in threads:
+        t.start()
+    worker()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def _populate_pread(fd: int, first: int, count: int) -> None:
+    """Read pages [first, first+count) with pread (releases the GIL); stops at EOF."""
+    buf = bytearray(min(count * PAGE_SIZE, 1 << 20))
+    pos, end = first * PAGE_SIZE, (first + count) * PAGE_SIZE
+    while pos < end:
+        got = os.preadv(fd, [memoryview(buf)[: min(len(buf), end - pos)]], pos)
+        if got <= 0:
+            return
+        pos += got
+
+
+def _touch_fd(fd: int, size: int, offset: int, length: int,
+              progress: Callable[[int], None] | None = None) -> None:
+    """Bring [offset, offset+length) of the file on ``fd`` into the page cache."""
+    global _populate_ok
+    first, count = _page_range(offset, length)
+    if count == 0:
+        return
+    jobs = _missing_chunks(fd, first, count, CHUNK_BYTES // PAGE_SIZE)
+    if progress is not None:
+        progress(length - sum(n for _, n in jobs) * PAGE_SIZE)
+    if not jobs:
+        return
+    if _populate_ok:
+        m_first = jobs[0][0]
+        m_pages = jobs[-1][0] + jobs[-1][1] - m_first
+        try:
+            m = mmap.mmap(fd, m_pages * PAGE_SIZE, access=mmap.ACCESS_READ,
+                          offset=m_first * PAGE_SIZE)
+        except ValueError:  # shrank since fstat: read what is left
+            m = None
+        if m is not None:
+            view, address, _ = pin(m)
+            try:
+                base = address - m_first * PAGE_SIZE
+
+                def populate(page: int, pages: int) -> None:
+                    global _populate_ok
+                    err = _LIBC.madvise(base + page * PAGE_SIZE, pages * PAGE_SIZE,
+                                        MADV_POPULATE_READ)
+                    if err in (errno.EINVAL, errno.ENOSYS):  # kernel before 5.14
+                        _populate_ok = False
+                        _populate_pread(fd, page, pages)
+                    elif err == errno.EFAULT:  # past EOF: the file shrank under us
+                        now = os.fstat(fd).st_size
+                        if (page + pages) * PAGE_SIZE <= now:
+                            raise OSError(err, "MADV_POPULATE_READ: cannot read the file")
+                    elif err:
+                        raise OSError(err, f"MADV_POPULATE_READ: {os.strerror(err)}")
+
+                _run_parallel(jobs, populate, progress)
+            finally:
+                view.release()
+                m.close()
+            return
+    _run_parallel(jobs, lambda page, pages: _populate_pread(fd, page, pages), progress)
+
+
+def touch(path: StrPath, *, offset: int = 0, length: int | None = None) -> None:
+    """Bring ``path`` (or a range of it) into the page cache without locking it.
+
+    Chunks already resident are skipped; the others are populated from several threads
+    with MADV_POPULATE_READ (Linux 5.14+; a truncated file gives an error, never SIGBUS),
+    else read with ``pread``.
+
+    Raises:
+        FileNotFoundError: No such file. Other OS errors keep their OSError subclass.
+        ValueError: The range goes beyond the end of the file.
+    """
+    p = _fspath(path)
+    fd, st = _open_regular(p)
+    try:
+        off, n = _range(st.st_size, offset, length)
+        _touch_fd(fd, st.st_size, off, n)
+    finally:
+        os.close(fd)
+
+
+def _evict_fd(fd: int, offset: int, length: int) -> None:
+    if sys.platform == "darwin":
+        raise UnsupportedOperation("evict needs posix_fadvise, which macOS lacks")
+    else:
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+def evict(path: StrPath, *, offset: int = 0, length: int | None = None) -> None:
+    """Drop the clean, unlocked pages of ``path`` from the page cache (POSIX_FADV_DONTNEED).
+
+    Dirty pages are written back first by the kernel only if already under writeback;
+    locked pages (by any process) stay.
+
+    Availability: Linux, FreeBSD, illumos (posix_fadvise); not macOS.
+
+    Raises:
+        FileNotFoundError: No such file. Other OS errors keep their OSError subclass.
+        UnsupportedOperation: On macOS.
+    """
+    p = _fspath(path)
+    fd, st = _open_regular(p)
+    try:
+        off, n = _range(st.st_size, offset, length)
+        if n:
+            _evict_fd(fd, off, n)
+    finally:
+        os.close(fd)
+
+
+# -- lock_file ---------------------------------------------------------------------------
 
 
 class LockedFile:
-    """Placeholder."""
+    """A file (or a range of it) mapped read-only and locked in RAM; a context manager.
+
+    Returned by :func:`lock_file`. The mapping is never read by memlock, so a file
+    truncated while held does not crash the holder: the kernel drops the pages.
+
+    Attributes:
+        path: The file, as given.
+        offset: First byte of the locked range.
+        nbytes: Bytes of the file locked (the range's length; 0 for an empty file).
+        onfault: Pages lock as they are first touched (MLOCK_ONFAULT).
+    """
+
+    __slots__ = ("_lock", "_map", "_stat", "_unlocked", "nbytes", "offset", "onfault", "path")
+
+    def __init__(self, path: str, offset: int, nbytes: int, onfault: bool,
+                 mapping: mmap.mmap | None, lk: Lock | None, st: os.stat_result) -> None:
+        self.path = path
+        self.offset = offset
+        self.nbytes = nbytes
+        self.onfault = onfault
+        self._map = mapping
+        self._lock = lk
+        self._stat = st
+        self._unlocked = False
+
+    @property
+    def locked(self) -> bool:
+        """True until :meth:`unlock` (False in a forked child: locks are not inherited)."""
+        if self._unlocked:
+            return False
+        return True if self._lock is None else self._lock.locked
+
+    @property
+    def address(self) -> int | None:
+        """Address of the first locked page in this process (None for an empty range)."""
+        return None if self._lock is None else self._lock.address
+
+    @property
+    def identity(self) -> tuple[int, int, int, int]:
+        """(st_dev, st_ino, st_size, st_mtime_ns) of the file when it was locked."""
+        s = self._stat
+        return (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns)
+
+    def unlock(self) -> None:
+        """Release the lock and unmap the file (idempotent)."""
+        if self._unlocked:
+            return
+        self._unlocked = True
+        lk, self._lock = self._lock, None
+        m, self._map = self._map, None
+        try:
+            if lk is not None:
+                lk.unlock()
+        finally:
+            if m is not None:
+                m.close()
+
+    def __enter__(self) -> LockedFile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.unlock()
+
+    def __del__(self) -> None:
+        if getattr(self, "_unlocked", True) is False and self._lock is not None:
+            if self._lock.locked:
+                warnings.warn(f"unreleased {self!r}; use unlock() or a with block",
+                              ResourceWarning, stacklevel=2, source=self)
+            self.unlock()
+
+    def __repr__(self) -> str:
+        state = "locked" if self.locked else "unlocked"
+        return (f"<memlock.LockedFile {state} path={self.path!r} offset={self.offset} "
+                f"nbytes={self.nbytes}>")
 
 
-class Residency:
-    """Placeholder."""
+def _lock_fd(path: str, fd: int, st: os.stat_result, offset: int, length: int,
+             onfault: bool) -> LockedFile:
+    if length == 0:
+        return LockedFile(path, offset, 0, onfault, None, None, st)
+    map_off = offset - offset % mmap.ALLOCATIONGRANULARITY
+    m = mmap.mmap(fd, offset + length - map_off, access=mmap.ACCESS_READ, offset=map_off)
+    try:
+        lk = lock(m, offset - map_off, length, onfault=onfault)
+    except BaseException:
+        m.close()
+        raise
+    return LockedFile(path, offset, length, onfault, m, lk, st)
 
 
-def lock_file(*args: Any, **kwargs: Any) -> LockedFile:
-    """Placeholder."""
-    raise NotImplementedError
+def lock_file(path: StrPath, *, offset: int = 0, length: int | None = None,
+              onfault: bool = False) -> LockedFile:
+    """Map ``path`` read-only and shared, and lock it (or a range of it) in RAM.
 
+    All or nothing: on failure nothing stays locked. The pages are read from disk now
+    (unless ``onfault``); runs of 64 MiB and more are locked from several threads. A shared
+    read-only mapping adds no private copies: the locked pages are the page cache's.
+    An empty file (or range) gives a LockedFile with ``nbytes`` 0 that holds nothing.
 
-def residency(*args: Any, **kwargs: Any) -> Residency:
-    """Placeholder."""
-    raise NotImplementedError
+    Args:
+        path: A regular file.
+        offset: First byte to lock.
+        length: Bytes to lock; None means to the end of the file.
+        onfault: Lock pages as they are first touched (Linux MLOCK_ONFAULT).
 
-
-def touch(*args: Any, **kwargs: Any) -> None:
-    """Placeholder."""
-    raise NotImplementedError
-
-
-def evict(*args: Any, **kwargs: Any) -> None:
-    """Placeholder."""
-    raise NotImplementedError
+    Raises:
+        TypeError / ValueError: Bad arguments or a range beyond the end of the file.
+        FileNotFoundError: No such file. Other OS errors keep their OSError subclass.
+        LockPermissionError / LockLimitError / MemlockError: as :func:`memlock.lock`.
+    """
+    p = _fspath(path)
+    if not isinstance(onfault, bool):
+        raise TypeError(f"onfault must be a bool, not {type(onfault).__name__}")
+    fd, st = _open_regular(p)
+    try:
+        off, n = _range(st.st_size, offset, length)
+        return _lock_fd(p, fd, st, off, n, onfault)
+    finally:
+        os.close(fd)

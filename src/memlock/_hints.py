@@ -53,7 +53,7 @@ def limit_hint(needed_total: int | None, environment: str | None = None) -> str:
     env = environment or detect_environment()
     kib = _kib(needed_total)
     size = "infinity" if needed_total is None else f"{max(1, -(-needed_total // 2**20))}M"
-    lines = {
+    lines: dict[str, list[str]] = {
         SHELL: [
             f"raise the limit: `ulimit -l {kib}` (KiB) in the shell that starts it (needs a "
             "hard limit that high), or for a user in /etc/security/limits.conf: "
@@ -75,8 +75,15 @@ def limit_hint(needed_total: int | None, environment: str | None = None) -> str:
             '["IPC_LOCK"]}}` (Kubernetes has no per-pod ulimit; the node\'s container runtime '
             "sets the default memlock limit, e.g. containerd's LimitMEMLOCK=infinity)",
         ],
-    }[env]
-    return "How to fix (" + env + "): " + "; ".join(lines)
+    }
+    text = "How to fix (" + env + "): " + "; ".join(lines[env])
+    others = [
+        f"shell: `ulimit -l {kib}` / limits.conf `memlock`",
+        f"systemd: `LimitMEMLOCK={size}`",
+        "docker: `--ulimit memlock=...` or `--cap-add IPC_LOCK`",
+        "kubernetes: securityContext capability IPC_LOCK",
+    ]
+    return text + "\nElsewhere: " + "; ".join(o for o in others if not o.startswith(env))
 
 
 def permission_hint(environment: str | None = None) -> str:

@@ -6,8 +6,8 @@ import os
 import warnings
 from types import TracebackType
 
-from ._buffer import PinnedBuffer, pin
-from ._pages import as_size, page_span
+from ._buffer import pin
+from ._pages import PAGE_SIZE, SIZE_MAX, as_size
 from ._platform import BACKEND
 from ._registry import FULL, ONFAULT, PageRegistry
 from .errors import UnsupportedOperation
@@ -17,6 +17,9 @@ __all__ = ["REGISTRY", "Lock", "lock"]
 #: The one registry of this process.
 REGISTRY = PageRegistry(BACKEND)
 os.register_at_fork(after_in_child=REGISTRY._after_fork_in_child)
+
+_acquire = REGISTRY.acquire
+_release = REGISTRY.release
 
 
 class Lock:
@@ -33,8 +36,8 @@ class Lock:
 
     __slots__ = ("_generation", "_mode", "_pinned", "address", "nbytes")
 
-    def __init__(self, pinned: PinnedBuffer, start: int, end: int, mode: int, gen: int) -> None:
-        self._pinned: PinnedBuffer | None = pinned
+    def __init__(self, pinned: memoryview, start: int, end: int, mode: int, gen: int) -> None:
+        self._pinned: memoryview | None = pinned
         self._mode = mode
         self._generation = gen
         self.address = start
@@ -56,8 +59,8 @@ class Lock:
         if pinned is None:
             return
         try:
-            REGISTRY.release(self.address, self.address + self.nbytes, self._mode,
-                             self._generation)
+            start = self.address
+            _release(start, start + self.nbytes, self._mode, self._generation)
         finally:
             pinned.release()
 
@@ -112,20 +115,23 @@ def lock(obj: object, offset: int = 0, length: int | None = None, *,
         UnsupportedOperation: ``onfault`` on an OS without it.
         MemlockError: Any other refusal. On every failure nothing stays locked.
     """
-    off = as_size(offset, "offset")
+    off = offset if type(offset) is int and 0 <= offset <= SIZE_MAX else as_size(offset, "offset")
     if onfault and not BACKEND.supports_onfault:
         raise UnsupportedOperation(f"lock on fault is not available on {BACKEND.name}")
-    pinned = pin(obj)
+    pinned, base, total = pin(obj)
     try:
-        total = pinned.nbytes
         n = total - off if length is None else as_size(length, "length")
         if off > total or n > total - off:
-            raise ValueError(
-                f"offset {off} + length {n} is beyond the object's {total} bytes"
-            )
-        start, end = page_span(pinned.address + off, n)
+            raise ValueError(f"offset {off} + length {n} is beyond the object's {total} bytes")
+        address = base + off
+        start = address - address % PAGE_SIZE
+        if n:
+            end = address + n
+            end += -end % PAGE_SIZE
+        else:
+            end = start
         mode = ONFAULT if onfault else FULL
-        gen = REGISTRY.acquire(start, end, mode)
+        gen = _acquire(start, end, mode)
     except BaseException:
         pinned.release()
         raise

@@ -1,19 +1,369 @@
-"""PLACEHOLDER (issue 5, being written): real-time process locking."""
+"""lock_process() and page_faults(): a whole Python process ready for real-time work.
+
+The recipe of the PREEMPT_RT guidance: lock every page (mlockall), keep the allocator
+from returning memory to the kernel (glibc: ``M_MMAP_MAX=0``, ``M_TRIM_THRESHOLD=-1``),
+and prefault the heap and the stack so the hot loop finds every page it needs mapped.
+:func:`page_faults` proves it: the faults a block of code took, from the kernel's own
+accounting (getrusage).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import errno
+import os
+import platform
+import resource
+import sys
+from dataclasses import dataclass
+from types import TracebackType
+
+from . import _hints
+from ._pages import PAGE_SIZE, as_size
+from ._platform import BACKEND
+from ._platform._libc import real_libc
+from ._process import lock_all
+from .errors import LockLimitError, MemlockError, UnsupportedOperation
+
+__all__ = ["PageFaults", "lock_process", "page_faults"]
+
+# glibc <malloc.h>
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+MADV_POPULATE_WRITE = 23  # Linux 5.14
+_STACK_GUARD_GAP = 256 * PAGE_SIZE  # Linux default stack_guard_gap (256 pages)
+
+if sys.platform == "linux":
+    _RUSAGE_WHO = resource.RUSAGE_THREAD
+    _PER_THREAD = True
+else:
+    _RUSAGE_WHO = resource.RUSAGE_SELF
+    _PER_THREAD = False
 
 
 class PageFaults:
-    """Placeholder."""
+    """The page faults taken inside a ``with memlock.page_faults() as pf:`` block.
+
+    ``minor`` (page mapped without I/O: first touch, copy-on-write, page cache hit) and
+    ``major`` (page read from disk or swap) are filled when the block exits and stay
+    readable after it; inside the block they are 0. Counts come from getrusage(2):
+    of the calling thread where the OS can tell (Linux, ``per_thread`` True), else of
+    the whole process. Enter and exit it in the same thread.
+
+    Attributes:
+        minor: Minor faults taken in the block.
+        major: Major faults taken in the block.
+        per_thread: The counts are of this thread only (else of the whole process).
+    """
+
+    __slots__ = ("_start", "major", "minor", "per_thread")
+
+    def __init__(self) -> None:
+        self.minor = 0
+        self.major = 0
+        self.per_thread = _PER_THREAD
+        self._start: tuple[int, int] | None = None
+
+    @staticmethod
+    def _now() -> tuple[int, int]:
+        r = resource.getrusage(_RUSAGE_WHO)
+        return r.ru_minflt, r.ru_majflt
+
+    def __enter__(self) -> PageFaults:
+        self.minor = self.major = 0
+        self._start = self._now()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        end = self._now()
+        if self._start is None:
+            raise RuntimeError("PageFaults exited without being entered")
+        self.minor = end[0] - self._start[0]
+        self.major = end[1] - self._start[1]
+        self._start = None
+
+    def __repr__(self) -> str:
+        return f"PageFaults(minor={self.minor}, major={self.major})"
 
 
-def lock_process(*args: Any, **kwargs: Any) -> None:
-    """Placeholder."""
-    raise NotImplementedError
+def page_faults() -> PageFaults:
+    """Count the page faults a block of code takes.
+
+    Example::
+
+        with memlock.page_faults() as pf:
+            hot_loop()
+        assert pf.minor == 0 and pf.major == 0
+
+    Availability: Unix; per thread on Linux (RUSAGE_THREAD), per process elsewhere.
+    """
+    return PageFaults()
 
 
-def page_faults(*args: Any, **kwargs: Any) -> Any:
-    """Placeholder."""
-    raise NotImplementedError
+# -- the allocator --------------------------------------------------------------------------
+
+
+def _is_glibc() -> bool:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION") is not None
+    except (ValueError, OSError):
+        return platform.libc_ver()[0] == "glibc"
+
+
+def _tune_malloc() -> None:
+    """Keep glibc from returning freed memory: no mmap'd blocks, no trimming of the heap."""
+    libc = real_libc()
+    for name, param, value in (("M_MMAP_MAX", M_MMAP_MAX, 0),
+                               ("M_TRIM_THRESHOLD", M_TRIM_THRESHOLD, -1)):
+        if not libc.mallopt(param, value):
+            raise MemlockError(errno.EINVAL, f"mallopt({name}, {value}) failed")
+
+
+def _prefault_heap(nbytes: int) -> None:
+    """Grow malloc's heap by ``nbytes``, touch every page, and free it back to the arena.
+
+    CPython hands blocks this big to malloc; bytearray(n) zero-fills, touching each page.
+    With M_MMAP_MAX=0 the block comes from brk, and with no trimming it stays mapped (and
+    locked) in the arena's top chunk after ``del``, ready for the next allocation.
+    """
+    if nbytes:
+        block = bytearray(nbytes)
+        del block
+
+
+# -- the stack ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Mapping:
+    start: int
+    end: int
+    path: str
+    prev_end: int  # end of the mapping below it (0 if none)
+
+
+def parse_syscall_sp(text: str) -> int | None:
+    """The user stack pointer from a /proc/PID/syscall text (``nr args... sp pc``)."""
+    parts = text.split()
+    if len(parts) < 3 or not parts[-2].startswith("0x"):
+        return None  # "running", or empty
+    return int(parts[-2], 16)
+
+
+def find_mapping(maps_text: str, address: int) -> _Mapping | None:
+    """The mapping of a /proc/PID/maps text that contains ``address``."""
+    prev_end = 0
+    for line in maps_text.splitlines():
+        fields = line.split(maxsplit=5)
+        if not fields:
+            continue
+        lo, _, hi = fields[0].partition("-")
+        start, end = int(lo, 16), int(hi, 16)
+        if start <= address < end:
+            path = fields[5].strip() if len(fields) > 5 else ""
+            return _Mapping(start, end, path, prev_end)
+        prev_end = end
+    return None
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="ascii", errors="replace") as f:
+        return f.read()
+
+
+def _status_kib(name: str) -> int | None:
+    for line in _read("/proc/self/status").splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+@dataclass(frozen=True)
+class _StackPlan:
+    low: int  # lowest byte to prefault (page aligned)
+    top: int  # end of the range to populate (page aligned, above the stack pointer)
+    mapping: _Mapping
+
+    @property
+    def grow(self) -> int:
+        """Bytes the stack mapping must grow down by to reach ``low``."""
+        return max(0, self.mapping.start - self.low)
+
+
+def _stack_plan(nbytes: int) -> _StackPlan:
+    """Where ``nbytes`` below this thread's stack pointer lie; ValueError if they cannot.
+
+    Availability: Linux.
+    """
+    try:
+        sp = parse_syscall_sp(_read("/proc/thread-self/syscall"))
+        maps = _read("/proc/self/maps")
+    except OSError as exc:
+        raise UnsupportedOperation(
+            f"prefault_stack needs /proc/thread-self/syscall and /proc/self/maps: {exc}"
+        ) from None
+    mapping = None if sp is None else find_mapping(maps, sp)
+    if sp is None or mapping is None:
+        raise UnsupportedOperation("prefault_stack: cannot find this thread's stack pointer")
+    low = (sp - nbytes) - (sp - nbytes) % PAGE_SIZE
+    top = sp - sp % PAGE_SIZE + PAGE_SIZE
+    fmt = _hints.format_size
+    if mapping.path == "[stack]":  # the main thread's stack grows down, up to RLIMIT_STACK
+        soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
+        used = mapping.end - sp
+        if soft != resource.RLIM_INFINITY and mapping.end - low > soft:
+            room = max(0, soft - used - PAGE_SIZE)
+            raise ValueError(
+                f"prefault_stack={nbytes} does not fit in the stack: RLIMIT_STACK is "
+                f"{fmt(soft)} (`ulimit -s`) and {fmt(used)} is in use; at most "
+                f"{room} bytes can be prefaulted"
+            )
+        if low - mapping.prev_end < _STACK_GUARD_GAP:
+            raise ValueError(
+                f"prefault_stack={nbytes} would bring the stack within the guard gap of "
+                "the mapping below it"
+            )
+    elif low < mapping.start:  # a thread's stack: a fixed mapping
+        room = sp - mapping.start - PAGE_SIZE
+        raise ValueError(
+            f"prefault_stack={nbytes} is larger than what is left of this thread's stack "
+            f"({max(0, room)} bytes); start the thread with a bigger "
+            "threading.stack_size()"
+        )
+    return _StackPlan(low, top, mapping)
+
+
+def _prefault_stack(nbytes: int) -> None:
+    """Map and populate the ``nbytes`` below the stack pointer (after mlockall: locked)."""
+    if not nbytes:
+        return
+    plan = _stack_plan(nbytes)
+    libc = real_libc()
+    if plan.grow:
+        # The kernel kills a process whose stack cannot grow (SIGSEGV): check what it checks.
+        lim = BACKEND.limits()
+        vm_lck = _status_kib("VmLck") or 0
+        if lim.soft is not None and not lim.privileged and vm_lck + plan.grow > lim.soft:
+            raise BACKEND.limit_error("lock_process(prefault_stack)", errno.ENOMEM, plan.grow)
+        as_soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        vm_size = _status_kib("VmSize") or 0
+        if as_soft != resource.RLIM_INFINITY and vm_size + plan.grow > as_soft:
+            raise ValueError(f"prefault_stack={nbytes} would exceed RLIMIT_AS")
+        libc.peek(plan.low)  # a read below the mapping grows it; writes nothing
+    length = plan.top - plan.low
+    # Populating writes no data: safe over live frames. Under mlockall the pages stay.
+    err = libc.madvise(plan.low, length, MADV_POPULATE_WRITE)
+    if err == errno.EINVAL:  # kernel < 5.14: mlock populates the (already locked) range
+        BACKEND.mlock(plan.low, length)
+    elif err:
+        raise MemlockError(err, f"madvise(MADV_POPULATE_WRITE) of the stack: {os.strerror(err)}")
+
+
+# -- the whole process ------------------------------------------------------------------------
+
+
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+    return value
+
+
+def _vm_size_error(
+    vm_size: int, extra: int, soft: int, locked: int | None
+) -> LockLimitError:
+    fmt = _hints.format_size
+    needed = vm_size + extra
+    extra_text = f" + {fmt(extra)} to prefault" if extra else ""
+    msg = (
+        f"lock_process: VmSize {fmt(vm_size)} ({vm_size} bytes){extra_text} exceeds "
+        f"RLIMIT_MEMLOCK {fmt(soft)} ({soft} bytes): mlockall(MCL_CURRENT) is charged for "
+        "VmSize, every mapping of the process, not just its resident memory (VmRSS); with "
+        "MCL_FUTURE later allocations count too, so leave headroom"
+    )
+    return LockLimitError(
+        errno.ENOMEM,
+        msg,
+        hint=BACKEND.limit_fix(-(-(needed * 3 // 2) // 2**20) * 2**20),  # 50% headroom
+        requested=needed,
+        limit=soft,
+        locked=locked,
+    )
+
+
+def lock_process(
+    *,
+    future: bool = True,
+    onfault: bool = False,
+    prefault_heap: int = 0,
+    prefault_stack: int = 0,
+    tune_malloc: bool = True,
+) -> None:
+    """Lock the whole process in RAM for real-time work.
+
+    In order: with glibc and ``tune_malloc``, sets ``M_MMAP_MAX=0`` and
+    ``M_TRIM_THRESHOLD=-1`` (big blocks come from the heap and freed memory is never
+    returned to the kernel); grows the heap by ``prefault_heap`` bytes, touches it and
+    frees it into malloc's arena; locks every page (mlockall through
+    :func:`memlock.lock_all`, so :func:`memlock.unlock_all` undoes it); then maps and
+    populates ``prefault_stack`` bytes below the stack pointer.
+
+    Args:
+        future: Also lock memory mapped later (MCL_FUTURE). Allocations past
+            RLIMIT_MEMLOCK then fail (MemoryError) when unprivileged.
+        onfault: Lock pages as they are touched instead of populating everything now
+            (MCL_ONFAULT); the prefaulted heap and stack are populated regardless.
+        prefault_heap: Bytes of heap to map, touch and keep in the allocator. Only glibc
+            with ``tune_malloc`` keeps them after they are freed; allocations of the
+            main thread's arena (the main thread) are served from them.
+        prefault_stack: Bytes below the calling thread's stack pointer to map and populate
+            (its C stack; deep C recursion, e.g. json or re on nested input, uses it).
+        tune_malloc: Tune glibc's malloc as above (ignored with other C libraries).
+
+    Raises:
+        TypeError, ValueError: Bad arguments, or ``prefault_stack`` larger than the stack
+            can grow (RLIMIT_STACK, ``ulimit -s``) or than a thread's stack.
+        LockLimitError: Unprivileged and VmSize (all mappings: what mlockall(MCL_CURRENT)
+            is charged, not resident memory) plus the prefault exceeds RLIMIT_MEMLOCK;
+            checked before anything changes. The message names both numbers, ``hint``
+            the fix.
+        LockPermissionError: RLIMIT_MEMLOCK is 0 and the process lacks the privilege.
+        UnsupportedOperation: No mlockall (macOS) or no MCL_ONFAULT; ``prefault_stack``
+            outside Linux.
+        MemoryError: ``prefault_heap`` cannot be allocated.
+
+    Availability: Linux (verified), FreeBSD, illumos; not macOS. ``prefault_stack``:
+    Linux only. Malloc tuning: glibc only.
+    """
+    future = _check_bool("future", future)
+    onfault = _check_bool("onfault", onfault)
+    tune_malloc = _check_bool("tune_malloc", tune_malloc)
+    heap = as_size(prefault_heap, "prefault_heap")
+    stack = as_size(prefault_stack, "prefault_stack")
+
+    c = BACKEND.constants
+    if not BACKEND.supports_lock_all:
+        BACKEND.mlockall(c.get("MCL_CURRENT", 1))  # raises the backend's explanation
+    if onfault and "MCL_ONFAULT" not in c:
+        raise UnsupportedOperation(f"MCL_ONFAULT is not available on {BACKEND.name}")
+    if stack and sys.platform != "linux":
+        raise UnsupportedOperation(f"prefault_stack is not available on {BACKEND.name}")
+    if sys.platform == "linux":
+        if stack:
+            _stack_plan(stack)  # ValueError before any change
+        lim = BACKEND.limits()
+        vm_size = _status_kib("VmSize")
+        if lim.soft is not None and not lim.privileged and vm_size is not None:
+            extra = heap + stack
+            if vm_size + extra > lim.soft:
+                raise _vm_size_error(vm_size, extra, lim.soft, lim.locked_bytes)
+
+    if tune_malloc and _is_glibc():
+        _tune_malloc()
+    _prefault_heap(heap)  # before mlockall, so MCL_CURRENT covers it even without future
+    lock_all(current=True, future=future, onfault=onfault)
+    if sys.platform == "linux":
+        _prefault_stack(stack)

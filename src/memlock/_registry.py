@@ -65,6 +65,8 @@ class PageRegistry:
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
+        self._mlock = backend.mlock
+        self._munlock = backend.munlock
         self._mutex = threading.Lock()
         self._keys: list[int] = []
         self._vals: list[tuple[int, int]] = []
@@ -169,6 +171,30 @@ class PageRegistry:
         with self._mutex:
             if start == end:
                 return self.generation
+            keys, vals = self._keys, self._vals
+            i = bisect_left(keys, start)
+            if (i == len(keys) or keys[i] >= end) and (i == 0 or vals[i - 1] == _ZERO):
+                # Fast path: the whole range lies in a region nobody holds.
+                value = (1, 0) if mode == FULL else (0, 1)
+                try:
+                    if mode == FULL and end - start < PARALLEL_MIN_BYTES:
+                        self._mlock(start, end - start)
+                    else:
+                        self._apply(start, end, _FULL if mode == FULL else _ONF)
+                except MemlockError as exc:
+                    self._undo([(start, end, _NONE)])
+                    raise self._backend.lock_error(
+                        "mlock" if mode == FULL else "mlock2", exc.errno or 0, end - start
+                    ) from None
+                if i < len(keys) and keys[i] == end:
+                    keys.insert(i, start)
+                    vals.insert(i, value)
+                    if vals[i + 1] == value:
+                        del keys[i + 1], vals[i + 1]
+                else:
+                    keys[i:i] = (start, end)
+                    vals[i:i] = (value, _ZERO)
+                return self.generation
             i = self._split(start)
             j = self._split(end)
             keys, vals = self._keys, self._vals
@@ -188,7 +214,7 @@ class PageRegistry:
                 self._compact(i - 1, j + 1)
                 requested = sum(e - s for s, e, _ in runs)
                 raise self._backend.lock_error(
-                    "mlock" if target == _FULL else "mlock2", exc.errno, requested
+                    "mlock" if target == _FULL else "mlock2", exc.errno or 0, requested
                 ) from None
             except BaseException:
                 self._undo(done)
@@ -205,10 +231,27 @@ class PageRegistry:
         if self._lock_all_active:
             return  # lock_all keeps them locked anyway; munlock would undo it
         for s, e, before in done:
-            try:
-                self._apply(s, e, before)
-            except MemlockError:
-                pass
+            self._restore(s, e, before)
+
+    def _restore(self, start: int, end: int, state: int) -> None:
+        """Set [start, end) to ``state``, subdividing around holes.
+
+        A failed mlock may leave a range partly locked, and over a hole munlock fails: on
+        Linux after unlocking up to the hole, on the BSDs without changing anything. Halving
+        on failure reaches every mapped page in O(holes x log(pages)) calls.
+        """
+        try:
+            if state == _NONE:
+                self._backend.munlock(start, end - start)
+            else:
+                self._apply(start, end, state)
+        except MemlockError:
+            page = self._backend.page_size
+            if end - start <= page:
+                return
+            mid = start + (end - start) // page // 2 * page
+            self._restore(start, mid, state)
+            self._restore(mid, end, state)
 
     def release(self, start: int, end: int, mode: int, generation: int) -> bool:
         """Drop one ``mode`` lock on [start, end). False if it predates a fork (no-op)."""
@@ -216,6 +259,24 @@ class PageRegistry:
             if generation != self.generation:
                 return False
             if start == end:
+                return True
+            keys, vals = self._keys, self._vals
+            i = bisect_left(keys, start)
+            value = (1, 0) if mode == FULL else (0, 1)
+            if (
+                i + 1 < len(keys) and keys[i] == start and keys[i + 1] == end
+                and vals[i] == value and (i == 0 or vals[i - 1] == _ZERO)
+            ):
+                # Fast path: the only lock on an isolated range.
+                if vals[i + 1] == _ZERO:
+                    del keys[i : i + 2], vals[i : i + 2]
+                else:
+                    del keys[i], vals[i]
+                if not self._lock_all_active:
+                    try:
+                        self._munlock(start, end - start)
+                    except MemlockError:
+                        pass
                 return True
             i = self._split(start)
             j = self._split(end)

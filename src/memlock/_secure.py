@@ -1,19 +1,655 @@
-"""PLACEHOLDER (issue 4, being written): secrets."""
+"""SecureBuffer, getpass(), read_secret(): secrets kept out of swap, core dumps and children.
+
+Views on Python 3.11 (no PEP 688): each buffer exports its bytes through one ctypes array
+(made by ``RealLibc.exporter`` on the first :meth:`SecureBuffer.view`), and hands out
+``memoryview(arr).cast("B")``. Every view, slice, ``memoryview(view)``, ``numpy``
+array or ctypes object derived from such a view keeps the view's managed buffer alive,
+which holds a reference to ``arr``. :meth:`SecureBuffer.close` therefore reads
+``sys.getrefcount(arr)``: above its baseline, some derived object can still reach the
+memory, and close refuses with BufferError (as ``mmap.close`` does) instead of wiping or
+reusing memory a view can still see. The array also references its SecureBuffer, so a
+live view keeps the buffer from being collected. Nothing here writes into CPython's
+private structures. What this cannot see: raw addresses taken with ctypes and used after
+close.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Protocol, final
+
+from . import _securemem as _mem
+from ._pages import PAGE_SIZE, as_size
+from .errors import MemlockError
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ["SecureBuffer", "getpass", "read_secret"]
+
+_LIBC = _mem.LIBC
+_exporter = _LIBC.exporter
+_wipe = _LIBC.wipe
+_NONE, _READ, _RW = _mem.PROT_NONE, _mem.PROT_READ, _mem.PROT_RW
+_PROT_NAMES = {_NONE: "none", _READ: "read", _RW: "readwrite"}
+_CANARY = _mem.CANARY
+_CSIZE = _mem.CANARY_SIZE
+_MAX_CLASS = _mem.MAX_CLASS
+_SIZE_MAX = 2**62
+_Chunk = _mem.Chunk
+_Mapping = _mem.Mapping
+_pool = _mem.pool
+#: Backend names resolved once ("auto" probes the kernel on first use).
+_RESOLVED: dict[str, str] = {}
+#: sys.getrefcount(arr) inside close() with no view alive: the buffer's own reference,
+#: the local variable, and getrefcount's argument.
+_ARR_BASE_REFS = 3
+_GETREFCOUNT = sys.getrefcount
 
 
+class _Exportable(Protocol):
+    """A buffer-protocol object (a ctypes array here)."""
+
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+
+
+def _views_alive(arr: _Exportable) -> bool:
+    # Our caller's slot + its local + this argument + getrefcount's argument.
+    return _GETREFCOUNT(arr) > _ARR_BASE_REFS + 1
+
+
+@final
 class SecureBuffer:
-    """Placeholder."""
+    """Fixed-size memory for a secret: locked, kept out of core dumps and forked children.
+
+    Zero-filled at creation, readable and writable until restricted. The memory is locked
+    in RAM (a failure raises LockLimitError with the numbers and a hint, never ignored),
+    excluded from core dumps (MADV_DONTDUMP), and never readable by a forked child
+    (MADV_WIPEONFORK: the child sees zeros; memfd_secret: MADV_DONTFORK, the child has no
+    mapping). In a child, inherited buffers read as closed.
+
+    Small secrets (up to 2048 bytes) share locked pages from a pool, each followed by a
+    canary; larger ones, and ``isolated=True``, get a mapping of their own between two
+    PROT_NONE guard pages, ending exactly at the second guard (one byte past the end
+    faults), with a canary before the secret. Isolated buffers can change protection
+    (:meth:`noaccess`, :meth:`readonly`, :meth:`readwrite`, :meth:`access`).
+
+    Args:
+        size: Bytes of the secret (0 allowed).
+        isolated: Give the secret its own guarded mapping (a page or more of locked memory
+            each, about 10 µs to create) instead of a pool slot.
+        backend: ``"memfd_secret"`` (Linux 5.14+: pages leave the kernel's direct map and
+            /proc/PID/mem cannot read them; an error where the kernel refuses it),
+            ``"anonymous"`` (locked private anonymous memory) or ``"auto"`` (the first
+            that works here).
+
+    Raises:
+        TypeError / ValueError: Bad arguments (before any system call).
+        LockLimitError: RLIMIT_MEMLOCK does not allow the memory.
+        UnsupportedOperation: ``backend="memfd_secret"`` where the kernel refuses it.
+
+    Availability: Linux (verified). Elsewhere: locking and guard pages, FreeBSD
+    MADV_NOCORE, fork protection by an at-fork wipe; no memfd_secret. Not verified there.
+    """
+
+    __slots__ = ("_addr", "_arr", "_backend", "_gen", "_home", "_isolated", "_off", "_prot",
+                 "_size")
+
+    _home: _mem.Chunk | _mem.Mapping | None
+    _arr: _Exportable | None
+
+    def __init__(self, size: int, *, isolated: bool = False, backend: str = "auto") -> None:
+        self._home = None
+        n = size if type(size) is int and 0 <= size <= _SIZE_MAX else as_size(size, "size")
+        if n > _SIZE_MAX:
+            raise ValueError(f"size {n} is too large")
+        if not isinstance(isolated, bool):
+            raise TypeError(f"isolated must be a bool, not {type(isolated).__name__}")
+        name = _RESOLVED.get(backend) if type(backend) is str else None
+        if name is None:
+            name = _mem.resolve_backend(backend)
+            _RESOLVED[backend] = name
+        st = _mem.state
+        self._size = n
+        self._arr = None
+        self._backend = name
+        self._isolated = isolated
+        self._prot = _RW
+        self._gen = st.gen
+        if not isolated and n <= _MAX_CLASS:
+            with st.mutex:
+                chunk, off = _pool(name).alloc(n)
+                self._home = chunk
+            self._off = off
+            self._addr = chunk.base + off
+            return
+        pages = -(-(n + _CSIZE) // PAGE_SIZE) * PAGE_SIZE
+        m = _mem.map_pages(pages, name)
+        off = pages - n
+        m.view[off - _CSIZE:off] = _CANARY
+        self._off = off
+        self._addr = m.base + off
+        with st.mutex:
+            st.own.add(m)
+            self._home = m
+            if st.pending:
+                _mem.drain_pending()
+
+    # -- state ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def closed(self) -> bool:
+        """True after close (and in a forked child for buffers inherited from the parent)."""
+        return self._home is None or self._gen != _mem.state.gen
+
+    @property
+    def backend(self) -> str:
+        """The memory backend in use: ``"memfd_secret"`` or ``"anonymous"``."""
+        return self._backend
+
+    @property
+    def isolated(self) -> bool:
+        """The secret has its own guarded mapping and can change protection."""
+        return self._isolated
+
+    @property
+    def protection(self) -> str:
+        """``"readwrite"``, ``"read"`` or ``"none"`` (only isolated buffers change it)."""
+        return _PROT_NAMES[self._prot]
+
+    def __repr__(self) -> str:
+        kind = "isolated" if self._isolated else (
+            "pooled" if self._size <= _MAX_CLASS else "own mapping")
+        st = "closed" if self.closed else "open"
+        prot = "" if self._prot == _RW else f" protection={self.protection}"
+        return (f"<memlock.SecureBuffer {st} size={self._size} {kind} "
+                f"backend={self._backend}{prot}>")
+
+    def _check_open(self, st: _mem._State) -> None:
+        if self._home is None:
+            raise ValueError("operation on a closed SecureBuffer")
+        if self._gen != st.gen:
+            raise ValueError(
+                "this SecureBuffer belongs to the parent process: its memory is not "
+                "available in a forked child")
+
+    # -- access --------------------------------------------------------------------------
+
+    def view(self) -> memoryview:
+        """A memoryview (format "B") of exactly the secret's bytes; read-only if restricted.
+
+        While this view or anything derived from it (slices, memoryviews, numpy arrays)
+        is alive, :meth:`close` and narrowing the protection raise BufferError. Release
+        it with ``del``, ``view.release()`` or ``with sb.view() as v:``.
+
+        Raises:
+            ValueError: Closed, inherited across fork, or protection ``"none"``.
+        """
+        st = _mem.state
+        with st.mutex:
+            self._check_open(st)
+            prot = self._prot
+            if prot == _NONE:
+                raise ValueError(
+                    "SecureBuffer protection is 'none'; call readonly() or readwrite(), "
+                    "or use access()")
+            arr = self._arr
+            if arr is None:
+                arr = self._arr = _exporter(self._addr, self._size)
+                arr._owner = self  # type: ignore[attr-defined]  # a view keeps us alive
+            v = memoryview(arr).cast("B")
+        return v if prot == _RW else v.toreadonly()
+
+    @contextlib.contextmanager
+    def access(self, write: bool = False) -> Iterator[memoryview]:
+        """Context manager: a view valid inside the ``with`` block only.
+
+        For an isolated buffer, protection is opened to at least what ``write`` asks for
+        and put back on exit (``noaccess()`` buffers are readable only inside the block).
+        The view is released on exit; a slice or copy of it that escapes the block makes
+        the exit raise BufferError (protection then stays open).
+
+        Args:
+            write: Whether the view must be writable. False gives a read-only view.
+        """
+        prev = self._prot
+        want = _RW if write else _READ
+        changed = self._isolated and prev & want != want
+        if changed:
+            self._protect(prev | want)
+        v = self.view()
+        if not write and not v.readonly:
+            ro = v.toreadonly()
+            v.release()
+            v = ro
+        try:
+            yield v
+        finally:
+            with contextlib.suppress(BufferError):
+                v.release()
+            del v
+            if changed:
+                self._protect(prev)
+
+    def _protect(self, prot: int) -> None:
+        if not self._isolated:
+            raise ValueError("protection can change only for isolated=True buffers")
+        st = _mem.state
+        with st.mutex:
+            self._check_open(st)
+            home = self._home
+            assert isinstance(home, _mem.Mapping)
+            arr = self._arr
+            if prot & self._prot != self._prot and arr is not None and _views_alive(arr):
+                raise BufferError(
+                    "cannot restrict protection while a view of the SecureBuffer (or a "
+                    "slice/array made from one) is alive")
+            del arr
+            err = _LIBC.mprotect(home.base, home.size, prot)
+            if err:
+                raise MemlockError(err, f"mprotect: {os.strerror(err)}")
+            self._prot = prot
+
+    def noaccess(self) -> None:
+        """Make the secret unreadable (PROT_NONE): touching it kills the process.
+
+        Raises:
+            ValueError: Not isolated, or closed.
+            BufferError: A view is alive.
+        """
+        self._protect(_NONE)
+
+    def readonly(self) -> None:
+        """Make the secret read-only (PROT_READ); views from now on are read-only.
+
+        Raises:
+            ValueError: Not isolated, or closed.
+            BufferError: Narrowing from read-write while a view is alive.
+        """
+        self._protect(_READ)
+
+    def readwrite(self) -> None:
+        """Make the secret readable and writable again (the initial protection)."""
+        self._protect(_RW)
+
+    if sys.version_info >= (3, 12):
+
+        def __buffer__(self, flags: int, /) -> memoryview:
+            """PEP 688: ``memoryview(sb)``, ``hmac.compare_digest(sb, other)`` ..."""
+            v = self.view()
+            if flags & 1 and v.readonly:  # PyBUF_WRITABLE
+                v.release()
+                raise BufferError("SecureBuffer is read-only")
+            return v
+
+        def __release_buffer__(self, view: memoryview, /) -> None:
+            view.release()
+
+    # -- closing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Wipe the secret (a memset the compiler cannot elide) and release its memory.
+
+        Idempotent. A reused pool slot always starts zeroed.
+
+        Raises:
+            BufferError: A view (or a slice/array derived from one) is alive; nothing is
+                wiped then.
+            RuntimeError: The canary next to the secret was overwritten (a write ran
+                past the secret's bounds). The secret is wiped and the slot retired.
+        """
+        st = _mem.state
+        with st.mutex:
+            home = self._home
+            if home is None:
+                return
+            if self._gen != st.gen:  # inherited: never touch the parent's memory
+                self._home = self._arr = None
+                return
+            arr = self._arr
+            if arr is not None:
+                if _GETREFCOUNT(arr) > _ARR_BASE_REFS:
+                    raise BufferError(
+                        "cannot close a SecureBuffer while a view of it (or a slice, "
+                        "memoryview or array made from one) is alive")
+                arr._owner = None  # type: ignore[attr-defined]
+                self._arr = arr = None
+            self._home = None
+            if type(home) is _Chunk:
+                off = self._off
+                end = off + self._size
+                view = home.view
+                ok = view[end:end + _CSIZE] == _CANARY
+                # Wipe: a memcpy by CPython into memory the compiler knows nothing
+                # about, so no optimiser can drop it as a dead store.
+                view[off:off + home.stride] = home.zeros
+                if ok:
+                    home.pool.free(home, off)
+                else:  # retire the slot: never reused, its chunk never returned
+                    pass
+            else:
+                st.own.discard(home)
+        if type(home) is _Mapping:
+            if self._prot != _RW:
+                _LIBC.mprotect(home.base, home.size, _RW)
+            off = self._off
+            ok = home.view[off - _CSIZE:off] == _CANARY
+            _mem.unmap_pages(home)
+        if not ok:
+            raise RuntimeError(
+                f"SecureBuffer canary overwritten: a write ran past the bounds of the "
+                f"{self._size}-byte secret (memory corruption); the secret was wiped")
+
+    def __enter__(self) -> SecureBuffer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            home = self._home
+            if home is None or self._gen != _mem.state.gen:
+                return
+            warnings.warn(
+                f"unclosed {self!r}: close it or use a with block; wiped by the finalizer",
+                ResourceWarning, stacklevel=2, source=self)
+            # Last resort, after the warning: wipe now; the memory goes back at the next
+            # operation of this module (a finalizer may run with any lock held).
+            self._home = None
+            if type(home) is _Chunk:
+                _wipe(self._addr, home.stride)
+                _mem.state.pending.append((home, self._off))
+            else:
+                if self._prot != _RW:
+                    _LIBC.mprotect(home.base, home.size, _RW)
+                _wipe(home.base, home.size)
+                _mem.state.pending.append((home, -1))
+        except Exception:  # interpreter shutdown: modules may be half torn down
+            pass
+
+    # -- no copies -------------------------------------------------------------------------
+
+    def __reduce_ex__(self, protocol: object) -> tuple[object, ...]:
+        raise TypeError("a SecureBuffer cannot be pickled")
+
+    def __copy__(self) -> SecureBuffer:
+        raise TypeError("a SecureBuffer cannot be copied; copy its view into a new one")
+
+    def __deepcopy__(self, memo: object) -> SecureBuffer:
+        raise TypeError("a SecureBuffer cannot be copied; copy its view into a new one")
 
 
-def getpass(*args: Any, **kwargs: Any) -> SecureBuffer:
-    """Placeholder."""
-    raise NotImplementedError
+# -- filling without copies ----------------------------------------------------------------
 
 
-def read_secret(*args: Any, **kwargs: Any) -> SecureBuffer:
-    """Placeholder."""
-    raise NotImplementedError
+def _exact(src: SecureBuffer, n: int, isolated: bool, backend: str) -> SecureBuffer:
+    """A new SecureBuffer holding ``src[:n]``; ``src`` is closed (wiped)."""
+    try:
+        dst = SecureBuffer(n, isolated=isolated, backend=backend)
+        try:
+            with src.view() as s, dst.view() as d:
+                d[:] = s[:n]
+        except BaseException:
+            dst.close()
+            raise
+    finally:
+        src.close()
+    return dst
+
+
+def _check_common(isolated: object, backend: object) -> None:
+    if not isinstance(isolated, bool):
+        raise TypeError(f"isolated must be a bool, not {type(isolated).__name__}")
+    _mem.resolve_backend(backend)
+
+
+def read_secret(
+    source: int | str | bytes | os.PathLike[str] | os.PathLike[bytes],
+    size: int | None = None,
+    *,
+    max_size: int = 1 << 20,
+    strip_newline: bool = False,
+    isolated: bool = False,
+    backend: str = "auto",
+) -> SecureBuffer:
+    """Read a secret from a file or file descriptor straight into a SecureBuffer.
+
+    The bytes go from the kernel into locked memory with ``readv(2)``: no bytes or str
+    object holds them on the way. (A regular file's contents are in the page cache
+    anyway; prefer a tmpfs/ramfs file, a pipe or a socket.)
+
+    Args:
+        source: A path (opened read-only, closed afterwards) or an open file descriptor
+            (read from its current position, left open).
+        size: Read exactly this many bytes; None reads to end of file.
+        max_size: With ``size=None``, the longest secret accepted.
+        strip_newline: Drop one trailing ``"\\n"`` (or ``"\\r\\n"``).
+        isolated: As for :class:`SecureBuffer`.
+        backend: As for :class:`SecureBuffer`.
+
+    Returns:
+        A SecureBuffer of exactly the secret's length.
+
+    Raises:
+        TypeError / ValueError: Bad arguments; with ``size=None`` a secret longer than
+            ``max_size``.
+        EOFError: ``size`` given and the source ended first.
+        OSError: From opening or reading ``source``.
+    """
+    if isinstance(source, bool) or not isinstance(source, int | str | bytes | os.PathLike):
+        raise TypeError(
+            f"source must be a path or a file descriptor, not {type(source).__name__}")
+    if isinstance(source, int) and source < 0:
+        raise ValueError(f"bad file descriptor {source}")
+    want = None if size is None else as_size(size, "size")
+    limit = as_size(max_size, "max_size")
+    if not isinstance(strip_newline, bool):
+        raise TypeError("strip_newline must be a bool")
+    _check_common(isolated, backend)
+    if isinstance(source, int):
+        fd, own = source, False
+    else:
+        fd, own = os.open(source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)), True
+    try:
+        if want is not None:
+            buf = SecureBuffer(want, isolated=isolated, backend=backend)
+            try:
+                got = _fill(fd, buf, 0)
+                if got < want:
+                    raise EOFError(f"the source ended after {got} of {want} bytes")
+            except BaseException:
+                buf.close()
+                raise
+            n = want
+        else:
+            buf, n = _read_to_eof(fd, limit, backend)
+    finally:
+        if own:
+            os.close(fd)
+    if strip_newline:
+        with buf.view() as v:
+            if n and v[n - 1] == 10:
+                n -= 1
+                if n and v[n - 1] == 13:
+                    n -= 1
+    if n == len(buf) and buf.isolated == isolated:
+        return buf
+    return _exact(buf, n, isolated, backend)
+
+
+def _fill(fd: int, buf: SecureBuffer, start: int) -> int:
+    """Read into ``buf[start:]`` until full or end of file; the new fill level."""
+    got = start
+    with buf.view() as v:
+        while got < len(v):
+            k = os.readv(fd, [v[got:]])
+            if k == 0:
+                break
+            got += k
+    return got
+
+
+def _read_to_eof(fd: int, limit: int, backend: str) -> tuple[SecureBuffer, int]:
+    cap = 256
+    try:
+        st = os.fstat(fd)
+        if st.st_size > 0:
+            cap = st.st_size + 1  # +1: see the end of file in one pass
+    except OSError:
+        pass
+    cap = min(cap, limit + 1)
+    buf = SecureBuffer(cap, backend=backend)
+    got = 0
+    try:
+        while True:
+            got = _fill(fd, buf, got)
+            if got < len(buf):
+                return buf, got
+            if got > limit:
+                raise ValueError(f"the secret is longer than max_size={limit} bytes")
+            bigger = SecureBuffer(min(2 * len(buf), limit + 1), backend=backend)
+            with buf.view() as s, bigger.view() as d:
+                d[:got] = s
+            buf.close()
+            buf = bigger
+    except BaseException:
+        buf.close()
+        raise
+
+
+def getpass(
+    prompt: str = "Password: ",
+    *,
+    max_size: int = 1024,
+    isolated: bool = False,
+    backend: str = "auto",
+) -> SecureBuffer:
+    """Prompt for a password on the terminal and read it straight into locked memory.
+
+    Echo is turned off on ``/dev/tty`` *before* the prompt is written; the input is read
+    one byte at a time with ``readv(2)`` into a SecureBuffer (no str or bytes holds it),
+    handling Backspace (a whole UTF-8 character), Ctrl-U (erase all) and Ctrl-D (end of
+    input), then copied into a buffer of exactly the typed length; the first is wiped.
+    Ctrl-C raises KeyboardInterrupt after restoring the terminal. Without a controlling
+    terminal, reads standard input (the prompt goes to standard error).
+
+    Args:
+        prompt: Text shown before reading.
+        max_size: Longest password accepted, in bytes.
+        isolated: As for :class:`SecureBuffer`.
+        backend: As for :class:`SecureBuffer`.
+
+    Returns:
+        A SecureBuffer of the typed bytes (UTF-8 as the terminal sent them), without the
+        line ending.
+
+    Raises:
+        EOFError: End of input before anything was typed.
+        ValueError: More than ``max_size`` bytes were typed (the input is wiped).
+
+    Availability: Unix.
+    """
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
+    limit = as_size(max_size, "max_size")
+    if limit == 0:
+        raise ValueError("max_size must be at least 1")
+    _check_common(isolated, backend)
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+        out, own = fd, True
+    except OSError:
+        fd, out, own = 0, 2, False
+    try:
+        buf = SecureBuffer(limit + 1, backend=backend)  # the last byte: overflow scratch
+        try:
+            n = _read_password(fd, out, prompt.encode(errors="replace"), buf, limit)
+        except BaseException:
+            buf.close()
+            raise
+    finally:
+        if own:
+            os.close(fd)
+    return _exact(buf, n, isolated, backend)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_password(fd: int, out: int, prompt: bytes, buf: SecureBuffer, limit: int) -> int:
+    old = None
+    if sys.platform != "win32":
+        import termios
+
+        try:
+            old = termios.tcgetattr(fd)
+        except termios.error:
+            old = None  # not a terminal: nothing echoes
+        if old is not None:
+            new = list(old)
+            new[3] = old[3] & ~(termios.ECHO | termios.ECHONL | termios.ICANON)
+            cc = list(old[6])
+            cc[termios.VMIN] = 1
+            cc[termios.VTIME] = 0
+            new[6] = cc
+            termios.tcsetattr(fd, termios.TCSAFLUSH, new)  # echo off BEFORE the prompt
+    try:
+        _write_all(out, prompt)
+        n = 0
+        overflow = False
+        with buf.view() as v:
+            while True:
+                pos = n if n < limit else limit
+                if os.readv(fd, [v[pos:pos + 1]]) == 0:  # end of file
+                    if n == 0 and not overflow:
+                        raise EOFError("end of input before a password was typed")
+                    break
+                b = v[pos]
+                v[pos] = 0
+                if b in (10, 13):  # Enter
+                    break
+                if b in (127, 8):  # Backspace: a whole UTF-8 character
+                    while n:
+                        n -= 1
+                        c = v[n]
+                        v[n] = 0
+                        if c & 0xC0 != 0x80:
+                            break
+                elif b == 21:  # Ctrl-U
+                    v[:n] = bytes(n)
+                    n = 0
+                    overflow = False
+                elif b == 4:  # Ctrl-D
+                    if n == 0 and not overflow:
+                        raise EOFError("end of input before a password was typed")
+                    break
+                elif pos == limit:
+                    overflow = True
+                else:
+                    v[pos] = b
+                    n += 1
+        if old is not None:
+            _write_all(out, b"\n")
+    finally:
+        if old is not None:
+            termios.tcsetattr(fd, termios.TCSAFLUSH, old)
+    if overflow:
+        raise ValueError(f"the password is longer than max_size={limit} bytes")
+    return n
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import resource
+from collections.abc import Callable
 from typing import ClassVar
 
 from .. import _hints
@@ -33,9 +34,19 @@ class Backend:
     #: mlockall/munlockall are implemented (not ENOSYS).
     supports_lock_all: ClassVar[bool] = True
 
-    def __init__(self, libc: Libc, page_size: int | None = None) -> None:
+    def __init__(
+        self,
+        libc: Libc,
+        page_size: int | None = None,
+        *,
+        rlimit: Callable[[], tuple[int | None, int | None]] | None = None,
+        euid: Callable[[], int] | None = None,
+    ) -> None:
         self.libc = libc
         self.page_size = page_size or os.sysconf("SC_PAGE_SIZE")
+        #: Injected facts (tests of backends for other OSes run on a simulated libc).
+        self._rlimit_source = rlimit
+        self._euid = euid or os.geteuid
 
     # -- raw calls, translated -------------------------------------------------------
 
@@ -75,6 +86,8 @@ class Backend:
 
     def rlimit(self) -> tuple[int | None, int | None]:
         """Soft and hard RLIMIT_MEMLOCK in bytes (None = unlimited)."""
+        if self._rlimit_source is not None:
+            return self._rlimit_source()
         soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
 
         def conv(v: int) -> int | None:
@@ -84,7 +97,7 @@ class Backend:
 
     def privileged(self) -> bool:
         """The process may lock beyond RLIMIT_MEMLOCK (root on the BSDs)."""
-        return os.geteuid() == 0
+        return self._euid() == 0
 
     def locked_bytes(self) -> int | None:
         """Bytes this process has locked, where the OS tells."""
@@ -125,8 +138,9 @@ class Backend:
         soft, _hard = self.rlimit()
         locked = self.locked_bytes()
         needed = None if requested is None else requested + (locked or 0)
+        amount = "that" if requested is None else _hints.format_size(requested)
         msg = (
-            f"{op}: cannot lock {_hints.format_size(requested) if requested is not None else 'that'}"
+            f"{op}: cannot lock {amount}"
             f": over {what} (limit {_hints.format_size(soft)}, already locked "
             f"{_hints.format_size(locked) if locked is not None else 'unknown'})"
         )

@@ -72,11 +72,15 @@ class RealLibc:
 
     def mlock(self, addr: int, length: int) -> int:
         """mlock(2)."""
-        return self._result(self._mlock(addr, length))  # type: ignore[attr-defined]
+        if self._mlock(addr, length):  # type: ignore[attr-defined]
+            return ctypes.get_errno()
+        return 0
 
     def munlock(self, addr: int, length: int) -> int:
         """munlock(2)."""
-        return self._result(self._munlock(addr, length))  # type: ignore[attr-defined]
+        if self._munlock(addr, length):  # type: ignore[attr-defined]
+            return ctypes.get_errno()
+        return 0
 
     def mlock2(self, addr: int, length: int, flags: int, syscall_nr: int) -> int:
         """mlock2(2): the libc wrapper where present, else the raw system call."""
@@ -167,6 +171,106 @@ class RealLibc:
         if size.value == 4:
             return int(ctypes.c_uint32.from_buffer(buf).value)
         return int(buf.value)
+
+    @staticmethod
+    def peek(addr: int) -> int:
+        """Read the byte at ``addr`` (a read fault: grows a stack mapping down to it).
+
+        The caller must know ``addr`` is readable or a legal stack extension.
+        """
+        return int(ctypes.c_ubyte.from_address(addr).value)
+
+    def priv_ineffect(self, name: str) -> bool | None:
+        """illumos/Solaris priv_ineffect(3C): ``name`` is in the effective privilege set.
+
+        None where the C library has no priv_ineffect (every OS but illumos/Solaris).
+        """
+        fn = getattr(self._dll, "priv_ineffect", None)
+        if fn is None:
+            return None
+        fn.argtypes = [ctypes.c_char_p]
+        fn.restype = _int
+        return bool(fn(name.encode()))
+
+    def cachestat_pages(self, fd: int, offset: int, length: int) -> tuple[int, int]:
+        """cachestat(2) (Linux 6.5+): ``(cached pages, 0)`` or ``(-1, errno)``; fast path.
+
+        ``length`` 0 means to EOF. Used per file over large trees: no dict, no allocation
+        (each thread keeps its own argument buffers).
+        """
+        try:
+            fn, rng, out, args = self._cachestat_tls.state
+        except AttributeError:
+            fn, rng, out, args = self._cachestat_setup()
+        rng[0] = offset
+        rng[1] = length
+        if fn(451, fd, args[0], args[1], 0) == -1:
+            return -1, ctypes.get_errno()
+        return int(out[0]), 0
+
+    def _cachestat_setup(self) -> tuple[
+        "ctypes._CDLLFuncPointer", ctypes.Array[ctypes.c_uint64], ctypes.Array[ctypes.c_uint64],
+        tuple[int, int],
+    ]:
+        import threading
+
+        if not hasattr(self, "_cachestat_tls"):
+            self._cachestat_tls = threading.local()
+        fn = self._dll._FuncPtr(("syscall", self._dll))  # own argtypes, same symbol
+        fn.argtypes = [_long, _int, _vp, _vp, ctypes.c_uint]
+        fn.restype = _long
+        rng = (ctypes.c_uint64 * 2)()
+        out = (ctypes.c_uint64 * 5)()
+        state = (fn, rng, out, (ctypes.addressof(rng), ctypes.addressof(out)))
+        self._cachestat_tls.state = state
+        return state
+
+    def mincore_into(self, addr: int, length: int, out: bytearray) -> int:
+        """mincore(2) of ``length`` bytes at page-aligned ``addr`` into ``out`` (a byte a page)."""
+        if not out:
+            return 0
+        vec = (ctypes.c_ubyte * len(out)).from_buffer(out)
+        return self._result(self._mincore(addr, length, ctypes.addressof(vec)))  # type: ignore[attr-defined]
+
+    # -- secrets (issue 4): raw mappings that no Python object owns, and exporters ------
+
+    def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1) -> tuple[int, int]:
+        """mmap(2) at offset 0: ``(address, 0)`` or ``(0, errno)``. ``addr`` 0: kernel's choice."""
+        fn = getattr(self, "_mmap_fn", None)
+        if fn is None:
+            fn = self._dll.mmap
+            fn.argtypes = [_vp, _sz, _int, _int, _int, _long]
+            fn.restype = _vp
+            self._mmap_fn = fn
+        rc = fn(addr or None, length, prot, flags, fd, 0)
+        if rc is None or rc == ctypes.c_void_p(-1).value:
+            return 0, ctypes.get_errno()
+        return int(rc), 0
+
+    def munmap(self, addr: int, length: int) -> int:
+        """munmap(2)."""
+        fn = getattr(self, "_munmap_fn", None)
+        if fn is None:
+            fn = self._dll.munmap
+            fn.argtypes = [_vp, _sz]
+            fn.restype = _int
+            self._munmap_fn = fn
+        return self._result(fn(addr, length))
+
+    _array_types: dict[int, type[ctypes.Array[ctypes.c_ubyte]]] = {}  # noqa: RUF012
+
+    @classmethod
+    def exporter(cls, addr: int, length: int) -> ctypes.Array[ctypes.c_ubyte]:
+        """A ctypes ``c_ubyte`` array over ``length`` bytes at ``addr`` (no copy, no owner).
+
+        ``memoryview(arr).cast("B")`` is a writable byte view; every view, slice or
+        numpy array derived from it holds a reference to ``arr`` (through the memoryview's
+        managed buffer), which lets the owner of the memory count live views.
+        """
+        t = cls._array_types.get(length)
+        if t is None:
+            t = cls._array_types.setdefault(length, ctypes.c_ubyte * length)
+        return t.from_address(addr)
 
 
 _REAL: RealLibc | None = None

@@ -11,7 +11,7 @@ import errno
 import os
 import platform
 
-from .. import _hints
+from .._units import format_size
 from .._records import LockedRegion, ProcessStatus, SystemStatus
 from ..errors import MemlockError, UnsupportedOperation
 from . import _procfs
@@ -124,19 +124,19 @@ class LinuxBackend(Backend):
             soft, _ = self.rlimit()
             vm_size = self.vm_size()
             if soft is not None and not self.privileged():
-                exc = self.limit_error(op, err, vm_size, "RLIMIT_MEMLOCK")
-                exc.strerror = (
-                    f"mlockall: VmSize {_hints.format_size(vm_size)} (all mappings, not just "
-                    f"resident memory) exceeds RLIMIT_MEMLOCK {_hints.format_size(soft)}"
+                limit_exc = self.limit_error(op, err, vm_size, "RLIMIT_MEMLOCK")
+                limit_exc.strerror = (
+                    f"mlockall: VmSize {format_size(vm_size)} (all mappings, not just "
+                    f"resident memory) exceeds RLIMIT_MEMLOCK {format_size(soft)}"
                 )
-                return exc
+                return limit_exc
         if err == errno.EPERM and op in ("mlock", "mlock2", "mlockall"):
-            exc = super().lock_error(op, err, requested)
-            exc.strerror = (
+            perm_exc = super().lock_error(op, err, requested)
+            perm_exc.strerror = (
                 f"{op}: {os.strerror(err)}: RLIMIT_MEMLOCK is 0 and the process lacks "
                 "CAP_IPC_LOCK"
             )
-            return exc
+            return perm_exc
         if err == errno.ENOSYS:
             return UnsupportedOperation(f"{op} is not implemented by this kernel")
         return super().lock_error(op, err, requested)

@@ -1,10 +1,249 @@
-"""PLACEHOLDER: subcommands being written."""
+"""``memlock doctor``, ``memlock status``, ``memlock limits``."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import mmap
+import os
+import platform
+import sys
+from dataclasses import dataclass
 from typing import Any
+
+import memlock
+
+from .._hints import detect_environment
+from .._units import format_size
+
+__all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    """Add this module's subcommands to ``sub``."""
-    del sub
+    """Add doctor, status and limits to ``sub``."""
+    p = sub.add_parser(
+        "doctor",
+        help="what this process may lock here, which features work, and the fix",
+        description="Check what this process may lock here and why: limits, privilege, "
+        "mlockall against VmSize, vm.max_map_count, and which kernel features work. Exits "
+        "non-zero when no memory can be locked at all.",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_doctor)
+
+    p = sub.add_parser("status", help="what processes have locked, region by region")
+    p.add_argument("pids", nargs="*", type=int, metavar="PID", help="default: this process")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("limits", help="RLIMIT_MEMLOCK, locked bytes and privilege")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_limits)
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+# -- limits ------------------------------------------------------------------------------
+
+
+def cmd_limits(args: argparse.Namespace) -> int:
+    """Print memlock.limits()."""
+    lim = memlock.limits()
+    if args.json:
+        _print_json(lim.to_dict())
+        return 0
+    print(f"soft limit:  {format_size(lim.soft)}")
+    print(f"hard limit:  {format_size(lim.hard)}")
+    print(f"locked now:  {format_size(lim.locked_bytes) if lim.locked_bytes is not None else '?'}")
+    avail = "no limit applies" if lim.available_bytes is None else format_size(lim.available_bytes)
+    print(f"available:   {avail}")
+    print(f"privileged:  {'yes' if lim.privileged else 'no'}")
+    return 0
+
+
+# -- status ------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print memlock.status() for each pid."""
+    pids = args.pids or [os.getpid()]
+    results: list[dict[str, Any]] = []
+    failed = 0
+    for pid in pids:
+        try:
+            st = memlock.status(pid)
+        except (ProcessLookupError, PermissionError, memlock.UnsupportedOperation) as exc:
+            failed += 1
+            print(f"memlock status: {pid}: {exc.strerror or exc}", file=sys.stderr)
+            continue
+        results.append(st.to_dict())
+        if not args.json:
+            locked = format_size(st.locked_bytes) if st.locked_bytes is not None else "?"
+            print(f"pid {st.pid}: {locked} locked in {len(st.regions)} regions")
+            for r in st.regions:
+                res = format_size(r.locked_bytes) if r.locked_bytes is not None else "?"
+                flag = " onfault" if r.onfault else ""
+                print(f"  {r.start:#014x}-{r.end:#014x} {format_size(r.size):>10} "
+                      f"{res:>10} resident{flag}  {r.path}")
+    if args.json:
+        system = memlock.system_status().to_dict()
+        _print_json({"processes": results, "system": system})
+    elif not args.pids:
+        sys_st = memlock.system_status()
+        print(f"system: {format_size(sys_st.mlocked_bytes)} mlocked, "
+              f"{format_size(sys_st.unevictable_bytes)} unevictable")
+    return 1 if failed else 0
+
+
+# -- doctor ------------------------------------------------------------------------------
+
+
+@dataclass
+class Check:
+    """One line of the doctor's report."""
+
+    name: str
+    ok: bool | None  # None: informational / not applicable
+    detail: str
+    fix: str | None = None
+
+
+def _probe_lock(onfault: bool) -> tuple[bool, str]:
+    """Try to lock one page of fresh memory."""
+    buf = mmap.mmap(-1, memlock.PAGE_SIZE, flags=mmap.MAP_PRIVATE)
+    try:
+        with memlock.lock(buf, onfault=onfault):
+            pass
+        return True, "works"
+    except memlock.MemlockError as exc:
+        return False, exc.strerror or str(exc)
+    finally:
+        buf.close()
+
+
+def _probe_madvise(advice: int) -> bool:
+    buf = mmap.mmap(-1, memlock.PAGE_SIZE, flags=mmap.MAP_PRIVATE)
+    try:
+        buf.madvise(advice)
+        return True
+    except OSError:
+        return False
+    finally:
+        buf.close()
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    try:
+        parts = platform.release().split(".")
+        return (int(parts[0]), int(parts[1].split("-")[0])) >= (major, minor)
+    except (ValueError, IndexError):
+        return False
+
+
+def _vm_size() -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _memfd_secret_works() -> bool:
+    from .._platform._libc import real_libc
+
+    fd, err = real_libc().memfd_secret(0)
+    if err:
+        return False
+    os.close(fd)
+    return True
+
+
+def doctor_checks() -> tuple[list[Check], memlock.Limits, str]:
+    """Everything ``memlock doctor`` reports."""
+    lim = memlock.limits()
+    env = detect_environment()
+    from .._platform import BACKEND
+
+    checks: list[Check] = []
+    if lim.privileged:
+        checks.append(Check("privilege", True, "the process may lock beyond RLIMIT_MEMLOCK "
+                            "(CAP_IPC_LOCK or equivalent)"))
+    else:
+        checks.append(Check("privilege", None, "unprivileged: RLIMIT_MEMLOCK applies"))
+    can_lock_any = lim.privileged or lim.soft is None or lim.soft > 0
+    if lim.privileged:
+        limit_detail = f"soft {format_size(lim.soft)}, hard {format_size(lim.hard)} (not binding)"
+    else:
+        limit_detail = (f"soft {format_size(lim.soft)}, hard {format_size(lim.hard)}, "
+                        f"{format_size(lim.available_bytes)} still available")
+    checks.append(Check(
+        "RLIMIT_MEMLOCK", can_lock_any, limit_detail,
+        None if can_lock_any else BACKEND.permission_fix(),
+    ))
+    ok, detail = _probe_lock(False)
+    checks.append(Check("mlock", ok, detail, None if ok else BACKEND.permission_fix()))
+    if sys.platform == "linux":
+        ok, detail = _probe_lock(True)
+        checks.append(Check("mlock2 MLOCK_ONFAULT", ok, detail))
+        checks.append(Check("MCL_ONFAULT", _kernel_at_least(4, 4),
+                            f"kernel {platform.release()} (needs 4.4+)"))
+        vm_size = _vm_size()
+        if lim.privileged or lim.soft is None:
+            checks.append(Check("mlockall", True, f"VmSize {format_size(vm_size)}, no limit "
+                                "applies"))
+        else:
+            fits = vm_size is not None and vm_size <= lim.soft
+            checks.append(Check(
+                "mlockall", fits,
+                f"MCL_CURRENT charges VmSize {format_size(vm_size)} (all mappings, not RSS) "
+                f"against the {format_size(lim.soft)} limit",
+                None if fits else BACKEND.limit_fix(vm_size),
+            ))
+        try:
+            with open("/proc/sys/vm/max_map_count", encoding="ascii") as f:
+                max_map = int(f.read())
+            with open("/proc/self/maps", encoding="ascii", errors="replace") as f:
+                used = sum(1 for _ in f)
+            checks.append(Check("vm.max_map_count", used < max_map // 2,
+                                f"{used} of {max_map} mappings in use (partial locks split "
+                                "mappings)"))
+        except (OSError, ValueError):
+            checks.append(Check("vm.max_map_count", None, "unknown"))
+        checks.append(Check("memfd_secret", _memfd_secret_works(),
+                            "secret memory outside the kernel's direct map (5.14+, "
+                            "secretmem.enable)"))
+        for name, advice in (("MADV_POPULATE_READ", 22), ("MADV_POPULATE_WRITE", 23)):
+            checks.append(Check(name, _probe_madvise(advice), "populate without SIGBUS (5.14+)"))
+        checks.append(Check("cachestat", _kernel_at_least(6, 5),
+                            "file residency without mapping (6.5+)"))
+    return checks, lim, env
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Print the doctor's report; non-zero when no memory can be locked at all."""
+    checks, lim, env = doctor_checks()
+    mlock_ok = next(c.ok for c in checks if c.name == "mlock")
+    status = 0 if mlock_ok else 1
+    if args.json:
+        _print_json({
+            "ok": bool(mlock_ok),
+            "environment": env,
+            "platform": sys.platform,
+            "limits": lim.to_dict(),
+            "checks": [c.__dict__ for c in checks],
+        })
+        return status
+    print(f"memlock doctor — {sys.platform}, environment: {env}")
+    for c in checks:
+        mark = {True: "ok  ", False: "FAIL", None: "info"}[c.ok]
+        print(f"[{mark}] {c.name}: {c.detail}")
+        if c.fix:
+            print(f"       {c.fix}")
+    print("memory can be locked here" if mlock_ok else "no memory can be locked here")
+    return status

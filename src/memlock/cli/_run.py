@@ -1,10 +1,188 @@
-"""PLACEHOLDER: subcommands being written."""
+"""``memlock run``: run a Python program in this interpreter with the whole process locked."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import importlib.util
+import os
+import resource
+import runpy
+import sys
+import traceback
+from types import TracebackType
 from typing import Any
+
+import memlock
+
+from .._units import format_size, parse_size
+
+__all__ = ["register"]
+
+_DESCRIPTION = """\
+Lock this Python process (memlock.lock_process: mlockall, glibc malloc tuning, optional
+heap and stack prefault), then run a Python script or module in it, like `python
+script.py` / `python -m module`.
+
+Only Python programs: mlockall does not survive exec (the kernel drops the locks and
+MCL_FUTURE when a process execs another program), so memlock run cannot wrap other
+executables. Such programs must call mlockall themselves (or use a library like this one).
+"""
+
+_EPILOG = """\
+examples:
+  memlock run --prefault-heap 256M --report -- control_loop.py --rate 1000
+  memlock run --onfault -m mypackage.server --port 8000
+
+SIZE: bytes, or with a suffix K, M, G (binary): 4096, 512K, 64M, 1G.
+Exit status: the program's; 1 if the process cannot be locked (the message says why and
+how to fix it), 2 for a usage error or a missing script.
+"""
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(sub: Any) -> None:
-    """Add this module's subcommands to ``sub``."""
-    del sub
+    """Add ``run`` to ``sub``."""
+    p = sub.add_parser(
+        "run",
+        help="run a Python program with the whole process locked in RAM",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="memlock run [-h] [--prefault-heap SIZE] [--prefault-stack SIZE] [--onfault] "
+        "[--report] [--] script.py [ARGS] | -m module [ARGS]",
+    )
+    p.add_argument("--prefault-heap", type=_size, default=0, metavar="SIZE",
+                   help="map, touch and keep SIZE bytes of malloc heap (glibc) before the "
+                   "program starts")
+    p.add_argument("--prefault-stack", type=_size, default=0, metavar="SIZE",
+                   help="map and lock SIZE bytes of C stack below the current stack pointer")
+    p.add_argument("--onfault", action="store_true",
+                   help="lock pages as they are first touched (MCL_ONFAULT) instead of "
+                   "populating the whole address space now")
+    p.add_argument("--report", action="store_true",
+                   help="at exit, print to stderr the page faults the program took and the "
+                   "locked memory (VmLck) against the address space (VmSize)")
+    p.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="module [ARGS]",
+                   help="run a module as a script, like python -m")
+    p.add_argument("program", nargs=argparse.REMAINDER, metavar="script.py [ARGS]",
+                   help="the Python script to run and its arguments")
+    p.set_defaults(handler=_run, run_parser=p)
+
+
+def _target(args: argparse.Namespace) -> tuple[str | None, str | None, list[str]]:
+    """(module, script, argv tail) from the parsed arguments."""
+    program: list[str] = list(args.program)
+    if args.module is not None:
+        if not args.module:
+            return None, None, []
+        return args.module[0], None, [*args.module[1:], *program]
+    if program and program[0] == "--":
+        program = program[1:]
+    if not program:
+        return None, None, []
+    return None, program[0], program[1:]
+
+
+def _exit_code(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _program_tb(tb: TracebackType | None) -> TracebackType | None:
+    """The traceback without the frames of memlock run and runpy."""
+    while tb is not None and tb.tb_frame.f_globals.get("__name__") in (__name__, "runpy"):
+        tb = tb.tb_next
+    return tb
+
+
+def _status_fields() -> dict[str, int]:
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                parts = rest.split()
+                if len(parts) == 2 and parts[1] == "kB":
+                    out[name] = int(parts[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def _report(minor: int, major: int) -> None:
+    print(f"memlock run: page faults while the program ran: {minor} minor, {major} major "
+          "(whole process)", file=sys.stderr)
+    f = _status_fields()
+    if "VmLck" in f and "VmSize" in f:
+        pct = 100.0 * f["VmLck"] / f["VmSize"] if f["VmSize"] else 0.0
+        print(f"memlock run: locked VmLck {format_size(f['VmLck'])} of VmSize "
+              f"{format_size(f['VmSize'])} ({pct:.0f}%), resident VmRSS "
+              f"{format_size(f.get('VmRSS'))}", file=sys.stderr)
+    else:
+        locked = memlock.status().locked_bytes
+        print(f"memlock run: locked {format_size(locked) if locked is not None else 'unknown'}",
+              file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    module, script, tail = _target(args)
+    if module is None and script is None:
+        args.run_parser.print_usage(sys.stderr)
+        print("memlock run: error: give a script or -m module", file=sys.stderr)
+        return 2
+    if script is not None and not os.path.exists(script):
+        print(f"memlock run: can't open file {script!r}: no such file", file=sys.stderr)
+        return 2
+    if module is not None:
+        sys.path[0:1] = [os.getcwd()]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            print(f"memlock run: no module named {module!r}", file=sys.stderr)
+            return 1
+    try:
+        memlock.lock_process(prefault_heap=args.prefault_heap,
+                             prefault_stack=args.prefault_stack, onfault=args.onfault)
+    except (memlock.MemlockError, ValueError, MemoryError) as exc:
+        print(f"memlock run: cannot lock the process: {exc}", file=sys.stderr)
+        return 1
+
+    start = resource.getrusage(resource.RUSAGE_SELF)
+    status = 0
+    try:
+        if module is not None:
+            sys.argv = [module, *tail]  # run_module puts the module's file in argv[0]
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            assert script is not None
+            sys.argv = [script, *tail]
+            sys.path[0:1] = [os.path.dirname(os.path.abspath(script))]
+            runpy.run_path(script, run_name="__main__")
+    except SystemExit as exc:
+        status = _exit_code(exc)
+    except KeyboardInterrupt:
+        status = 130
+    except BaseException as exc:  # the program's crash: print it as python would
+        traceback.print_exception(type(exc), exc, _program_tb(exc.__traceback__))
+        status = 1
+    finally:
+        if args.report:
+            end = resource.getrusage(resource.RUSAGE_SELF)
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.flush()
+            _report(end.ru_minflt - start.ru_minflt, end.ru_majflt - start.ru_majflt)
+    return status

@@ -1,0 +1,169 @@
+"""Files resident in RAM: memlock vs vmtouch (Debian package) and fincore (util-linux).
+
+Side by side in one run, alternating the tools on every repetition, medians and ratios:
+
+1. cold 2 GiB file (evicted with POSIX_FADV_DONTNEED): lock and wait until fully resident
+   and locked: ``memlock lock --daemon`` vs ``vmtouch -dlw`` (both return only then);
+2. ``memlock resident`` over a tree of 10,000 small files, warm cache, whole process:
+   vs ``vmtouch`` (report mode) and ``fincore`` (all files as arguments);
+3. RssAnon growth of a process that locks a warm 2 GiB file (no private copies).
+
+Usage: python bench/bench_files.py [--dir /var/tmp] [--size 2G] [--files 10000] [--reps 5]
+Needs vmtouch (apt-get install vmtouch); files are created under --dir and deleted after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from memlock._units import format_size, parse_size
+
+PY = sys.executable
+MEMLOCK = [PY, "-m", "memlock"]
+
+
+def evict(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def timed(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def kill_pidfile(pidfile: str) -> None:
+    with open(pidfile) as f:
+        pid = int(f.read())
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(200):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.02)
+    if os.path.exists(pidfile):
+        os.unlink(pidfile)
+
+
+def make_big(path: str, size: int) -> None:
+    chunk = os.urandom(16 * 2**20)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, len(chunk))
+            f.write(chunk[:n])
+            left -= n
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def make_tree(root: str, count: int) -> list[str]:
+    paths = []
+    for d in range(count // 100 + 1):
+        os.makedirs(f"{root}/d{d:03}", exist_ok=True)
+        for i in range(min(100, count - d * 100)):
+            p = f"{root}/d{d:03}/f{i:03}"
+            with open(p, "wb") as f:
+                f.write(os.urandom(4096 * (1 + i % 4)))
+            paths.append(p)
+    return paths
+
+
+def ratio_line(name: str, mine: list[float], theirs: list[float], other: str) -> str:
+    m, t = statistics.median(mine), statistics.median(theirs)
+    return f"{name:<44} memlock {m:8.3f} s  {other} {t:8.3f} s  ratio {m / t:5.2f}x"
+
+
+def bench_cold(big: str, reps: int, work: str) -> list[str]:
+    pidfile = os.path.join(work, "holder.pid")
+    vm, ml = [], []
+    for _ in range(reps):
+        evict(big)
+        vm.append(timed(["vmtouch", "-q", "-d", "-l", "-w", "-P", pidfile, big]))
+        kill_pidfile(pidfile)
+        evict(big)
+        ml.append(timed([*MEMLOCK, "lock", "-q", "--daemon", "--pidfile", pidfile, big]))
+        kill_pidfile(pidfile)
+    return [ratio_line(f"cold {format_size(os.path.getsize(big))} lock until resident", ml, vm,
+                       "vmtouch -dlw")]
+
+
+def bench_resident(root: str, paths: list[str], reps: int) -> list[str]:
+    subprocess.run(["cat", *paths], stdout=subprocess.DEVNULL, check=True)  # warm
+    vm, fc, mq, mv = [], [], [], []
+    for _ in range(reps):
+        vm.append(timed(["vmtouch", "-q", root]))
+        mq.append(timed([*MEMLOCK, "resident", "-q", root]))
+        fc.append(timed(["fincore", *paths]))
+        mv.append(timed([*MEMLOCK, "resident", root]))
+    n = len(paths)
+    return [
+        ratio_line(f"resident, {n} files, summary only", mq, vm, "vmtouch    "),
+        ratio_line(f"resident, {n} files, a line per file", mv, fc, "fincore    "),
+    ]
+
+
+def bench_rss_anon(big: str) -> list[str]:
+    code = (
+        "import memlock\n"
+        "def anon():\n"
+        "    for l in open('/proc/self/status'):\n"
+        "        if l.startswith('RssAnon'): return int(l.split()[1])\n"
+        f"memlock.touch({big!r})\n"
+        "a = anon()\n"
+        f"lf = memlock.lock_file({big!r})\n"
+        "print(anon() - a)\n"
+        "lf.unlock()\n"
+    )
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout
+    kib = int(out.strip())
+    verdict = "ok" if kib < 1024 else "TOO MUCH"
+    return [f"{'RssAnon growth locking a warm file':<44} {kib} KiB (< 1024 KiB: {verdict})"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dir", default="/var/tmp")
+    ap.add_argument("--size", default="2G")
+    ap.add_argument("--files", type=int, default=10_000)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--skip-cold", action="store_true")
+    args = ap.parse_args()
+    if shutil.which("vmtouch") is None or shutil.which("fincore") is None:
+        print("needs vmtouch (apt-get install vmtouch) and fincore (util-linux)")
+        return 2
+    work = tempfile.mkdtemp(prefix="memlock-bench-", dir=args.dir)
+    lines = []
+    try:
+        root = os.path.join(work, "tree")
+        paths = make_tree(root, args.files)
+        lines += bench_resident(root, paths, args.reps)
+        shutil.rmtree(root)
+        big = os.path.join(work, "big.bin")
+        make_big(big, parse_size(args.size))
+        lines += bench_rss_anon(big)
+        if not args.skip_cold:
+            lines += bench_cold(big, max(3, args.reps), work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"# memlock files bench: {os.cpu_count()} CPUs, medians of {args.reps}+ runs")
+    for line in lines:
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

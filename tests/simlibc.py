@@ -1,0 +1,460 @@
+"""Simulated C libraries of FreeBSD, macOS and illumos/Solaris, for backend tests on Linux.
+
+Each class implements the ``Libc`` protocol of ``memlock._platform._libc`` (every call
+returns 0 or an errno) over a fake address space, and follows its OS's manual page in
+``shared/seeds`` (plus the kernel source where the page is silent, marked "source:").
+Nothing here touches real memory: addresses are numbers, pages are sets and counters.
+
+Common state: ``mapped`` (page numbers), ``locked`` (page number -> wire count; 1 on
+FreeBSD and illumos, where locks do not nest; a count on XNU, where they do), RLIMIT_MEMLOCK
+(``soft``/``hard`` bytes, None = unlimited), ``euid``, and ``calls`` (every call made, so a
+test can prove that a check happened before any system call).
+
+errno values are the host's (``errno.EAGAIN`` ...), so the backends' comparisons by name
+work as they would on the real system.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+
+SIZE_MAX = 2**64 - 1
+MCL_CURRENT, MCL_FUTURE = 1, 2
+
+
+class SimLibc:
+    """An address space with locked pages; the OS subclasses add their rules."""
+
+    def __init__(
+        self,
+        page_size: int = 4096,
+        *,
+        euid: int = 1000,
+        soft: int | None = None,
+        hard: int | None = None,
+    ) -> None:
+        self.page = page_size
+        self.euid = euid
+        self.soft = soft
+        self.hard = hard
+        self.mapped: set[int] = set()
+        self.locked: dict[int, int] = {}
+        self.future = False
+        self.calls: list[tuple[object, ...]] = []
+        self._mutex = threading.Lock()
+        self._next = 0x10_0000_0000
+
+    # -- facts the backends take by injection --------------------------------------
+
+    def getrlimit(self) -> tuple[int | None, int | None]:
+        """Soft and hard RLIMIT_MEMLOCK (None = unlimited)."""
+        return self.soft, self.hard
+
+    def geteuid(self) -> int:
+        """The simulated effective uid."""
+        return self.euid
+
+    def locked_bytes(self) -> int:
+        """Bytes this process has locked (virtual, each page once)."""
+        return len(self.locked) * self.page
+
+    # -- the address space ------------------------------------------------------------
+
+    def mmap(self, nbytes: int) -> int:
+        """Map ``nbytes`` (rounded up to pages) at a fresh address; a hole follows it."""
+        npages = -(-nbytes // self.page)
+        with self._mutex:
+            addr = self._next
+            self._next += (npages + 1) * self.page  # leave one unmapped page after it
+            first = addr // self.page
+            self.mapped.update(range(first, first + npages))
+        return addr
+
+    def munmap(self, addr: int, nbytes: int) -> None:
+        """Unmap pages; that unlocks them implicitly (every seed page says so)."""
+        with self._mutex:
+            for p in self._pages(addr, nbytes):
+                self.mapped.discard(p)
+                self.locked.pop(p, None)
+
+    def locked_addresses(self) -> set[int]:
+        """Addresses of the locked pages."""
+        return {p * self.page for p in self.locked}
+
+    def is_locked(self, addr: int, nbytes: int) -> bool:
+        """Every page of [addr, addr+nbytes) is locked."""
+        return all(p in self.locked for p in self._pages(addr, nbytes))
+
+    def _pages(self, addr: int, nbytes: int) -> range:
+        start = addr // self.page
+        end = -(-(addr + nbytes) // self.page)
+        return range(start, end)
+
+    # -- Libc protocol ------------------------------------------------------------------
+
+    def has(self, name: str) -> bool:
+        """Whether the simulated libc exports ``name``."""
+        return name in ("mlock", "munlock", "mlockall", "munlockall")
+
+    def mlock2(self, addr: int, length: int, flags: int, syscall_nr: int) -> int:
+        """No mlock2 outside Linux."""
+        self.calls.append(("mlock2", addr, length, flags))
+        return errno.ENOSYS
+
+    def mlock(self, addr: int, length: int) -> int:
+        """mlock: logged, then the OS's rules under a mutex (the registry uses threads)."""
+        self.calls.append(("mlock", addr, length))
+        with self._mutex:
+            return self._mlock(addr, length)
+
+    def munlock(self, addr: int, length: int) -> int:
+        """munlock."""
+        self.calls.append(("munlock", addr, length))
+        with self._mutex:
+            return self._munlock(addr, length)
+
+    def mlockall(self, flags: int) -> int:
+        """mlockall."""
+        self.calls.append(("mlockall", flags))
+        with self._mutex:
+            return self._mlockall(flags)
+
+    def munlockall(self) -> int:
+        """munlockall."""
+        self.calls.append(("munlockall",))
+        with self._mutex:
+            return self._munlockall()
+
+    def _mlock(self, addr: int, length: int) -> int:
+        raise NotImplementedError
+
+    def _munlock(self, addr: int, length: int) -> int:
+        raise NotImplementedError
+
+    def _mlockall(self, flags: int) -> int:
+        raise NotImplementedError
+
+    def _munlockall(self) -> int:
+        self.locked.clear()
+        self.future = False
+        return 0
+
+    def syscall_names(self) -> list[object]:
+        """Names of the calls made so far."""
+        return [c[0] for c in self.calls]
+
+
+class FreeBSDLibc(SimLibc):
+    """FreeBSD mlock(2)/mlockall(2) (seeds 000 and 003; order from kern_mlock).
+
+    mlock: EPERM if ``unprivileged_mlock`` is 0 and euid != 0; EINVAL if the range wraps;
+    ENOMEM if the pages exceed ``vm.max_user_wired``, if they plus the pages this process
+    has wired exceed RLIMIT_MEMLOCK (root included), if part of the range is unmapped or a
+    page cannot be faulted (``unfaultable``), or if all users' wired pages would exceed
+    ``vm.max_user_wired``. On failure nothing changes. Locks do not nest.
+    munlock: EPERM as above, EINVAL on wrap, ENOMEM if part is unmapped or (source:
+    vm_map_unwire) not wired; nothing changes then.
+    mlockall: EPERM; EINVAL for 0 or unknown flags; ENOMEM if the mapped size exceeds
+    RLIMIT_MEMLOCK (unless ``old_mlock``) or the system limit; EAGAIN if some page could not
+    be locked.
+    """
+
+    def __init__(
+        self,
+        page_size: int = 4096,
+        *,
+        euid: int = 1000,
+        soft: int | None = None,
+        hard: int | None = None,
+        unprivileged_mlock: int = 1,
+        max_user_wired: int = 2**20,
+        other_user_wired: int = 0,
+        kernel_wired: int = 5000,
+        old_mlock: int = 0,
+    ) -> None:
+        super().__init__(page_size, euid=euid, soft=soft, hard=hard)
+        self.unprivileged_mlock = unprivileged_mlock
+        self.max_user_wired = max_user_wired  # pages
+        self.other_user_wired = other_user_wired  # pages wired by other processes
+        self.kernel_wired = kernel_wired  # pages wired by the kernel
+        self.old_mlock = old_mlock
+        self.unfaultable: set[int] = set()
+        self.unreadable_sysctls: set[str] = set()
+
+    def has(self, name: str) -> bool:
+        """Also sysctlbyname."""
+        return name == "sysctlbyname" or super().has(name)
+
+    def sysctl_int(self, name: str) -> int | None:
+        """sysctlbyname for the integers the backend reads."""
+        if name in self.unreadable_sysctls:
+            return None
+        user = self.other_user_wired + len(self.locked)
+        values = {
+            "security.bsd.unprivileged_mlock": self.unprivileged_mlock,
+            "vm.max_user_wired": self.max_user_wired,
+            "vm.stats.vm.v_user_wire_count": user,
+            "vm.stats.vm.v_wire_count": self.kernel_wired + user,
+            "vm.old_mlock": self.old_mlock,
+            "hw.physmem": 8 * 2**30,
+        }
+        return values.get(name)
+
+    def _denied(self) -> bool:
+        return self.unprivileged_mlock == 0 and self.euid != 0
+
+    def _span(self, addr: int, length: int) -> range | None:
+        """The pages of the range, or None if it wraps (kern_mlock's check)."""
+        last = (addr + length) % 2**64
+        end = (last + self.page - 1) // self.page * self.page % 2**64
+        if last < addr or end < addr:
+            return None
+        return range(addr // self.page, end // self.page)
+
+    def _mlock(self, addr: int, length: int) -> int:
+        if self._denied():
+            return errno.EPERM
+        pages = self._span(addr, length)
+        if pages is None:
+            return errno.EINVAL
+        if len(pages) > self.max_user_wired:
+            return errno.ENOMEM
+        if self.soft is not None and (len(pages) + len(self.locked)) * self.page > self.soft:
+            return errno.ENOMEM
+        if any(p not in self.mapped or p in self.unfaultable for p in pages):
+            return errno.ENOMEM
+        new = [p for p in pages if p not in self.locked]
+        if self.other_user_wired + len(self.locked) + len(new) > self.max_user_wired:
+            return errno.ENOMEM
+        for p in new:
+            self.locked[p] = 1
+        return 0
+
+    def _munlock(self, addr: int, length: int) -> int:
+        if self._denied():
+            return errno.EPERM
+        pages = self._span(addr, length)
+        if pages is None:
+            return errno.EINVAL
+        if any(p not in self.mapped or p not in self.locked for p in pages):
+            return errno.ENOMEM
+        for p in pages:
+            del self.locked[p]
+        return 0
+
+    def _mlockall(self, flags: int) -> int:
+        if self._denied():
+            return errno.EPERM
+        if flags == 0 or flags & ~(MCL_CURRENT | MCL_FUTURE):
+            return errno.EINVAL
+        if flags & MCL_CURRENT:
+            size = len(self.mapped) * self.page
+            if not self.old_mlock and self.soft is not None and size > self.soft:
+                return errno.ENOMEM
+            new = [p for p in self.mapped if p not in self.locked]
+            if self.other_user_wired + len(self.locked) + len(new) > self.max_user_wired:
+                return errno.ENOMEM
+            if any(p in self.unfaultable for p in new):
+                return errno.EAGAIN
+            for p in new:
+                self.locked[p] = 1
+        if flags & MCL_FUTURE:
+            self.future = True
+        return 0
+
+    def _munlockall(self) -> int:
+        if self._denied():
+            return errno.EPERM
+        return super()._munlockall()
+
+
+class DarwinLibc(SimLibc):
+    """macOS/XNU (seed 003 is the BSD page; source: xnu bsd/kern/kern_mman.c, vm_map.c).
+
+    mlock: EINVAL if the range wraps; 0 for length 0; addr rounded down; ENOMEM if part is
+    unmapped; EACCES for pages that cannot be wired with their protection (``protected``);
+    EAGAIN (KERN_RESOURCE_SHORTAGE) if newly wired pages would take this process over
+    min(RLIMIT_MEMLOCK, ``vm.user_wire_limit``) or all users over
+    ``vm.global_user_wire_limit``. No privilege is needed. User wirings nest: each mlock
+    adds one, each munlock removes one. On failure nothing changes.
+    munlock: ENOMEM if part is unmapped. mlockall/munlockall: always ENOSYS.
+    """
+
+    def __init__(
+        self,
+        page_size: int = 16384,
+        *,
+        euid: int = 501,
+        soft: int | None = None,
+        hard: int | None = None,
+        user_wire_limit: int = 2**33,
+        global_user_wire_limit: int = 2**34,
+        other_wired: int = 0,
+    ) -> None:
+        super().__init__(page_size, euid=euid, soft=soft, hard=hard)
+        self.user_wire_limit = user_wire_limit  # bytes
+        self.global_user_wire_limit = global_user_wire_limit  # bytes
+        self.other_wired = other_wired  # bytes wired by everything else
+        self.protected: set[int] = set()
+        self.unreadable_sysctls: set[str] = set()
+
+    def has(self, name: str) -> bool:
+        """Also sysctlbyname."""
+        return name == "sysctlbyname" or super().has(name)
+
+    def sysctl_int(self, name: str) -> int | None:
+        """sysctlbyname for the integers the backend reads (bytes on macOS)."""
+        if name in self.unreadable_sysctls:
+            return None
+        values = {
+            "vm.user_wire_limit": self.user_wire_limit,
+            "vm.global_user_wire_limit": self.global_user_wire_limit,
+            "hw.memsize": 16 * 2**30,
+        }
+        return values.get(name)
+
+    def _mlock(self, addr: int, length: int) -> int:
+        if addr + length > SIZE_MAX:
+            return errno.EINVAL
+        if length == 0:
+            return 0
+        pages = self._pages(addr, length)
+        if any(p not in self.mapped for p in pages):
+            return errno.ENOMEM
+        if any(p in self.protected for p in pages):
+            return errno.EACCES
+        new = sum(1 for p in pages if p not in self.locked) * self.page
+        mine = len(self.locked) * self.page
+        cap = self.user_wire_limit if self.soft is None else min(self.soft, self.user_wire_limit)
+        if mine + new > cap or self.other_wired + mine + new > self.global_user_wire_limit:
+            return errno.EAGAIN
+        for p in pages:
+            self.locked[p] = self.locked.get(p, 0) + 1
+        return 0
+
+    def _munlock(self, addr: int, length: int) -> int:
+        pages = self._pages(addr, length)
+        if any(p not in self.mapped for p in pages):
+            return errno.ENOMEM
+        for p in pages:
+            n = self.locked.get(p, 0)
+            if n > 1:
+                self.locked[p] = n - 1
+            else:
+                self.locked.pop(p, None)
+        return 0
+
+    def _mlockall(self, flags: int) -> int:
+        return errno.ENOSYS
+
+    def _munlockall(self) -> int:
+        return errno.ENOSYS
+
+
+class SunOSLibc(SimLibc):
+    """illumos/Solaris munlock(3C) (seed 002) and mlockall(3C).
+
+    mlock/munlock: ENOSYS if ``supported`` is False; EINVAL if addr is not page-aligned;
+    ENOMEM if the range wraps or part of it is unmapped; EPERM without
+    PRIV_PROC_LOCK_MEMORY (``proc_lock_memory``); mlock: EAGAIN if the newly locked pages
+    would take the process over ``max_locked_memory`` (project.max-locked-memory, bytes) or
+    the machine over ``lockable_pages``. Locks do not nest. On failure nothing changes.
+    mlockall: EINVAL for 0 or unknown flags; EPERM; EAGAIN as above for MCL_CURRENT.
+    """
+
+    def __init__(
+        self,
+        page_size: int = 8192,
+        *,
+        euid: int = 100,
+        proc_lock_memory: bool = True,
+        priv_api: bool = True,
+        max_locked_memory: int | None = None,
+        lockable_pages: int | None = None,
+        supported: bool = True,
+    ) -> None:
+        super().__init__(page_size, euid=euid)
+        self.proc_lock_memory = proc_lock_memory
+        self.priv_api = priv_api
+        self.max_locked_memory = max_locked_memory
+        self.lockable_pages = lockable_pages
+        self.supported = supported
+
+    def has(self, name: str) -> bool:
+        """Also priv_ineffect where ``priv_api``."""
+        return (name == "priv_ineffect" and self.priv_api) or super().has(name)
+
+    def priv_ineffect(self, name: str) -> bool | None:
+        """priv_ineffect(3C); None when the simulated libc lacks it."""
+        if not self.priv_api:
+            return None
+        return name == "proc_lock_memory" and self.proc_lock_memory
+
+    def rctl(self) -> int | None:
+        """project.max-locked-memory (bytes)."""
+        return self.max_locked_memory
+
+    def _over(self, new_pages: int) -> bool:
+        total = (len(self.locked) + new_pages) * self.page
+        if self.max_locked_memory is not None and total > self.max_locked_memory:
+            return True
+        cap = self.lockable_pages
+        return cap is not None and len(self.locked) + new_pages > cap
+
+    def _check(self, addr: int, length: int) -> int | range:
+        if not self.supported:
+            return errno.ENOSYS
+        if addr % self.page:
+            return errno.EINVAL
+        if addr + length > SIZE_MAX:
+            return errno.ENOMEM
+        if not self.proc_lock_memory:
+            return errno.EPERM
+        pages = self._pages(addr, length)
+        if any(p not in self.mapped for p in pages):
+            return errno.ENOMEM
+        return pages
+
+    def _mlock(self, addr: int, length: int) -> int:
+        pages = self._check(addr, length)
+        if isinstance(pages, int):
+            return pages
+        new = [p for p in pages if p not in self.locked]
+        if self._over(len(new)):
+            return errno.EAGAIN
+        for p in new:
+            self.locked[p] = 1
+        return 0
+
+    def _munlock(self, addr: int, length: int) -> int:
+        pages = self._check(addr, length)
+        if isinstance(pages, int):
+            return pages
+        for p in pages:
+            self.locked.pop(p, None)
+        return 0
+
+    def _mlockall(self, flags: int) -> int:
+        if not self.supported:
+            return errno.ENOSYS
+        if flags == 0 or flags & ~(MCL_CURRENT | MCL_FUTURE):
+            return errno.EINVAL
+        if not self.proc_lock_memory:
+            return errno.EPERM
+        if flags & MCL_CURRENT:
+            new = [p for p in self.mapped if p not in self.locked]
+            if self._over(len(new)):
+                return errno.EAGAIN
+            for p in new:
+                self.locked[p] = 1
+        if flags & MCL_FUTURE:
+            self.future = True
+        return 0
+
+    def _munlockall(self) -> int:
+        if not self.supported:
+            return errno.ENOSYS
+        if not self.proc_lock_memory:
+            return errno.EPERM
+        return super()._munlockall()

@@ -1,0 +1,275 @@
+"""CLI: memlock resident | touch | evict | lock, the holder checked through its /proc files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ._files_helpers import PAGE, drop, file_mappings, make_file, mincore_count, status_kib
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="verified on Linux only")
+MIB = 2**20
+CLI = [sys.executable, "-m", "memlock"]
+
+
+def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60,
+                          input=input)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "tree"
+    (root / "sub").mkdir(parents=True)
+    make_file(str(root / "a.bin"), 3 * PAGE)
+    make_file(str(root / "sub" / "b.idx"), 5 * PAGE + 1)
+    make_file(str(root / "sub" / "c.bin"), 64 * 1024)
+    os.link(root / "a.bin", root / "sub" / "a-link.bin")  # counted once
+    return root
+
+
+def _files(doc: dict[str, object]) -> dict[str, dict[str, int]]:
+    return {os.path.basename(f["path"]): f for f in doc["files"]}  # type: ignore[attr-defined,index]
+
+
+def test_resident_json_matches_mincore(tree: Path) -> None:
+    for p in tree.rglob("*"):
+        if p.is_file():
+            drop(str(p))
+    os.pread(os.open(tree / "sub" / "b.idx", os.O_RDONLY), PAGE, 0)  # fd closed at exit
+    r = run("resident", "--json", str(tree))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    files = _files(doc)
+    assert sorted(files) in (["a.bin", "b.idx", "c.bin"], ["a-link.bin", "b.idx", "c.bin"])
+    for f in doc["files"]:
+        assert f["resident_pages"] == mincore_count(f["path"])
+        assert f["pages"] == -(-f["size_bytes"] // PAGE)
+    assert files["b.idx"]["resident_pages"] >= 1
+    total = doc["total"]
+    assert total["files"] == 3
+    assert total["size_bytes"] == 3 * PAGE + 5 * PAGE + 1 + 64 * 1024
+    assert total["resident_pages"] == sum(f["resident_pages"] for f in doc["files"])
+
+
+def test_resident_text_and_filters(tree: Path, tmp_path: Path) -> None:
+    r = run("resident", str(tree))
+    assert r.returncode == 0
+    assert "total: 3 files" in r.stdout.splitlines()[-1]
+    r = run("resident", "-q", str(tree))
+    assert len(r.stdout.splitlines()) == 1
+    doc = json.loads(run("resident", "--json", "--include", "*.idx", str(tree)).stdout)
+    assert list(_files(doc)) == ["b.idx"]
+    doc = json.loads(run("resident", "--json", "--exclude", "sub", str(tree)).stdout)
+    assert list(_files(doc)) == ["a.bin"]
+    doc = json.loads(run("resident", "--json", "--max-size", "16K", str(tree)).stdout)
+    assert list(_files(doc)) == ["a.bin"]
+    doc = json.loads(run("resident", "--json", "--range", "4K-8K", str(tree)).stdout)
+    assert {f["size_bytes"] for f in doc["files"]} == {PAGE}
+    listing = f"{tree / 'a.bin'}\0{tree / 'sub' / 'c.bin'}\0"
+    doc = json.loads(run("resident", "--json", "--files-from", "-", "-0", input=listing).stdout)
+    assert sorted(_files(doc)) == ["a.bin", "c.bin"]
+    r = run("resident", str(tmp_path / "missing"), str(tree / "a.bin"))
+    assert r.returncode == 1
+    assert "No such file or directory" in r.stderr
+    assert "total: 1 files" in r.stdout
+    assert run("resident", "--max-size", "lots", str(tree)).returncode == 2
+
+
+def test_touch_and_evict_cli(tree: Path) -> None:
+    b = str(tree / "sub" / "b.idx")
+    r = run("evict", "--json", str(tree))
+    assert r.returncode == 0
+    assert mincore_count(b) == 0
+    assert json.loads(r.stdout)["total"]["resident_pages"] == 0
+    r = run("touch", "-q", str(tree))
+    assert r.returncode == 0, r.stderr
+    assert mincore_count(b) == 6
+    assert r.stderr == ""  # no progress bar when stderr is not a terminal
+
+
+# -- the holder --------------------------------------------------------------------------
+
+
+class Holder:
+    def __init__(self, *args: str, env: dict[str, str] | None = None,
+                 prefix: list[str] | None = None) -> None:
+        self.proc = subprocess.Popen([*(prefix or []), *CLI, "lock", *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env)
+        self.pid = self.proc.pid
+
+    def summary(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(10)
+            assert self.proc.stderr is not None
+            pytest.fail(f"holder exited {self.proc.returncode}: {self.proc.stderr.read()}")
+        return line
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(15)
+
+    def locked_mappings(self, path: str) -> list[dict[str, object]]:
+        return [m for m in file_mappings(self.pid, path) if "lo" in m["flags"]]  # type: ignore[operator]
+
+
+@contextlib.contextmanager
+def holding(*args: str, **kw: object) -> Iterator[Holder]:
+    h = Holder(*args, **kw)  # type: ignore[arg-type]
+    try:
+        yield h
+    finally:
+        if h.proc.poll() is None:
+            h.proc.kill()
+            h.proc.wait(10)
+
+
+def wait_for(cond: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+def test_lock_holds_truncation_survives_sigterm_cleans_up(tmp_path: Path) -> None:
+    data = make_file(str(tmp_path / "model.bin"), 4 * MIB)
+    drop(data)
+    pidfile = str(tmp_path / "holder.pid")
+    with holding(data, "--pidfile", pidfile) as h:
+        line = h.summary()
+        assert "locked 1 files" in line
+        assert os.path.exists(pidfile)  # by the time the summary is printed
+        assert int(open(pidfile).read()) == h.pid
+        (m,) = h.locked_mappings(data)
+        assert m["perms"] == "r--s"
+        assert m["Locked"] == 4 * MIB // 1024
+        assert status_kib(h.pid, "VmLck") >= 4 * MIB // 1024
+        assert status_kib(h.pid, "RssAnon") < 64 * 1024  # no private copy of the file
+        assert mincore_count(data) == 4 * MIB // PAGE
+        os.truncate(data, 0)
+        h.proc.send_signal(signal.SIGHUP)  # the rescan stats the file and locks it again
+        wait_for(lambda: file_mappings(h.pid, data) == [])
+        time.sleep(0.2)
+        assert h.proc.poll() is None  # alive
+        assert h.stop() == 0
+        assert not os.path.exists(pidfile)
+
+
+def test_sighup_picks_up_new_files_and_releases_vanished(tmp_path: Path) -> None:
+    d = tmp_path / "models"
+    d.mkdir()
+    first = make_file(str(d / "one.bin"), 64 * 1024)
+    with holding(str(d)) as h:
+        assert "locked 1 files" in h.summary()
+        second = make_file(str(d / "two.bin"), 128 * 1024)
+        os.unlink(first)
+        h.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(h.locked_mappings(second)) == 1)
+        assert h.locked_mappings(second)[0]["Locked"] == 128
+        wait_for(lambda: file_mappings(h.pid, first) == [])
+        assert h.stop() == 0
+
+
+def test_watch_relocks_a_replaced_file(tmp_path: Path) -> None:
+    target = make_file(str(tmp_path / "index.bin"), 64 * 1024)
+    old_ino = os.stat(target).st_ino
+    with holding(target, "--watch", "--interval", "0.1") as h:
+        h.summary()
+        assert h.locked_mappings(target)[0]["inode"] == old_ino
+        tmp = make_file(str(tmp_path / "index.bin.new"), 192 * 1024)
+        os.rename(tmp, target)
+        new_ino = os.stat(target).st_ino
+
+        def relocked() -> bool:
+            maps = h.locked_mappings(target)
+            return [m["inode"] for m in maps] == [new_ino]
+
+        wait_for(relocked)
+        assert h.locked_mappings(target)[0]["Locked"] == 192
+        assert h.stop() == 0
+
+
+def test_notify_socket_ready_only_once_locked(tmp_path: Path) -> None:
+    data = make_file(str(tmp_path / "w.bin"), MIB)
+    pidfile = str(tmp_path / "p")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    addr = f"\0memlock-test-{os.getpid()}"
+    sock.bind(addr)
+    sock.settimeout(20)
+    env = dict(os.environ, NOTIFY_SOCKET="@" + addr[1:])
+    try:
+        with holding(data, "--pidfile", pidfile, env=env) as h:
+            msg = sock.recv(4096).decode()
+            assert "READY=1" in msg
+            assert os.path.exists(pidfile)  # locked before READY
+            assert h.locked_mappings(data)[0]["Locked"] == 1024
+            h.summary()
+            assert h.stop() == 0
+            assert "STOPPING=1" in sock.recv(4096).decode()
+    finally:
+        sock.close()
+
+
+def test_daemon_mode_returns_once_locked(tmp_path: Path) -> None:
+    data = make_file(str(tmp_path / "d.bin"), MIB)
+    pidfile = str(tmp_path / "d.pid")
+    r = run("lock", "--daemon", "--pidfile", pidfile, data)
+    assert r.returncode == 0, r.stderr
+    assert "locked 1 files" in r.stdout
+    pid = int(open(pidfile).read())
+    try:
+        (m,) = [m for m in file_mappings(pid, data) if "lo" in m["flags"]]  # type: ignore[operator]
+        assert m["Locked"] == 1024
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not os.path.exists(pidfile))
+
+
+UNPRIV = ["prlimit", f"--memlock={MIB}:{MIB}",
+          "setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock"]
+
+
+def test_unprivileged_over_limit_fails_before_locking_anything(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    small = make_file(str(d / "a-small.bin"), 64 * 1024)
+    make_file(str(d / "b-big.bin"), 4 * MIB)
+    r = subprocess.run([*UNPRIV, *CLI, "lock", "--pidfile", str(tmp_path / "p"), str(d)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert "RLIMIT_MEMLOCK" in r.stderr and "1.0 MiB" in r.stderr
+    assert "How to fix" in r.stderr
+    assert "nothing was locked" in r.stderr
+    assert not (tmp_path / "p").exists()
+    # --keep-going locks what fits and reports the rest.
+    with holding("--keep-going", "--json", str(d), prefix=UNPRIV) as h:
+        doc = json.loads(h.summary())
+        assert doc["files"] == 1
+        assert [f["path"] for f in doc["failed"]] == [str(d / "b-big.bin")]
+        assert h.locked_mappings(small)[0]["Locked"] == 64
+        assert h.stop() == 0
+
+
+def test_lock_missing_path_is_all_or_nothing(tmp_path: Path) -> None:
+    data = make_file(str(tmp_path / "x.bin"), 64 * 1024)
+    r = run("lock", data, str(tmp_path / "missing"))
+    assert r.returncode == 1
+    assert "No such file or directory" in r.stderr
+    assert r.stdout == ""

@@ -1,0 +1,132 @@
+"""The deployment examples in docs/ are valid: systemd unit, Dockerfile, docker run, DaemonSet.
+
+Where a real checker exists here it is used (``systemd-analyze verify``, ``sh -n``); the
+Kubernetes YAML is parsed with a small stdlib parser of the YAML subset it uses (PyYAML is
+not a dependency), and every memlock command line in them is parsed by memlock's own CLI.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memlock.cli import build_parser
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _cli_ok(argv: list[str]) -> None:
+    """memlock's parser accepts ``argv`` (``memlock ...`` without the program name)."""
+    args = build_parser().parse_args(argv)
+    assert args.command == "lock"
+    assert args.paths
+
+
+def test_systemd_unit_structure() -> None:
+    unit = configparser.ConfigParser(interpolation=None, strict=True)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(DOCS / "systemd" / "memlock-hold.service")
+    assert unit.sections() == ["Unit", "Service", "Install"]
+    svc = unit["Service"]
+    assert svc["Type"] == "notify"  # memlock sends READY=1 once everything is locked
+    assert svc["LimitMEMLOCK"] in ("infinity",) or svc["LimitMEMLOCK"][:-1].isdigit()
+    assert "HUP" in svc["ExecReload"]
+    exe, *argv = shlex.split(svc["ExecStart"])
+    assert exe.endswith("/memlock")
+    _cli_ok(argv)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    memlock_exe = shutil.which("memlock") or str(Path(sys.executable).parent / "memlock")
+    text = (DOCS / "systemd" / "memlock-hold.service").read_text()
+    unit = tmp_path / "memlock-hold.service"
+    unit.write_text(text.replace("/usr/local/bin/memlock", memlock_exe))
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                       text=True, timeout=60)
+    mine = [line for line in (r.stdout + r.stderr).splitlines() if "memlock-hold" in line]
+    assert r.returncode == 0 and mine == [], r.stdout + r.stderr
+
+
+def test_dockerfile_and_run_flags() -> None:
+    lines = [ln.strip() for ln in (DOCS / "container" / "Dockerfile").read_text().splitlines()
+             if ln.strip() and not ln.lstrip().startswith("#")]
+    instructions = {ln.split()[0] for ln in lines}
+    assert {"FROM", "RUN", "ENTRYPOINT", "CMD"} <= instructions
+    entry = json.loads(next(ln for ln in lines if ln.startswith("ENTRYPOINT"))[10:])
+    cmd = json.loads(next(ln for ln in lines if ln.startswith("CMD"))[3:])
+    assert entry[0] == "memlock"
+    _cli_ok(entry[1:] + cmd)
+    run = DOCS / "container" / "docker-run.sh"
+    assert subprocess.run(["sh", "-n", str(run)], timeout=30).returncode == 0
+    text = run.read_text()
+    assert "--ulimit memlock=" in text and "--cap-add IPC_LOCK" in text
+
+
+def _parse_yaml_subset(text: str) -> Any:
+    """Block mappings, block sequences and JSON-style flow values; enough for the DaemonSet."""
+    rows = []
+    for raw in text.splitlines():
+        assert "\t" not in raw, "tabs in YAML"
+        line = raw.split(" #")[0].rstrip() if not raw.lstrip().startswith("#") else ""
+        if line.strip():
+            rows.append((len(line) - len(line.lstrip()), line.strip()))
+
+    def scalar(v: str) -> Any:
+        v = v.strip()
+        if v.startswith(("[", "{", '"')):
+            return json.loads(v)
+        if v.isdigit():
+            return int(v)
+        return {"true": True, "false": False}.get(v, v)
+
+    def block(i: int, indent: int) -> tuple[Any, int]:
+        if rows[i][1].startswith("- "):
+            seq = []
+            while i < len(rows) and rows[i][0] == indent and rows[i][1].startswith("- "):
+                item = rows[i][1][2:]
+                if ":" in item and not item.startswith(("[", "{", '"')):
+                    rows[i] = (indent + 2, item)  # "- key: v" starts a mapping
+                    value, i = block(i, indent + 2)
+                    seq.append(value)
+                else:
+                    seq.append(scalar(item))
+                    i += 1
+            return seq, i
+        mapping: dict[str, Any] = {}
+        while i < len(rows) and rows[i][0] == indent:
+            key, _, rest = rows[i][1].partition(":")
+            assert key not in mapping, f"duplicate key {key}"
+            if rest.strip():
+                mapping[key] = scalar(rest)
+                i += 1
+            else:
+                assert i + 1 < len(rows) and rows[i + 1][0] > indent, f"empty {key}"
+                mapping[key], i = block(i + 1, rows[i + 1][0])
+        assert i == len(rows) or rows[i][0] < indent, f"bad indentation at {rows[i]}"
+        return mapping, i
+
+    doc, end = block(0, rows[0][0])
+    assert end == len(rows)
+    return doc
+
+
+def test_daemonset_yaml() -> None:
+    doc = _parse_yaml_subset((DOCS / "container" / "daemonset.yaml").read_text())
+    assert doc["apiVersion"] == "apps/v1" and doc["kind"] == "DaemonSet"
+    spec = doc["spec"]
+    assert spec["selector"]["matchLabels"] == spec["template"]["metadata"]["labels"]
+    (container,) = spec["template"]["spec"]["containers"]
+    assert "IPC_LOCK" in container["securityContext"]["capabilities"]["add"]
+    mounts = {m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"] for v in spec["template"]["spec"]["volumes"]}
+    assert mounts <= volumes
+    _cli_ok(["lock", *container["args"]])
