@@ -23,8 +23,9 @@ def mincore_count(path: str, offset: int = 0, length: int | None = None) -> int:
     last = -(-(offset + length) // PAGE)
     n = last - first
     with open(path, "rb") as f:
-        m = mmap.mmap(f.fileno(), min(n * PAGE, size - first * PAGE), prot=mmap.PROT_READ | mmap.PROT_WRITE,
-                      flags=mmap.MAP_PRIVATE, offset=first * PAGE)
+        m = mmap.mmap(f.fileno(), min(n * PAGE, size - first * PAGE),
+                      prot=mmap.PROT_READ | mmap.PROT_WRITE, flags=mmap.MAP_PRIVATE,
+                      offset=first * PAGE)
     try:
         # A private writable mapping only to get an address through ctypes; never written.
         addr = ctypes.addressof(ctypes.c_char.from_buffer(m))

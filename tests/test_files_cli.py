@@ -155,7 +155,7 @@ def test_lock_holds_truncation_survives_sigterm_cleans_up(tmp_path: Path) -> Non
         line = h.summary()
         assert "locked 1 files" in line
         assert os.path.exists(pidfile)  # by the time the summary is printed
-        assert int(open(pidfile).read()) == h.pid
+        assert int(Path(pidfile).read_text()) == h.pid
         (m,) = h.locked_mappings(data)
         assert m["perms"] == "r--s"
         assert m["Locked"] == 4 * MIB // 1024
@@ -232,7 +232,7 @@ def test_daemon_mode_returns_once_locked(tmp_path: Path) -> None:
     r = run("lock", "--daemon", "--pidfile", pidfile, data)
     assert r.returncode == 0, r.stderr
     assert "locked 1 files" in r.stdout
-    pid = int(open(pidfile).read())
+    pid = int(Path(pidfile).read_text())
     try:
         (m,) = [m for m in file_mappings(pid, data) if "lo" in m["flags"]]  # type: ignore[operator]
         assert m["Locked"] == 1024

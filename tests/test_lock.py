@@ -168,14 +168,12 @@ def test_unlock_is_idempotent() -> None:
 
 def test_held_lock_pins_the_object() -> None:
     ba = bytearray(PAGE)
-    with memlock.lock(ba):
-        with pytest.raises(BufferError):
-            ba.extend(b"x")
+    with memlock.lock(ba), pytest.raises(BufferError):
+        ba.extend(b"x")
     ba.extend(b"x")  # released: resizable again
     m = anon(1)
-    with memlock.lock(m):
-        with pytest.raises(BufferError):
-            m.close()
+    with memlock.lock(m), pytest.raises(BufferError):
+        m.close()
     m.close()
 
 

@@ -6,17 +6,46 @@ calls on integer addresses live in :mod:`memlock.lowlevel`.
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import TYPE_CHECKING, Any
 
-from ._files import LockedFile, Residency, evict, lock_file, residency, touch
-from ._info import limits, set_limit, status, system_status
 from ._lock import Lock, lock
 from ._pages import PAGE_SIZE
-from ._process import lock_all, unlock_all
-from ._realtime import PageFaults, lock_process, page_faults
-from ._records import Limits, LockedRegion, ProcessStatus, SystemStatus
-from ._secure import SecureBuffer, getpass, read_secret
 from .errors import LockLimitError, LockPermissionError, MemlockError, UnsupportedOperation
+
+if TYPE_CHECKING:
+    from ._files import LockedFile, Residency, evict, lock_file, residency, touch
+    from ._info import limits, set_limit, status, system_status
+    from ._process import lock_all, unlock_all
+    from ._realtime import PageFaults, lock_process, page_faults
+    from ._records import Limits, LockedRegion, ProcessStatus, SystemStatus
+    from ._secure import SecureBuffer, getpass, read_secret
+
+# Feature modules load on first use, so `import memlock` (and every CLI call) stays cheap.
+_LAZY = {
+    "._files": ("LockedFile", "Residency", "evict", "lock_file", "residency", "touch"),
+    "._info": ("limits", "set_limit", "status", "system_status"),
+    "._process": ("lock_all", "unlock_all"),
+    "._realtime": ("PageFaults", "lock_process", "page_faults"),
+    "._records": ("Limits", "LockedRegion", "ProcessStatus", "SystemStatus"),
+    "._secure": ("SecureBuffer", "getpass", "read_secret"),
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'memlock' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
 
 if sys.platform == "linux":
     from ._platform.linux import MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT

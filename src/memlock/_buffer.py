@@ -19,7 +19,7 @@ _PyBUF_STRIDES = 0x0010 | _PyBUF_ND
 
 
 class _PyBuffer(ctypes.Structure):
-    _fields_ = [  # noqa: RUF012 (ctypes layout)
+    _fields_ = [
         ("buf", ctypes.c_void_p),
         ("obj", ctypes.c_void_p),
         ("len", ctypes.c_ssize_t),

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ._files import LockedFile, _cached_pages, _lock_fd, _open_regular, _page_range
-from ._filewalk import FileEntry, WalkOptions, walk
+from ._filewalk import Planned, Progress, WalkOptions, plan, walk
 from ._info import limits
 from ._pages import PAGE_SIZE
 from ._platform import BACKEND
@@ -114,31 +114,6 @@ def sd_notify(message: str, environ: dict[str, str] | None = None) -> bool:
 
 
 # -- planning ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Planned:
-    """A file to lock: the walk's entry and the clamped byte range."""
-
-    entry: FileEntry
-    offset: int
-    length: int
-
-    @property
-    def charge(self) -> int:
-        """Bytes of whole pages that locking it charges."""
-        return _page_range(self.offset, self.length)[1] * PAGE_SIZE
-
-
-def plan(entries: Iterable[FileEntry], rng: tuple[int, int | None] | None) -> list[Planned]:
-    """Clamp the range to each file (vmtouch ``-p`` semantics)."""
-    out = []
-    for e in entries:
-        start, end = rng if rng is not None else (0, None)
-        off = min(start, e.size)
-        stop = e.size if end is None else min(end, e.size)
-        out.append(Planned(e, off, max(0, stop - off)))
-    return out
 
 
 def _resident_bytes(items: Iterable[Planned]) -> int:
@@ -438,41 +413,6 @@ def _daemon_ready(status: int) -> None:
     with contextlib.suppress(OSError):
         os.write(w, bytes([status]))
     os.close(w)
-
-
-class Progress:
-    """A one-line progress bar on stderr, only when it is a terminal."""
-
-    def __init__(self, total_bytes: int, total_files: int, enabled: bool) -> None:
-        self.total = max(1, total_bytes)
-        self.files = total_files
-        self.enabled = enabled and sys.stderr.isatty()
-        self._last = 0.0
-        self._shown = False
-
-    def update(self, done_bytes: int, done_files: int) -> None:
-        """Redraw at most ten times a second."""
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.1 and done_bytes < self.total:
-            return
-        self._last = now
-        frac = min(1.0, done_bytes / self.total)
-        bar = "#" * int(frac * 30)
-        sys.stderr.write(
-            f"\r[{bar:<30}] {frac * 100:5.1f}% {format_size(done_bytes)}/"
-            f"{format_size(self.total)} {done_files}/{self.files} files"
-        )
-        sys.stderr.flush()
-        self._shown = True
-
-    def close(self) -> None:
-        """Clear the line."""
-        if self._shown:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
-            self._shown = False
 
 
 def _summary(cfg: HoldConfig, holder: Holder, left: list[Planned], seconds: float) -> str:

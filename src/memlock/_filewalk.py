@@ -14,11 +14,17 @@ import fnmatch
 import os
 import re
 import stat
+import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-__all__ = ["FileEntry", "WalkOptions", "parse_range", "read_list", "walk"]
+from ._pages import PAGE_SIZE
+from ._units import format_size
+
+__all__ = ["FileEntry", "Planned", "Progress", "WalkOptions", "parse_range", "plan", "read_list",
+           "walk"]
 
 
 class FileEntry(NamedTuple):
@@ -173,3 +179,66 @@ def read_list(source: str, nul: bool) -> list[str]:
             data = f.read()
     parts = data.split(b"\0") if nul else data.splitlines()
     return [os.fsdecode(p) for p in parts if p]
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A file to lock: the walk's entry and the clamped byte range."""
+
+    entry: FileEntry
+    offset: int
+    length: int
+
+    @property
+    def charge(self) -> int:
+        """Bytes of whole pages that locking it charges."""
+        if self.length == 0:
+            return 0
+        first = self.offset // PAGE_SIZE
+        return (-(-(self.offset + self.length) // PAGE_SIZE) - first) * PAGE_SIZE
+
+
+def plan(entries: Iterable[FileEntry], rng: tuple[int, int | None] | None) -> list[Planned]:
+    """Clamp the range to each file (vmtouch ``-p`` semantics)."""
+    out = []
+    for e in entries:
+        start, end = rng if rng is not None else (0, None)
+        off = min(start, e.size)
+        stop = e.size if end is None else min(end, e.size)
+        out.append(Planned(e, off, max(0, stop - off)))
+    return out
+
+
+class Progress:
+    """A one-line progress bar on stderr, only when it is a terminal."""
+
+    def __init__(self, total_bytes: int, total_files: int, enabled: bool) -> None:
+        self.total = max(1, total_bytes)
+        self.files = total_files
+        self.enabled = enabled and sys.stderr.isatty()
+        self._last = 0.0
+        self._shown = False
+
+    def update(self, done_bytes: int, done_files: int) -> None:
+        """Redraw at most ten times a second."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1 and done_bytes < self.total:
+            return
+        self._last = now
+        frac = min(1.0, done_bytes / self.total)
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(
+            f"\r[{bar:<30}] {frac * 100:5.1f}% {format_size(done_bytes)}/"
+            f"{format_size(self.total)} {done_files}/{self.files} files"
+        )
+        sys.stderr.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        """Clear the line."""
+        if self._shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self._shown = False

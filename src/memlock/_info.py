@@ -33,7 +33,7 @@ def set_limit(soft: int | None, hard: int | None = None) -> None:
     """
     inf = resource.RLIM_INFINITY
     s = inf if soft is None else as_size(soft, "soft")
-    cur_soft, cur_hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    cur_hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
     h = cur_hard if hard is None else as_size(hard, "hard")
     if h != inf and (s == inf or s > h):
         raise ValueError(f"soft limit {soft} is above the hard limit {h}")

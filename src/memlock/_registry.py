@@ -29,6 +29,7 @@ import os
 import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
+from itertools import pairwise
 
 from ._platform import Backend
 from .errors import MemlockError
@@ -98,7 +99,7 @@ class PageRegistry:
             keys, vals = self._keys, self._vals
             points = [start, *(k for k in keys if start < k < end), end]
             out = []
-            for a, b in zip(points, points[1:], strict=False):
+            for a, b in pairwise(points):
                 idx = bisect_right(keys, a) - 1
                 full, onf = vals[idx] if idx >= 0 else _ZERO
                 out.append((a, b, full, onf))

@@ -43,6 +43,7 @@ _SIZE_MAX = 2**62
 _Chunk = _mem.Chunk
 _Mapping = _mem.Mapping
 _pool = _mem.pool
+_POOLS = _mem._POOLS
 #: Backend names resolved once ("auto" probes the kernel on first use).
 _RESOLVED: dict[str, str] = {}
 #: sys.getrefcount(arr) inside close() with no view alive: the buffer's own reference,
@@ -96,18 +97,19 @@ class SecureBuffer:
     MADV_NOCORE, fork protection by an at-fork wipe; no memfd_secret. Not verified there.
     """
 
-    __slots__ = ("_addr", "_arr", "_backend", "_gen", "_home", "_isolated", "_off", "_prot",
-                 "_size")
+    __slots__ = ("_arr", "_backend", "_gen", "_home", "_isolated", "_off", "_prot", "_size")
 
     _home: _mem.Chunk | _mem.Mapping | None
     _arr: _Exportable | None
 
     def __init__(self, size: int, *, isolated: bool = False, backend: str = "auto") -> None:
-        self._home = None
-        n = size if type(size) is int and 0 <= size <= _SIZE_MAX else as_size(size, "size")
-        if n > _SIZE_MAX:
-            raise ValueError(f"size {n} is too large")
-        if not isinstance(isolated, bool):
+        # The hot path (a pooled secret) is kept short: creation + close is a few µs.
+        n = size
+        if type(n) is not int or n < 0 or n > _SIZE_MAX:
+            n = as_size(size, "size")
+            if n > _SIZE_MAX:
+                raise ValueError(f"size {n} is too large")
+        if isolated is not False and isolated is not True:
             raise TypeError(f"isolated must be a bool, not {type(isolated).__name__}")
         name = _RESOLVED.get(backend) if type(backend) is str else None
         if name is None:
@@ -121,18 +123,18 @@ class SecureBuffer:
         self._prot = _RW
         self._gen = st.gen
         if not isolated and n <= _MAX_CLASS:
-            with st.mutex:
-                chunk, off = _pool(name).alloc(n)
-                self._home = chunk
-            self._off = off
-            self._addr = chunk.base + off
+            mutex = st.mutex
+            mutex.acquire()
+            try:
+                self._home, self._off = (_POOLS.get(name) or _pool(name)).alloc(n)
+            finally:
+                mutex.release()
             return
         pages = -(-(n + _CSIZE) // PAGE_SIZE) * PAGE_SIZE
         m = _mem.map_pages(pages, name)
         off = pages - n
         m.view[off - _CSIZE:off] = _CANARY
         self._off = off
-        self._addr = m.base + off
         with st.mutex:
             st.own.add(m)
             self._home = m
@@ -202,7 +204,9 @@ class SecureBuffer:
                     "or use access()")
             arr = self._arr
             if arr is None:
-                arr = self._arr = _exporter(self._addr, self._size)
+                home = self._home
+                assert home is not None
+                arr = self._arr = _exporter(home.base + self._off, self._size)
                 arr._owner = self  # type: ignore[attr-defined]  # a view keeps us alive
             v = memoryview(arr).cast("B")
         return v if prot == _RW else v.toreadonly()
@@ -306,7 +310,9 @@ class SecureBuffer:
                 past the secret's bounds). The secret is wiped and the slot retired.
         """
         st = _mem.state
-        with st.mutex:
+        mutex = st.mutex
+        mutex.acquire()
+        try:
             home = self._home
             if home is None:
                 return
@@ -330,12 +336,12 @@ class SecureBuffer:
                 # Wipe: a memcpy by CPython into memory the compiler knows nothing
                 # about, so no optimiser can drop it as a dead store.
                 view[off:off + home.stride] = home.zeros
-                if ok:
+                if ok:  # else the slot is retired: never reused, its chunk never returned
                     home.pool.free(home, off)
-                else:  # retire the slot: never reused, its chunk never returned
-                    pass
             else:
                 st.own.discard(home)
+        finally:
+            mutex.release()
         if type(home) is _Mapping:
             if self._prot != _RW:
                 _LIBC.mprotect(home.base, home.size, _RW)
@@ -369,8 +375,8 @@ class SecureBuffer:
             # Last resort, after the warning: wipe now; the memory goes back at the next
             # operation of this module (a finalizer may run with any lock held).
             self._home = None
-            if type(home) is _Chunk:
-                _wipe(self._addr, home.stride)
+            if isinstance(home, _Chunk):
+                _wipe(home.base + self._off, home.stride)
                 _mem.state.pending.append((home, self._off))
             else:
                 if self._prot != _RW:

@@ -369,12 +369,16 @@ class Pool:
 
     def _grow(self, ci: int) -> Chunk:
         stride = CLASS_SIZES[ci] + CANARY_SIZE
-        have = sum(c.map.size for c in self.chunks[ci])
-        want = min(MAX_CHUNK, max(MIN_CHUNK, have))
         least = -(-stride // PAGE_SIZE) * PAGE_SIZE
+        have = sum(c.map.size for c in self.chunks[ci])
         for attempt in (0, 1):
-            size = want
-            free = limits().available_bytes
+            lim = limits()
+            first = MIN_CHUNK
+            if lim.soft is not None and not lim.privileged:
+                # Small limits: first chunks of 1/16 of the limit, so all classes fit.
+                first = max(PAGE_SIZE, min(MIN_CHUNK, lim.soft // 16 // PAGE_SIZE * PAGE_SIZE))
+            size = max(least, min(MAX_CHUNK, max(first, have)))
+            free = lim.available_bytes
             if free is not None and free < size:
                 size = max(least, free - free % PAGE_SIZE)
             try:

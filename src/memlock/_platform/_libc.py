@@ -11,7 +11,6 @@ ctypes and tests substitute a simulated libc that follows another OS's manual pa
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 from typing import Protocol
@@ -39,7 +38,11 @@ class RealLibc:
     """The C library of this process, through ctypes."""
 
     def __init__(self) -> None:
-        path = None if sys.platform == "linux" else ctypes.util.find_library("c")
+        path = None
+        if sys.platform != "linux":
+            from ctypes.util import find_library
+
+            path = find_library("c")
         self._dll = ctypes.CDLL(path, use_errno=True)
         self._bind("mlock", [_vp, _sz])
         self._bind("munlock", [_vp, _sz])
@@ -209,7 +212,7 @@ class RealLibc:
         return int(out[0]), 0
 
     def _cachestat_setup(self) -> tuple[
-        "ctypes._CDLLFuncPointer", ctypes.Array[ctypes.c_uint64], ctypes.Array[ctypes.c_uint64],
+        ctypes._CDLLFuncPointer, ctypes.Array[ctypes.c_uint64], ctypes.Array[ctypes.c_uint64],
         tuple[int, int],
     ]:
         import threading

@@ -10,9 +10,10 @@ from __future__ import annotations
 import errno
 import os
 import platform
+from typing import ClassVar
 
-from .._units import format_size
 from .._records import LockedRegion, ProcessStatus, SystemStatus
+from .._units import format_size
 from ..errors import MemlockError, UnsupportedOperation
 from . import _procfs
 from ._base import Backend
@@ -42,7 +43,7 @@ class LinuxBackend(Backend):
     """Linux, verified on a real kernel."""
 
     name = "linux"
-    constants = {
+    constants: ClassVar[dict[str, int]] = {
         "MCL_CURRENT": MCL_CURRENT,
         "MCL_FUTURE": MCL_FUTURE,
         "MCL_ONFAULT": MCL_ONFAULT,

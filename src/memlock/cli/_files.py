@@ -10,9 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .._daemon import HoldConfig, Progress, hold, plan
 from .._files import _cached_pages, _evict_fd, _touch_fd
-from .._filewalk import FileEntry, WalkOptions, parse_range, read_list, walk
+from .._filewalk import FileEntry, Progress, WalkOptions, parse_range, plan, read_list, walk
 from .._pages import PAGE_SIZE
 from .._units import format_size, parse_size
 
@@ -264,6 +263,8 @@ def _cmd_evict(args: argparse.Namespace) -> int:
 
 
 def _cmd_lock(args: argparse.Namespace) -> int:
+    from .._daemon import HoldConfig, hold
+
     err = _err("lock")
     paths = _paths(args, err)
     if paths is None:

@@ -1,0 +1,78 @@
+"""`memlock doctor|status|limits` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from .kernel import child_env
+
+UNPRIV = ["setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock"]
+
+
+def cli(*args: str, prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m memlock ARGS``."""
+    return subprocess.run([*(prefix or []), sys.executable, "-m", "memlock", *args],
+                          capture_output=True, text=True, env=child_env(), timeout=60,
+                          check=False)
+
+
+def test_doctor_privileged_exits_zero_and_lists_features() -> None:
+    proc = cli("doctor")
+    assert proc.returncode == 0, proc.stderr
+    for word in ("mlock", "MCL_ONFAULT", "memfd_secret", "MADV_POPULATE_READ", "vm.max_map_count"):
+        assert word in proc.stdout
+    report = json.loads(cli("doctor", "--json").stdout)
+    assert report["ok"] is True and report["limits"]["privileged"] is True
+    assert {c["name"] for c in report["checks"]} >= {"mlock", "mlockall", "memfd_secret"}
+
+
+def test_doctor_with_nothing_lockable_fails_with_the_fix() -> None:
+    proc = cli("doctor", prefix=[*UNPRIV, "prlimit", "--memlock=0:0", "--"])
+    assert proc.returncode == 1
+    assert "no memory can be locked" in proc.stdout
+    assert "IPC_LOCK" in proc.stdout  # the fix is printed
+    report = json.loads(cli("doctor", "--json",
+                            prefix=[*UNPRIV, "prlimit", "--memlock=0:0", "--"]).stdout)
+    assert report["ok"] is False
+    failing = {c["name"]: c for c in report["checks"] if c["ok"] is False}
+    assert "mlock" in failing and failing["RLIMIT_MEMLOCK"]["fix"]
+
+
+def test_doctor_unprivileged_flags_mlockall_against_vmsize() -> None:
+    report = json.loads(cli("doctor", "--json",
+                            prefix=[*UNPRIV, "prlimit", "--memlock=8388608:8388608", "--"]).stdout)
+    assert report["ok"] is True
+    mlockall = next(c for c in report["checks"] if c["name"] == "mlockall")
+    assert mlockall["ok"] is False and "VmSize" in mlockall["detail"] and mlockall["fix"]
+
+
+def test_limits_json_mirrors_the_api() -> None:
+    data = json.loads(cli("limits", "--json",
+                          prefix=[*UNPRIV, "prlimit", "--memlock=4194304:8388608", "--"]).stdout)
+    assert data == {"soft": 4194304, "hard": 8388608, "locked_bytes": 0,
+                    "available_bytes": 4194304, "privileged": False}
+    text = cli("limits").stdout
+    assert "soft limit" in text and "MiB" in text
+
+
+def test_status_of_a_locking_process() -> None:
+    code = ("import mmap, memlock, sys\nm = mmap.mmap(-1, 1 << 20, flags=mmap.MAP_PRIVATE)\n"
+            "lk = memlock.lock(m)\nprint('ready', flush=True)\nsys.stdin.read()\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=child_env())
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        data = json.loads(cli("status", str(holder.pid), "--json").stdout)
+        (proc,) = data["processes"]
+        assert proc["pid"] == holder.pid and proc["locked_bytes"] == 1 << 20
+        assert {"start", "end", "path", "size", "locked_bytes", "onfault"} <= set(
+            proc["regions"][0])
+        assert "mlocked_bytes" in data["system"]
+        human = cli("status", str(holder.pid)).stdout
+        assert f"pid {holder.pid}: 1.0 MiB locked" in human
+    finally:
+        holder.communicate("")
+    gone = cli("status", str(holder.pid))
+    assert gone.returncode == 1 and "no process" in gone.stderr

@@ -1,0 +1,266 @@
+"""Whole-process behaviour, each in a child: fork, exec, lock_all, limits, privilege."""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import sys
+import textwrap
+
+import pytest
+
+import memlock
+
+from .kernel import REPO, run_child, vmlck
+
+PRELUDE = """
+import errno, mmap, os, sys
+import memlock
+from tests.kernel import PAGE, address_of, anon, page_state, vma, vmlck, status_kb
+"""
+
+
+def child(code: str, **kw: object) -> str:
+    """Run PRELUDE + code in a child; return its stdout, failing on a non-zero exit."""
+    proc = run_child(PRELUDE + textwrap.dedent(code), cwd=REPO, **kw)  # type: ignore[arg-type]
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+# -- fork and exec -----------------------------------------------------------------------
+
+
+def test_fork_child_inherits_no_locks_and_can_lock_anew() -> None:
+    out = child("""
+        m = anon(2); addr = address_of(m)
+        lk = memlock.lock(m)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            ok = (not lk.locked and page_state(addr) == "none" and vmlck() == 0)
+            lk.unlock()  # a no-op in the child: no munlock, no error
+            new = memlock.lock(m, PAGE)
+            ok = ok and page_state(addr + PAGE) == "full" and new.locked
+            new.unlock()
+            ok = ok and page_state(addr + PAGE) == "none"
+            os.write(w, b"1" if ok else b"0")
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(os.read(r, 1).decode(), lk.locked, page_state(addr), page_state(addr + PAGE))
+        lk.unlock()
+        print(page_state(addr))
+    """)
+    assert out.split() == ["1", "True", "full", "full", "none"]
+
+
+def test_exec_clears_locks() -> None:
+    out = child("""
+        m = anon(4)
+        lk = memlock.lock(m)
+        assert vmlck() == 4 * PAGE
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, "-c",
+                 "from tests.kernel import vmlck; print('after-exec', vmlck())"])
+    """)
+    assert out.split() == ["after-exec", "0"]
+
+
+# -- lock_all / unlock_all ---------------------------------------------------------------
+
+
+def test_lock_all_current_and_future() -> None:
+    out = child("""
+        memlock.lock_all()
+        size = status_kb("VmSize")
+        fresh = mmap.mmap(-1, 64 * PAGE, flags=mmap.MAP_PRIVATE)  # locked by MCL_FUTURE
+        print(page_state(address_of(fresh)), vmlck() >= size - 256 * 1024)
+        memlock.unlock_all()
+        print(page_state(address_of(fresh)), vmlck())
+    """)
+    assert out.split() == ["full", "True", "none", "0"]
+
+
+def test_unlock_all_keeps_live_locks_and_release_under_lock_all_keeps_pages() -> None:
+    out = child("""
+        a, b = anon(2), anon(2)
+        la = memlock.lock(a)
+        memlock.lock_all(current=True, future=False)
+        lb = memlock.lock(b)
+        lb.unlock()  # lock_all still holds b's pages: must stay locked
+        print(page_state(address_of(b)))
+        memlock.unlock_all()
+        print(page_state(address_of(a)), page_state(address_of(b)), vmlck() == 2 * PAGE)
+        la.unlock()
+        print(vmlck())
+    """)
+    assert out.split() == ["full", "full", "none", "True", "0"]
+
+
+def test_lock_all_onfault() -> None:
+    out = child("""
+        memlock.lock_all(current=False, future=True, onfault=True)
+        fresh = mmap.mmap(-1, 16 * PAGE, flags=mmap.MAP_PRIVATE)
+        addr = address_of(fresh)
+        print(page_state(addr), vma(addr)["Locked"])
+        fresh[0] = 1
+        print(vma(addr)["Locked"] == PAGE)
+        memlock.unlock_all()
+    """)
+    assert out.split() == ["onfault", "0", "True"]
+
+
+def test_lock_all_needs_current_or_future() -> None:
+    with pytest.raises(ValueError):
+        memlock.lock_all(current=False, future=False)
+
+
+# -- privilege and limits (children without CAP_IPC_LOCK) --------------------------------
+
+
+def test_limit_zero_without_capability_is_a_permission_error() -> None:
+    out = child("""
+        m = anon(1)
+        try:
+            memlock.lock(m)
+        except memlock.LockPermissionError as e:
+            assert isinstance(e, PermissionError) and e.errno == errno.EPERM
+            assert "CAP_IPC_LOCK" in str(e) and e.hint and "IPC_LOCK" in e.hint
+            print("permission", page_state(address_of(m)), vmlck())
+        lim = memlock.limits()
+        print(lim.privileged, lim.soft, lim.available_bytes)
+    """, unprivileged=True, limit=0)
+    assert out.split() == ["permission", "none", "0", "False", "0", "0"]
+
+
+def test_over_limit_is_a_limit_error_with_numbers_and_nothing_locked() -> None:
+    out = child("""
+        small, big = anon(256), anon(2048)  # 1 MiB then 8 MiB against a 4 MiB limit
+        held = memlock.lock(small)
+        try:
+            memlock.lock(big)
+        except memlock.LockLimitError as e:
+            assert not isinstance(e, BlockingIOError) and e.errno == errno.ENOMEM
+            print(e.requested, e.limit, e.locked)
+            assert "ulimit -l" in e.hint and "LimitMEMLOCK" in e.hint, e.hint
+            assert "--ulimit memlock" in e.hint and "IPC_LOCK" in e.hint, e.hint
+        print(vmlck(), page_state(address_of(big)))
+        lim = memlock.limits()
+        print(lim.locked_bytes, lim.available_bytes, lim.privileged)
+    """, unprivileged=True, limit=4 * 2**20)
+    mib = 2**20
+    assert out.split() == [
+        str(8 * mib), str(4 * mib), str(mib),
+        str(mib), "none",
+        str(mib), str(3 * mib), "False",
+    ]
+
+
+def test_unmapped_range_is_not_a_limit_error_unprivileged() -> None:
+    out = child("""
+        import ctypes
+        from memlock import lowlevel
+        m = anon(4); addr = address_of(m)
+        try:
+            lowlevel.munlock(addr, 4 * PAGE)
+            m.close()
+            lowlevel.mlock(addr, PAGE)
+        except memlock.LockLimitError:
+            print("limit")
+        except memlock.MemlockError as e:
+            print("memlock", e.errno == errno.ENOMEM)
+    """, unprivileged=True, limit=4 * 2**20)
+    assert out.split() == ["memlock", "True"]
+
+
+def test_unprivileged_lock_all_names_vmsize_and_the_limit() -> None:
+    out = child("""
+        try:
+            memlock.lock_all()
+        except memlock.LockLimitError as e:
+            print("VmSize" in str(e), e.limit, e.requested > e.limit, vmlck())
+    """, unprivileged=True, limit=8 * 2**20)
+    assert out.split() == ["True", str(8 * 2**20), "True", "0"]
+
+
+def test_capability_not_uid_is_the_privilege() -> None:
+    # uid 0 without CAP_IPC_LOCK is limited; with it (this process) it is not.
+    assert memlock.limits().privileged is (os.geteuid() == 0)
+    out = child("print(os.geteuid(), memlock.limits().privileged)", unprivileged=True)
+    assert out.split() == ["0", "False"]
+
+
+def test_limits_match_the_kernel() -> None:
+    lim = memlock.limits()
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    inf = resource.RLIM_INFINITY
+    assert lim.soft == (None if soft == inf else soft)
+    assert lim.hard == (None if hard == inf else hard)
+    assert lim.locked_bytes == vmlck()
+    assert lim.available_bytes is None  # privileged here
+
+
+def test_set_limit() -> None:
+    out = child("""
+        import resource
+        memlock.set_limit(2 * 2**20)
+        print(resource.getrlimit(resource.RLIMIT_MEMLOCK)[0], memlock.limits().soft)
+        try:
+            memlock.set_limit(64 * 2**20)  # above the hard limit
+        except ValueError:
+            print("valueerror")
+        try:
+            memlock.set_limit(None, None)  # unlimited soft, above the hard limit
+        except ValueError:
+            print("valueerror")
+        hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
+        try:
+            memlock.set_limit(hard, hard * 2)  # raise hard: needs CAP_SYS_RESOURCE
+            print("raised")
+        except memlock.LockPermissionError as e:
+            print("permission", e.errno == errno.EPERM)
+        memlock.set_limit(2**20, 2**20)  # lowering the hard limit is allowed
+        print(resource.getrlimit(resource.RLIMIT_MEMLOCK))
+    """, unprivileged=True, limit=8 * 2**20)
+    lines = out.splitlines()
+    assert lines[0].split() == [str(2 * 2**20)] * 2
+    assert lines[1:3] == ["valueerror", "valueerror"]
+    assert lines[3] == "permission True"
+    assert lines[4] == f"({2**20}, {2**20})"
+
+
+def test_uid_nobody_is_unprivileged() -> None:
+    # A real uid switch: copy the package where uid 65534 can read it, use the system Python.
+    import shutil
+    import subprocess
+    import tempfile
+
+    py = "/usr/bin/python3"
+    if not os.path.exists(py) or os.geteuid() != 0:
+        pytest.skip("needs root and the system Python to switch uid")
+    tmp = tempfile.mkdtemp(prefix="memlock-nobody-")
+    os.chmod(tmp, 0o755)
+    dest = os.path.join(tmp, "src")
+    shutil.copytree(REPO / "src" / "memlock", os.path.join(dest, "memlock"))
+    code = (
+        "import memlock, mmap\n"
+        "lim = memlock.limits()\n"
+        "m = mmap.mmap(-1, 4096, flags=mmap.MAP_PRIVATE)\n"
+        "memlock.set_limit(0)\n"
+        "try:\n    memlock.lock(m)\nexcept memlock.LockPermissionError:\n    print('perm')\n"
+        "print(lim.privileged)\n"
+    )
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", py, "-c", code],
+        capture_output=True, text=True, env={"PYTHONPATH": dest, "PATH": "/usr/bin:/bin"},
+        cwd=tmp, timeout=60, check=False,
+    )
+    shutil.rmtree(tmp)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["perm", "False"]
+
+
+def test_this_test_process_is_untouched() -> None:
+    assert vmlck() == 0 or sys.platform != "linux"
+    assert resource.getrlimit(resource.RLIMIT_MEMLOCK)[0] != 0
+    assert errno.ENOMEM == 12

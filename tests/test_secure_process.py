@@ -1,0 +1,406 @@
+"""SecureBuffer across processes: core dumps, fork, guard pages, limits, capacity, getpass.
+
+Everything here runs in child processes: they crash on purpose, lower RLIMIT_MEMLOCK, drop
+CAP_IPC_LOCK (setpriv, still uid 0: privilege is the capability) or install seccomp
+filters. The evidence is the kernel's: a core file written by gcore, a child's exit
+signal, VmLck and smaps VmFlags, the terminal's echo flag.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import termios
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from memlock import _securemem
+
+BACKENDS = ["anonymous"]
+if _securemem.probe_memfd_secret():
+    BACKENDS.append("memfd_secret")
+SETPRIV = shutil.which("setpriv")
+UNPRIVILEGED = [SETPRIV or "setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock"]
+
+# Helpers every child script gets.
+PRELUDE = textwrap.dedent(
+    """
+    import bisect, ctypes, json, os, resource, signal, sys
+    import memlock
+
+    def address_of(view):
+        return ctypes.addressof(ctypes.c_char.from_buffer(view))
+
+    def addr(sb):
+        with sb.view() as v:
+            return address_of(v)
+
+    def vmas():
+        out = []
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                head = line.split()
+                if "-" in head[0] and not head[0].endswith(":"):
+                    a, b = (int(x, 16) for x in head[0].split("-"))
+                    out.append([a, b, head[1], ()])
+                elif head[0] == "VmFlags:":
+                    out[-1][3] = tuple(head[1:])
+        return out
+
+    def vmlck():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmLck:"):
+                return int(line.split()[1]) * 1024
+
+    def set_soft_limit(n):
+        resource.setrlimit(resource.RLIMIT_MEMLOCK,
+                           (n, resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]))
+    """
+)
+
+
+def run_child(code: str, *, unprivileged: bool = False, timeout: float = 120,
+              stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-c", PRELUDE + textwrap.dedent(code)]
+    if unprivileged:
+        argv = UNPRIVILEGED + argv
+    return subprocess.run(argv, input=None if stdin is None else stdin.decode("latin-1"),
+                          capture_output=True, text=True, timeout=timeout, check=False,
+                          encoding="latin-1")
+
+
+def last_json(proc: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return data
+
+
+needs_setpriv = pytest.mark.skipif(SETPRIV is None, reason="setpriv (util-linux) not installed")
+
+
+# -- core dump ------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("gcore") is None, reason="gcore (gdb) not installed")
+def test_core_dump_has_no_secret_but_has_the_control(tmp_path: Path) -> None:
+    kinds = [(b, iso, n) for b in BACKENDS for iso, n in ((False, 48), (True, 48),
+                                                          (False, 6000))]
+    # Generated at run time and sent through a pipe straight into locked memory
+    # (read_secret uses readv): the child never holds them in a bytes or str object.
+    secrets = [os.urandom(n // 2).hex().encode() for _, _, n in kinds]
+    control = b"CONTROL-" + os.urandom(20).hex().encode()
+    code = f"""
+        bufs = []
+        for backend, isolated, n in {kinds!r}:
+            bufs.append(memlock.read_secret(0, n, isolated=isolated, backend=backend))
+        control = bytearray({len(control)})
+        os.readv(0, [control])
+        os.write(1, b"ready\\n")
+        os.read(0, 1)  # until the parent closes stdin
+        for b in bufs:
+            b.close()
+    """
+    child = subprocess.Popen(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        child.stdin.write(b"".join(secrets) + control)
+        child.stdin.flush()
+        assert child.stdout.readline() == b"ready\n"
+        prefix = tmp_path / "core"
+        subprocess.run(["gcore", "-o", str(prefix), str(child.pid)], capture_output=True,
+                       timeout=180, check=False)
+        core = Path(f"{prefix}.{child.pid}").read_bytes()
+    finally:
+        child.stdin.close()
+        child.wait(timeout=60)
+    assert child.returncode == 0, child.stderr.read() if child.stderr else ""
+    assert control in core  # the dump works and ordinary memory is in it
+    for (backend, isolated, n), secret in zip(kinds, secrets, strict=True):
+        assert secret[:16] not in core, (backend, isolated, n)
+
+
+# -- fork -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("isolated", [False, True])
+def test_forked_child_never_reads_the_secret(backend: str, isolated: bool) -> None:
+    code = f"""
+        sb = memlock.SecureBuffer(32, isolated={isolated}, backend={backend!r})
+        sb.view()[:] = b"S" * 32
+        a = addr(sb)
+        inherited = sb.view()
+        libc_fork = ctypes.CDLL(None).fork  # a fork Python's at-fork handlers miss
+        out = {{}}
+        for probe in ("api", "raw", "view", "new", "cfork"):
+            pid = libc_fork() if probe == "cfork" else os.fork()
+            if pid == 0:
+                if probe == "cfork":  # only the kernel protects the secret here
+                    os._exit(10 if ctypes.string_at(a, 32) == bytes(32) else 11)
+                if probe == "api":
+                    try:
+                        sb.view()
+                        os._exit(3)
+                    except ValueError:
+                        os._exit(0 if sb.closed else 4)
+                if probe == "raw":
+                    os._exit(10 if ctypes.string_at(a, 32) == bytes(32) else 11)
+                if probe == "view":
+                    os._exit(10 if bytes(inherited) == bytes(32) else 11)
+                if probe == "new":  # the child has a pool of its own, locked
+                    assert vmlck() == 0  # locks are not inherited
+                    with memlock.SecureBuffer(32, isolated={isolated},
+                                              backend={backend!r}) as mine:
+                        mine.view()[:] = b"c" * 32
+                        ok = vmlck() > 0 and bytes(mine.view()) == b"c" * 32
+                    sb.close()  # inherited: a no-op, never touches the parent's memory
+                    os._exit(0 if ok else 5)
+            _, status = os.waitpid(pid, 0)
+            out[probe] = (-os.WTERMSIG(status) if os.WIFSIGNALED(status)
+                          else os.WEXITSTATUS(status))
+        out["parent_intact"] = bytes(inherited) == b"S" * 32
+        del inherited
+        sb.close()
+        print(json.dumps(out))
+    """
+    out = last_json(run_child(code))
+    assert out["parent_intact"] is True
+    assert out["api"] == 0 and out["new"] == 0
+    if backend == "anonymous":  # MADV_WIPEONFORK: the child reads zeros
+        assert out["raw"] == out["view"] == out["cfork"] == 10
+    else:  # MADV_DONTFORK: no mapping in the child
+        assert out["raw"] == out["view"] == out["cfork"] == -signal.SIGSEGV
+
+
+# -- guard pages -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("size", "isolated", "where"), [
+    (32, True, "end"), (5000, False, "end"), (4088, True, "end"), (32, True, "noaccess"),
+])
+def test_guard_page_sigsegv(backend: str, size: int, isolated: bool, where: str) -> None:
+    code = f"""
+        sb = memlock.SecureBuffer({size}, isolated={isolated}, backend={backend!r})
+        a = addr(sb)
+        ctypes.memset(a + {size} - 1, 1, 1)  # the last byte is fine
+        print("alive", flush=True)
+        if {where!r} == "end":
+            ctypes.memset(a + {size}, 1, 1)  # one byte past the end
+        else:
+            sb.noaccess()
+            ctypes.string_at(a, 1)
+        print("survived", flush=True)
+    """
+    proc = run_child(code)
+    assert "alive" in proc.stdout and "survived" not in proc.stdout, proc.stderr
+    assert proc.returncode == -signal.SIGSEGV, proc.stderr
+
+
+# -- limits and capacity -----------------------------------------------------------------------
+
+
+@needs_setpriv
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_100k_secrets_unprivileged_all_locked(backend: str) -> None:
+    code = f"""
+        set_soft_limit(8 << 20)
+        assert not memlock.limits().privileged
+        before = vmlck()
+        bufs = [memlock.SecureBuffer(32, backend={backend!r}) for _ in range(100_000)]
+        addrs = []
+        for i, b in enumerate(bufs):
+            with b.view() as v:
+                v[:4] = i.to_bytes(4, "little")
+                addrs.append(address_of(v))
+        maps = vmas()
+        starts = [m[0] for m in maps]
+        used = set()
+        for a in addrs:
+            m = maps[bisect.bisect_right(starts, a) - 1]
+            assert m[0] <= a and a + 32 <= m[1], hex(a)
+            assert "lo" in m[3] and "dd" in m[3], m
+            used.add(m[0])
+        ok = all(bytes(b.view()[:4]) == i.to_bytes(4, "little") for i, b in enumerate(bufs))
+        print(json.dumps({{"locked": vmlck() - before, "vmas": len(used), "ok": ok,
+                          "distinct": len(set(addrs)), "total_vmas": len(maps)}}))
+    """
+    out = last_json(run_child(code, unprivileged=True, timeout=300))
+    assert out["ok"] is True and out["distinct"] == 100_000
+    locked = out["locked"]
+    assert isinstance(locked, int) and 100_000 * 40 <= locked <= 8 << 20
+    vmas = out["vmas"]
+    assert isinstance(vmas, int) and vmas < 64  # chunks, not a mapping per secret
+
+
+@needs_setpriv
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_small_limit_adapts_then_lock_limit_error(backend: str) -> None:
+    code = f"""
+        set_soft_limit(64 * 1024)
+        B = {backend!r}
+        first = [memlock.SecureBuffer(c, backend=B) for c in (16, 32, 64, 128, 256, 512,
+                                                               1024, 2048)]
+        keep = []
+        try:
+            while len(keep) < 100_000:
+                keep.append(memlock.SecureBuffer(32, backend=B))
+        except memlock.LockLimitError as exc:
+            err = exc
+        locked = vmlck()
+        for b in keep[: len(keep) // 2]:
+            b.close()
+        again = [memlock.SecureBuffer(32, backend=B) for _ in range(100)]
+        try:
+            memlock.SecureBuffer(64 * 1024, isolated=True, backend=B)
+            iso = None
+        except memlock.LockLimitError as exc:
+            iso = [exc.requested, exc.limit]
+        print(json.dumps({{"n": len(keep), "limit": err.limit, "requested": err.requested,
+                          "locked": err.locked, "hint": err.hint, "msg": str(err),
+                          "vmlck": locked, "iso": iso}}))
+    """
+    out = last_json(run_child(code, unprivileged=True))
+    n = out["n"]
+    # 16 pages: one per class, the 8 left for class 32: 9 * (4096 // 40) = 918 slots.
+    assert isinstance(n, int) and 800 < n < 100_000
+    assert out["limit"] == 64 * 1024
+    requested = out["requested"]
+    assert isinstance(requested, int) and requested >= 4096
+    assert isinstance(out["locked"], int)
+    assert out["hint"] and "RLIMIT_MEMLOCK" in str(out["msg"])
+    vmlck = out["vmlck"]
+    assert isinstance(vmlck, int) and vmlck <= 64 * 1024
+    assert out["iso"] == [64 * 1024 + 4096, 64 * 1024]
+
+
+@needs_setpriv
+def test_zero_limit_refused_with_hint() -> None:
+    code = """
+        set_soft_limit(0)
+        res = {}
+        for backend in BACKENDS:
+            try:
+                memlock.SecureBuffer(32, backend=backend)
+                res[backend] = None
+            except memlock.MemlockError as exc:
+                res[backend] = [type(exc).__name__, bool(exc.hint)]
+        print(json.dumps(res))
+    """.replace("BACKENDS", repr(BACKENDS))
+    out = last_json(run_child(code, unprivileged=True))
+    assert out["anonymous"] == ["LockPermissionError", True]
+    if "memfd_secret" in out:  # the kernel answers EAGAIN for memfd_secret
+        assert out["memfd_secret"] == ["LockLimitError", True]
+
+
+def test_memfd_secret_refused_by_the_kernel() -> None:
+    # A seccomp filter makes the kernel answer ENOSYS to memfd_secret, as a kernel
+    # without CONFIG_SECRETMEM does.
+    code = """
+        class F(ctypes.Structure):
+            _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte),
+                        ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+        class P(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(F))]
+        prog = (F * 4)(F(0x20, 0, 0, 0), F(0x15, 0, 1, 447),
+                       F(0x06, 0, 0, 0x00050000 | 38), F(0x06, 0, 0, 0x7FFF0000))
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+        fp = P(4, prog)
+        assert libc.prctl(22, 2, ctypes.byref(fp), 0, 0) == 0  # seccomp filter
+        try:
+            memlock.SecureBuffer(32, backend="memfd_secret")
+            refused = None
+        except memlock.UnsupportedOperation as exc:
+            refused = str(exc)
+        with memlock.SecureBuffer(32) as sb:
+            auto = sb.backend
+        print(json.dumps({"refused": refused, "auto": auto}))
+    """
+    if os.uname().machine != "x86_64":
+        pytest.skip("the seccomp filter hard-codes the x86_64 syscall number 447")
+    out = last_json(run_child(code))
+    assert out["refused"] and "memfd_secret" in str(out["refused"])
+    assert out["auto"] == "anonymous"
+
+
+# -- getpass on a real terminal -------------------------------------------------------------------
+
+
+def _getpass_session(keys: list[bytes], prompt: str = "Secret: ") -> dict[str, object]:
+    """Run getpass in a child whose controlling terminal is a new pty; type ``keys``."""
+    master, slave = pty.openpty()
+    result = Path(f"/tmp/memlock-getpass-{os.getpid()}-{time.monotonic_ns()}")
+    code = f"""
+        import fcntl, termios
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # the pty becomes /dev/tty
+        try:
+            with memlock.getpass({prompt!r}) as sb:
+                out = {{"len": len(sb), "hex": bytes(sb.view()).hex()}}
+        except EOFError:
+            out = {{"eof": True}}
+        with open({str(result)!r}, "w") as f:
+            json.dump(out, f)
+    """
+    child = subprocess.Popen(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
+        stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    seen = b""
+    echo_at_prompt = None
+    try:
+        original = termios.tcgetattr(slave)
+        deadline = time.monotonic() + 60
+        while prompt.encode() not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 1)[0]:
+                seen += os.read(master, 1024)
+        assert prompt.encode() in seen, seen
+        echo_at_prompt = bool(termios.tcgetattr(slave)[3] & termios.ECHO)
+        for k in keys:
+            os.write(master, k)
+            time.sleep(0.02)
+        child.wait(timeout=60)
+        while select.select([master], [], [], 0.2)[0]:
+            try:
+                seen += os.read(master, 1024)
+            except OSError:
+                break
+        restored = termios.tcgetattr(slave) == original
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        os.close(master)
+        os.close(slave)
+    assert child.returncode == 0
+    out: dict[str, object] = json.loads(result.read_text())
+    result.unlink()
+    out.update(echo_at_prompt=echo_at_prompt, restored=restored,
+               shown=seen.decode("latin-1"))
+    return out
+
+
+def test_getpass_echo_off_before_prompt_and_editing() -> None:
+    out = _getpass_session([b"hunter2", b"x", b"\x7f", b"\xc3\xa9", b"\x7f", b"!\r"])
+    assert out["echo_at_prompt"] is False  # echo was already off when the prompt showed
+    assert bytes.fromhex(str(out["hex"])) == b"hunter2!"  # backspace: one char, é whole
+    assert out["len"] == 8
+    assert "hunter" not in str(out["shown"])  # never echoed
+    assert out["restored"] is True
+
+
+def test_getpass_kill_line_and_eof() -> None:
+    out = _getpass_session([b"wrong", b"\x15", b"right\n"])
+    assert bytes.fromhex(str(out["hex"])) == b"right"
+    out = _getpass_session([b"\x04"])
+    assert out["eof"] is True and out["restored"] is True
