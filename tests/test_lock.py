@@ -357,3 +357,34 @@ def test_parallel_lock_failure_undoes_every_chunk(hole_at: int) -> None:
     # In a child: the hole could be reused by another mapping, which close() would unmap.
     proc = run_child(PARALLEL_HOLE_CHILD, args=[str(hole_at)], cwd=REPO)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr + proc.stdout
+
+
+def test_large_shared_writable_file_mapping_is_locked_without_dirtying_it() -> None:
+    # >= 64 MiB goes through the parallel populate; on a shared file mapping it must fault
+    # pages in for reading (as mlock does), never write-fault them into dirty pages.
+    from memlock._registry import PARALLEL_MIN_BYTES
+
+    size = PARALLEL_MIN_BYTES + 8 * PAGE
+    with tempfile.NamedTemporaryFile(dir="/var/tmp") as f:
+        f.truncate(size)
+        m = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_WRITE)
+        with memlock.lock(m) as lk:
+            info = vma(lk.address)
+            assert "lo" in info["flags"] and info["Locked"] == size  # type: ignore[operator]
+            assert info["Shared_Dirty"] == 0 and info["Private_Dirty"] == 0, info
+            assert info["Anonymous"] == 0
+        m.close()
+
+
+def test_large_private_anonymous_lock_is_fully_resident_and_locked() -> None:
+    from memlock._registry import PARALLEL_MIN_BYTES
+
+    size = PARALLEL_MIN_BYTES * 2
+    m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    before = vmlck()
+    with memlock.lock(m) as lk:
+        assert vma(lk.address)["Locked"] == size
+        assert resident_pages(lk.address, size) == size // PAGE
+        assert vmlck() == before + size
+    assert vmlck() == before
+    m.close()

@@ -498,7 +498,6 @@ def test_registry_parallel_chunks_all_or_nothing(make) -> None:  # type: ignore[
     addr = sim.mmap(size)
     gen = reg.acquire(addr, addr + size, FULL)
     assert len(sim.locked) == size // sim.page
-    assert sim.syscall_names().count("mlock") > 1  # it did go parallel
     reg.release(addr, addr + size, FULL, gen)
     assert not sim.locked
     hole = addr + size * 3 // 4

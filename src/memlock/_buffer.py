@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 
-__all__ = ["pin"]
+__all__ = ["fast_address", "pin"]
 
 _PyBUF_SIMPLE = 0
 _PyBUF_ND = 0x0008
@@ -42,6 +42,16 @@ _release_buffer.argtypes = [ctypes.POINTER(_PyBuffer)]
 _release_buffer.restype = None
 _from_buffer = ctypes.c_char.from_buffer
 _addressof = ctypes.addressof
+
+
+def fast_address(view: memoryview) -> int:
+    """Address of a writable, C-contiguous, non-empty view.
+
+    Raises:
+        TypeError: read-only (ctypes refuses it).
+        ValueError: empty or not C-contiguous.
+    """
+    return _addressof(_from_buffer(view))
 
 
 def _base_address(view: memoryview, flags: int) -> int:

@@ -6,7 +6,7 @@ import os
 import warnings
 from types import TracebackType
 
-from ._buffer import pin
+from ._buffer import fast_address, pin
 from ._pages import PAGE_SIZE, SIZE_MAX, as_size
 from ._platform import BACKEND
 from ._registry import FULL, ONFAULT, PageRegistry
@@ -118,7 +118,12 @@ def lock(obj: object, offset: int = 0, length: int | None = None, *,
     off = offset if type(offset) is int and 0 <= offset <= SIZE_MAX else as_size(offset, "offset")
     if onfault and not BACKEND.supports_onfault:
         raise UnsupportedOperation(f"lock on fault is not available on {BACKEND.name}")
-    pinned, base, total = pin(obj)
+    try:
+        pinned = memoryview(obj)  # type: ignore[arg-type]
+        total = pinned.nbytes
+        base = fast_address(pinned)  # writable, contiguous, non-empty: the common case
+    except (TypeError, ValueError, BufferError):
+        pinned, base, total = pin(obj)
     try:
         n = total - off if length is None else as_size(length, "length")
         if off > total or n > total - off:

@@ -40,10 +40,10 @@ FULL, ONFAULT = 0, 1
 _ZERO = (0, 0)
 _NONE, _ONF, _FULL = 0, 1, 2  # kernel states
 
-#: Runs at least this long are populated from several threads.
+#: Runs at least this long are populated from several threads before they are locked.
 PARALLEL_MIN_BYTES = 64 * 2**20
-#: Size of each parallel chunk.
-PARALLEL_CHUNK_BYTES = 32 * 2**20
+#: Size of each populate chunk handed to a thread.
+PARALLEL_CHUNK_BYTES = 4 * 2**20
 
 
 def _kernel_state(value: tuple[int, int]) -> int:
@@ -127,39 +127,49 @@ class PageRegistry:
             backend.munlock(start, end - start)
         elif state == _ONF:
             backend.mlock_onfault(start, end - start)
-        elif end - start >= PARALLEL_MIN_BYTES and self.parallel_workers > 1:
-            self._parallel_mlock(start, end)
         else:
+            if end - start >= PARALLEL_MIN_BYTES and self.parallel_workers > 1:
+                self._parallel_populate(start, end)
             backend.mlock(start, end - start)
 
-    def _parallel_mlock(self, start: int, end: int) -> None:
-        """mlock [start, end) in chunks from several threads (each releases the GIL)."""
+    def _parallel_populate(self, start: int, end: int) -> None:
+        """Fault [start, end) in from several threads, so the mlock after it finds it present.
+
+        Zeroing or reading pages is the cost of locking fresh memory, and one mlock call
+        does it on one CPU. Populating chunks from threads (each releases the GIL in
+        madvise) spreads it; the single mlock that follows then only marks pages locked.
+        Best effort: any error is left for that mlock to report, and nothing here changes
+        what is locked. Skipped when the lock would fail on the limit anyway.
+        """
+        backend = self._backend
+        if not backend.privileged():
+            soft, _ = backend.rlimit()
+            if soft is not None and (backend.locked_bytes() or 0) + (end - start) > soft:
+                return
+        plan = backend.populate_plan(start, end)
+        if not plan:
+            return
         chunk = PARALLEL_CHUNK_BYTES
-        bounds = iter(range(start, end, chunk))
+        work_items = iter([(s, min(s + chunk, e), advice)
+                           for s, e, advice in plan for s in range(s, e, chunk)])
         take = threading.Lock()
-        errors: list[BaseException] = []
-        mlock = self._backend.mlock
+        populate = backend.populate
 
         def work() -> None:
-            while not errors:
+            while True:
                 with take:
-                    s = next(bounds, None)
-                if s is None:
+                    item = next(work_items, None)
+                if item is None:
                     return
-                try:
-                    mlock(s, min(s + chunk, end) - s)
-                except BaseException as exc:  # re-raised in the caller's thread
-                    errors.append(exc)
+                populate(*item)
 
-        n = min(self.parallel_workers, -(-(end - start) // chunk))
-        threads = [threading.Thread(target=work, daemon=True) for _ in range(n - 1)]
+        threads = [threading.Thread(target=work, daemon=True)
+                   for _ in range(self.parallel_workers - 1)]
         for t in threads:
             t.start()
         work()
         for t in threads:
             t.join()
-        if errors:
-            raise errors[0]
 
     # -- locking -----------------------------------------------------------------------
 

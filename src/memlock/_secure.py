@@ -44,6 +44,7 @@ _Chunk = _mem.Chunk
 _Mapping = _mem.Mapping
 _pool = _mem.pool
 _POOLS = _mem._POOLS
+_CLASS_OF = _mem._CLASS_OF
 #: Backend names resolved once ("auto" probes the kernel on first use).
 _RESOLVED: dict[str, str] = {}
 #: sys.getrefcount(arr) inside close() with no view alive: the buffer's own reference,
@@ -126,7 +127,27 @@ class SecureBuffer:
             mutex = st.mutex
             mutex.acquire()
             try:
-                self._home, self._off = (_POOLS.get(name) or _pool(name)).alloc(n)
+                pool = _POOLS.get(name) or _pool(name)
+                ci = _CLASS_OF[n]
+                avail = pool.avail[ci]
+                if avail and not st.pending:  # Pool.alloc, inlined for speed
+                    c = avail[-1]
+                    free = c.free
+                    if free:
+                        off = free.pop()
+                    else:
+                        off = c.bump
+                        c.bump = off + c.stride
+                    if not c.live:
+                        pool.empty[ci] -= 1
+                    c.live += 1
+                    if not free and c.bump > c.limit:
+                        avail.pop()
+                    c.view[off + n:off + n + _CSIZE] = _CANARY
+                else:
+                    c, off = pool.alloc(n)
+                self._home = c
+                self._off = off
             finally:
                 mutex.release()
             return
@@ -195,8 +216,12 @@ class SecureBuffer:
             ValueError: Closed, inherited across fork, or protection ``"none"``.
         """
         st = _mem.state
-        with st.mutex:
-            self._check_open(st)
+        mutex = st.mutex
+        mutex.acquire()
+        try:
+            home = self._home
+            if home is None or self._gen != st.gen:
+                self._check_open(st)
             prot = self._prot
             if prot == _NONE:
                 raise ValueError(
@@ -204,11 +229,12 @@ class SecureBuffer:
                     "or use access()")
             arr = self._arr
             if arr is None:
-                home = self._home
                 assert home is not None
                 arr = self._arr = _exporter(home.base + self._off, self._size)
                 arr._owner = self  # type: ignore[attr-defined]  # a view keeps us alive
             v = memoryview(arr).cast("B")
+        finally:
+            mutex.release()
         return v if prot == _RW else v.toreadonly()
 
     @contextlib.contextmanager
@@ -336,8 +362,14 @@ class SecureBuffer:
                 # Wipe: a memcpy by CPython into memory the compiler knows nothing
                 # about, so no optimiser can drop it as a dead store.
                 view[off:off + home.stride] = home.zeros
-                if ok:  # else the slot is retired: never reused, its chunk never returned
-                    home.pool.free(home, off)
+                if ok:  # Pool.free, inlined (else the slot is retired, never reused)
+                    free = home.free
+                    if not free and home.bump > home.limit:
+                        home.pool.avail[home.cls].append(home)
+                    free.append(off)
+                    home.live -= 1
+                    if not home.live:
+                        home.pool.emptied(home)
             else:
                 st.own.discard(home)
         finally:

@@ -345,11 +345,15 @@ class Pool:
         free.append(off)
         c.live -= 1
         if not c.live:
-            ci = c.cls
-            if self.empty[ci]:
-                self._release(c)
-            else:
-                self.empty[ci] = 1
+            self.emptied(c)
+
+    def emptied(self, c: Chunk) -> None:
+        """``c`` has no live slot left: keep it as the class's spare, or return it."""
+        ci = c.cls
+        if self.empty[ci]:
+            self._release(c)
+        else:
+            self.empty[ci] = 1
 
     def _release(self, c: Chunk) -> None:
         ci = c.cls

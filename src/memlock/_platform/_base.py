@@ -76,6 +76,13 @@ class Backend:
         if err:
             raise self.lock_error("mlockall", err, None)
 
+    def populate_plan(self, start: int, end: int) -> list[tuple[int, int, int]]:
+        """How to prefault [start, end): (start, end, advice) pieces; [] where unsupported."""
+        return []
+
+    def populate(self, start: int, end: int, advice: int) -> None:
+        """Prefault [start, end) with ``advice`` from :meth:`populate_plan`; errors ignored."""
+
     def munlockall(self) -> None:
         """munlockall(2)."""
         err = self.libc.munlockall()

@@ -44,8 +44,9 @@ class RealLibc:
 
             path = find_library("c")
         self._dll = ctypes.CDLL(path, use_errno=True)
-        self._bind("mlock", [_vp, _sz])
-        self._bind("munlock", [_vp, _sz])
+        # Addresses as size_t: same ABI as a pointer, and ctypes converts it faster.
+        self._bind("mlock", [_sz, _sz])
+        self._bind("munlock", [_sz, _sz])
         self._bind("mlockall", [_int])
         self._bind("munlockall", [])
         self._bind("madvise", [_vp, _sz, _int])

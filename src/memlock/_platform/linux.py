@@ -24,6 +24,8 @@ MCL_CURRENT = 1
 MCL_FUTURE = 2
 MCL_ONFAULT = 4
 MLOCK_ONFAULT = 1
+MADV_POPULATE_READ = 22
+MADV_POPULATE_WRITE = 23
 CAP_IPC_LOCK = 14
 
 # mlock2 syscall numbers where glibc lacks the wrapper (< 2.27).
@@ -61,6 +63,32 @@ class LinuxBackend(Backend):
     def mlock_onfault(self, addr: int, length: int) -> None:
         """mlock2(MLOCK_ONFAULT)."""
         self.mlock2(addr, length, MLOCK_ONFAULT)
+
+    def populate_plan(self, start: int, end: int) -> list[tuple[int, int, int]]:
+        """MADV_POPULATE_WRITE where mlock would write-fault (private writable), else READ.
+
+        Mirrors the kernel's own choice in mlock (populate_vma_page_range), so populating
+        never dirties a shared file page or breaks copy-on-write where mlock would not.
+        """
+        plan = []
+        try:
+            maps = _procfs.read_text("/proc/self/maps")
+        except OSError:
+            return []
+        for line in maps.splitlines():
+            span, perms = line.split(" ", 2)[:2]
+            lo_text, _, hi_text = span.partition("-")
+            lo, hi = int(lo_text, 16), int(hi_text, 16)
+            if hi <= start or lo >= end:
+                continue
+            write = perms[1] == "w" and perms[3] == "p"
+            plan.append((max(lo, start), min(hi, end),
+                         MADV_POPULATE_WRITE if write else MADV_POPULATE_READ))
+        return plan
+
+    def populate(self, start: int, end: int, advice: int) -> None:
+        """madvise(MADV_POPULATE_*) (Linux 5.14+): faults in without SIGBUS; errors ignored."""
+        self.libc.madvise(start, end - start, advice)  # type: ignore[attr-defined]
 
     # -- facts ---------------------------------------------------------------------
 
