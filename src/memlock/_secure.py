@@ -83,7 +83,7 @@ class SecureBuffer:
     Args:
         size: Bytes of the secret (0 allowed).
         isolated: Give the secret its own guarded mapping (a page or more of locked memory
-            each, about 10 µs to create) instead of a pool slot.
+            each, tens of µs to create: several system calls) instead of a pool slot.
         backend: ``"memfd_secret"`` (Linux 5.14+: pages leave the kernel's direct map and
             /proc/PID/mem cannot read them; an error where the kernel refuses it),
             ``"anonymous"`` (locked private anonymous memory) or ``"auto"`` (the first

@@ -422,8 +422,9 @@ def _release_all_empty() -> int:
 
 def drain_pending() -> None:
     """Free the slots finalizers wiped (call with ``state.mutex`` held)."""
-    pending, state.pending = state.pending, []
-    for home, off in pending:
+    pending = state.pending
+    while pending:
+        home, off = pending.pop()  # atomic: a finalizer may append meanwhile
         if isinstance(home, Chunk):
             home.pool.free(home, off)
         else:

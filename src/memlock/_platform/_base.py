@@ -11,12 +11,14 @@ import errno
 import os
 import resource
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from .. import _hints
-from .._records import Limits, ProcessStatus, SystemStatus
 from ..errors import LockLimitError, LockPermissionError, MemlockError, UnsupportedOperation
 from ._libc import Libc
+
+if TYPE_CHECKING:  # records load on first use: dataclasses costs ~20 ms at import
+    from .._records import Limits, ProcessStatus, SystemStatus
 
 __all__ = ["Backend"]
 
@@ -112,6 +114,8 @@ class Backend:
 
     def limits(self) -> Limits:
         """The current limits and usage."""
+        from .._records import Limits
+
         soft, hard = self.rlimit()
         privileged = self.privileged()
         locked = self.locked_bytes()
@@ -126,6 +130,8 @@ class Backend:
 
     def system_status(self) -> SystemStatus:
         """Machine-wide locked/wired memory."""
+        from .._records import SystemStatus
+
         return SystemStatus()
 
     # -- errors and hints --------------------------------------------------------------

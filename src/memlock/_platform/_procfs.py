@@ -6,25 +6,31 @@ sandboxes, ``Unevictable`` in meminfo (before 2.6.28). A missing field parses as
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 __all__ = ["SmapsEntry", "parse_kib_fields", "parse_smaps", "read_text"]
 
-_HEADER = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \S+\s*(.*)$")
 
-
-@dataclass
 class SmapsEntry:
-    """One mapping from /proc/PID/smaps."""
+    """One mapping from /proc/PID/smaps.
 
-    start: int
-    end: int
-    perms: str
-    path: str
-    fields: dict[str, int]  # bytes, from the "Name: N kB" lines
-    vmflags: frozenset[str] | None  # None where the kernel has no VmFlags line
+    Attributes:
+        start, end: Its address range.
+        perms: ``rwxp``-style permissions.
+        path: The mapped file or pseudo-path; ``[anon]`` when the kernel shows none.
+        fields: The ``Name: N kB`` lines, in bytes.
+        vmflags: The VmFlags mnemonics; None where the kernel has no VmFlags line.
+    """
+
+    __slots__ = ("end", "fields", "path", "perms", "start", "vmflags")
+
+    def __init__(self, start: int, end: int, perms: str, path: str) -> None:
+        self.start = start
+        self.end = end
+        self.perms = perms
+        self.path = path
+        self.fields: dict[str, int] = {}
+        self.vmflags: frozenset[str] | None = None
 
     @property
     def locked(self) -> bool:
@@ -62,18 +68,14 @@ def parse_smaps(text: str) -> Iterator[SmapsEntry]:
     """The mappings of an smaps file, in order."""
     entry: SmapsEntry | None = None
     for line in text.splitlines():
-        m = _HEADER.match(line)
-        if m:
+        parts = line.split(None, 5)
+        head = parts[0] if parts else ""
+        if "-" in head and not head.endswith(":") and len(parts) >= 5:
             if entry is not None:
                 yield entry
-            entry = SmapsEntry(
-                start=int(m.group(1), 16),
-                end=int(m.group(2), 16),
-                perms=m.group(3),
-                path=m.group(4).strip() or "[anon]",
-                fields={},
-                vmflags=None,
-            )
+            lo, _, hi = head.partition("-")
+            path = parts[5].strip() if len(parts) == 6 else ""
+            entry = SmapsEntry(int(lo, 16), int(hi, 16), parts[1], path or "[anon]")
             continue
         if entry is None:
             continue

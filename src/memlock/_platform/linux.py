@@ -10,13 +10,15 @@ from __future__ import annotations
 import errno
 import os
 import platform
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from .._records import LockedRegion, ProcessStatus, SystemStatus
 from .._units import format_size
 from ..errors import MemlockError, UnsupportedOperation
 from . import _procfs
 from ._base import Backend
+
+if TYPE_CHECKING:
+    from .._records import ProcessStatus, SystemStatus
 
 __all__ = ["LinuxBackend"]
 
@@ -173,6 +175,8 @@ class LinuxBackend(Backend):
 
 def status_from_texts(pid: int, smaps_text: str, status_text: str) -> ProcessStatus:
     """A ProcessStatus from the texts of /proc/PID/smaps and /proc/PID/status."""
+    from .._records import LockedRegion, ProcessStatus
+
     regions = tuple(
         LockedRegion(
             start=e.start,
@@ -190,6 +194,8 @@ def status_from_texts(pid: int, smaps_text: str, status_text: str) -> ProcessSta
 
 def system_status_from_meminfo(meminfo_text: str, max_map_count: int | None) -> SystemStatus:
     """A SystemStatus from the text of /proc/meminfo."""
+    from .._records import SystemStatus
+
     f = _procfs.parse_kib_fields(meminfo_text)
     return SystemStatus(
         mlocked_bytes=f.get("Mlocked"),
