@@ -45,6 +45,8 @@ _Mapping = _mem.Mapping
 _pool = _mem.pool
 _POOLS = _mem._POOLS
 _CLASS_OF = _mem._CLASS_OF
+_TAILS = _mem._TAILS
+_tail = _mem.tail
 #: Backend names resolved once ("auto" probes the kernel on first use).
 _RESOLVED: dict[str, str] = {}
 #: sys.getrefcount(arr) inside close() with no view alive: the buffer's own reference,
@@ -138,12 +140,12 @@ class SecureBuffer:
                     else:
                         off = c.bump
                         c.bump = off + c.stride
+                        c.view[off + c.size:off + c.stride] = _CANARY  # carved once
                     if not c.live:
                         pool.empty[ci] -= 1
                     c.live += 1
                     if not free and c.bump > c.limit:
                         avail.pop()
-                    c.view[off + n:off + n + _CSIZE] = _CANARY
                 else:
                     c, off = pool.alloc(n)
                 self._home = c
@@ -356,13 +358,15 @@ class SecureBuffer:
             self._home = None
             if type(home) is _Chunk:
                 off = self._off
-                end = off + self._size
+                n = self._size
                 view = home.view
-                ok = view[end:end + _CSIZE] == _CANARY
+                ok = view[off + n:off + home.stride] == (_TAILS.get(n) or _tail(n))
                 # Wipe: a memcpy by CPython into memory the compiler knows nothing
-                # about, so no optimiser can drop it as a dead store.
-                view[off:off + home.stride] = home.zeros
-                if ok:  # Pool.free, inlined (else the slot is retired, never reused)
+                # about, so no optimiser can drop it as a dead store. The canary stays.
+                view[off:off + home.size] = home.zeros
+                if not ok:  # retire the slot: wiped whole, never reused
+                    _wipe(home.base + off, home.stride)
+                else:  # Pool.free, inlined
                     free = home.free
                     if not free and home.bump > home.limit:
                         home.pool.avail[home.cls].append(home)
@@ -408,7 +412,7 @@ class SecureBuffer:
             # operation of this module (a finalizer may run with any lock held).
             self._home = None
             if isinstance(home, _Chunk):
-                _wipe(home.base + self._off, home.stride)
+                _wipe(home.base + self._off, home.size)  # the canary stays
                 _mem.state.pending.append((home, self._off))
             else:
                 if self._prot != _RW:
@@ -467,7 +471,7 @@ def read_secret(
 
     The bytes go from the kernel into locked memory with ``readv(2)``: no bytes or str
     object holds them on the way. (A regular file's contents are in the page cache
-    anyway; prefer a tmpfs/ramfs file, a pipe or a socket.)
+    anyway, and tmpfs pages can be swapped; ramfs, a pipe or a socket cannot.)
 
     Args:
         source: A path (opened read-only, closed afterwards) or an open file descriptor

@@ -17,11 +17,13 @@ Two backends fill the data pages:
   they are locked already). ``MADV_DONTFORK``: a forked child has no mapping there.
   The file descriptor is closed at once; the mapping keeps the memory alive.
 
-Small secrets share *chunks* (mappings) of a size-class pool; each slot holds the secret
-followed by an 8-byte canary. Chunks grow by doubling up to :data:`MAX_CHUNK`, never past
-what RLIMIT_MEMLOCK still allows, and go back (wiped, unlocked, unmapped) when empty; one
-empty chunk per class is kept to avoid map/unmap churn, and every empty chunk is returned
-before a lock failure is reported.
+Small secrets share *chunks* (mappings) of a size-class pool; each slot is the class size
+followed by an 8-byte canary, written once when the slot is first used. At close the bytes
+after the secret must still be zeros and the canary (an overrun of even one byte shows),
+and the secret's part is wiped; a slot that fails the check is wiped and retired. Chunks
+grow by doubling up to :data:`MAX_CHUNK`, never past what RLIMIT_MEMLOCK still allows, and
+go back (wiped, unlocked, unmapped) when empty; one empty chunk per class is kept to avoid
+map/unmap churn, and every empty chunk is returned before a lock failure is reported.
 
 One mutex (``state.mutex``) guards the pool and the secure buffers' open/closed states. In a
 forked child the generation bumps: buffers and chunks inherited from the parent are
@@ -63,6 +65,7 @@ __all__ = [
     "probe_memfd_secret",
     "resolve_backend",
     "state",
+    "tail",
     "trim",
     "unmap_pages",
 ]
@@ -104,6 +107,17 @@ MAX_CLASS = CLASS_SIZES[-1]
 #: Chunk data sizes: the first chunk of a class, and the most one chunk may grow to.
 MIN_CHUNK = 4 * PAGE_SIZE
 MAX_CHUNK = max(64 * PAGE_SIZE, 256 * 1024)
+
+_TAILS: dict[int, bytes] = {}
+
+
+def tail(n: int) -> bytes:
+    """What follows an ``n``-byte secret in its slot: zeros to the class size, the canary."""
+    t = _TAILS.get(n)
+    if t is None:
+        t = _TAILS[n] = bytes(CLASS_SIZES[_CLASS_OF[n]] - n) + CANARY
+    return t
+
 
 _CLASS_OF = [0] * (MAX_CLASS + 1)
 for _n in range(MAX_CLASS + 1):
@@ -287,8 +301,8 @@ def unmap_pages(m: Mapping) -> None:
 class Chunk:
     """A pool mapping cut into ``stride``-byte slots of one size class."""
 
-    __slots__ = ("base", "bump", "cls", "free", "limit", "live", "map", "pool", "stride",
-                 "view", "zeros")
+    __slots__ = ("base", "bump", "cls", "free", "limit", "live", "map", "pool", "size",
+                 "stride", "view", "zeros")
 
     def __init__(self, m: Mapping, cls: int, pool: Pool) -> None:
         self.map = m
@@ -296,8 +310,9 @@ class Chunk:
         self.view = m.view
         self.cls = cls
         self.pool = pool
-        self.stride = CLASS_SIZES[cls] + CANARY_SIZE
-        self.zeros = bytes(self.stride)
+        self.size = CLASS_SIZES[cls]
+        self.stride = self.size + CANARY_SIZE
+        self.zeros = bytes(self.size)
         self.limit = m.size - self.stride  # the last slot offset
         self.free: list[int] = []  # offsets of freed slots (wiped)
         self.bump = 0  # offset of the first never-used slot
@@ -329,12 +344,12 @@ class Pool:
         else:
             off = c.bump
             c.bump = off + c.stride
+            c.view[off + c.size:off + c.stride] = CANARY  # carved: the canary stays
         if not c.live:
             self.empty[ci] -= 1
         c.live += 1
         if not free and c.bump > c.limit:
             avail.remove(c)
-        c.view[off + n:off + n + CANARY_SIZE] = CANARY
         return c, off
 
     def free(self, c: Chunk, off: int) -> None:
