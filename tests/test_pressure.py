@@ -39,3 +39,34 @@ def test_the_machine_is_left_as_found() -> None:
     assert not [s for s in swaps[1:] if "memlock-swap-" in s]
     leftovers = list(Path("/sys/fs/cgroup/memory").glob("memlock-test-*"))
     assert not leftovers
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_secret_pages_are_never_swapped() -> None:
+    proc = squeeze("""
+        import memlock
+        kinds = {
+            "pooled-anonymous": memlock.SecureBuffer(32, backend="anonymous"),
+            "pooled-memfd_secret": memlock.SecureBuffer(32, backend="memfd_secret"),
+            "isolated": memlock.SecureBuffer(64, isolated=True, backend="anonymous"),
+            "large": memlock.SecureBuffer(64 << 10, backend="anonymous"),
+        }
+        for sb in kinds.values():
+            with sb.view() as v:
+                v[:] = os.urandom(len(sb))
+        control = filled(32 << 20)
+        hog = pressure()
+        out = {"control_in_ram": resident(control)}
+        for name, sb in kinds.items():
+            v = sb.view()
+            info = vma(address_of(v))
+            out[name] = {"swap": info["Swap"], "locked": "lo" in info["flags"],
+                         "locked_bytes": info["Locked"]}
+            v.release()
+        print(json.dumps(out))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result.pop("control_in_ram") < 24 << 20, result  # the pressure was real
+    for name, info in result.items():
+        assert info["locked"] and info["swap"] == 0 and info["locked_bytes"] > 0, (name, info)

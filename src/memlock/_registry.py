@@ -66,8 +66,9 @@ class PageRegistry:
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
-        self._mlock = backend.mlock
-        self._munlock = backend.munlock
+        # The libc calls themselves (0 or errno) for the fast paths: one frame less each.
+        self._libc_mlock = backend.libc.mlock
+        self._libc_munlock = backend.libc.munlock
         self._mutex = threading.Lock()
         self._keys: list[int] = []
         self._vals: list[tuple[int, int]] = []
@@ -187,16 +188,19 @@ class PageRegistry:
             if (i == len(keys) or keys[i] >= end) and (i == 0 or vals[i - 1] == _ZERO):
                 # Fast path: the whole range lies in a region nobody holds.
                 value = (1, 0) if mode == FULL else (0, 1)
-                try:
-                    if mode == FULL and end - start < PARALLEL_MIN_BYTES:
-                        self._mlock(start, end - start)
-                    else:
+                if mode == FULL and end - start < PARALLEL_MIN_BYTES:
+                    err = self._libc_mlock(start, end - start)
+                    if err:
+                        self._undo([(start, end, _NONE)])
+                        raise self._backend.lock_error("mlock", err, end - start)
+                else:
+                    try:
                         self._apply(start, end, _FULL if mode == FULL else _ONF)
-                except MemlockError as exc:
-                    self._undo([(start, end, _NONE)])
-                    raise self._backend.lock_error(
-                        "mlock" if mode == FULL else "mlock2", exc.errno or 0, end - start
-                    ) from None
+                    except MemlockError as exc:
+                        self._undo([(start, end, _NONE)])
+                        raise self._backend.lock_error(
+                            "mlock" if mode == FULL else "mlock2", exc.errno or 0, end - start
+                        ) from None
                 if i < len(keys) and keys[i] == end:
                     keys.insert(i, start)
                     vals.insert(i, value)
@@ -284,10 +288,7 @@ class PageRegistry:
                 else:
                     del keys[i], vals[i]
                 if not self._lock_all_active:
-                    try:
-                        self._munlock(start, end - start)
-                    except MemlockError:
-                        pass
+                    self._libc_munlock(start, end - start)  # pinned pages: cannot fail
                 return True
             i = self._split(start)
             j = self._split(end)

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-import mmap
 import os
-import platform
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 import memlock
@@ -42,6 +38,8 @@ def register(sub: Any) -> None:
 
 
 def _print_json(data: Any) -> None:
+    import json
+
     json.dump(data, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
@@ -101,18 +99,20 @@ def cmd_status(args: argparse.Namespace) -> int:
 # -- doctor ------------------------------------------------------------------------------
 
 
-@dataclass
 class Check:
-    """One line of the doctor's report."""
+    """One line of the doctor's report; ``ok`` None means informational."""
 
-    name: str
-    ok: bool | None  # None: informational / not applicable
-    detail: str
-    fix: str | None = None
+    def __init__(self, name: str, ok: bool | None, detail: str, fix: str | None = None) -> None:
+        self.name = name
+        self.ok = ok
+        self.detail = detail
+        self.fix = fix
 
 
 def _probe_lock(onfault: bool) -> tuple[bool, str]:
     """Try to lock one page of fresh memory."""
+    import mmap
+
     buf = mmap.mmap(-1, memlock.PAGE_SIZE, flags=mmap.MAP_PRIVATE)
     try:
         with memlock.lock(buf, onfault=onfault):
@@ -125,6 +125,8 @@ def _probe_lock(onfault: bool) -> tuple[bool, str]:
 
 
 def _probe_madvise(advice: int) -> bool:
+    import mmap
+
     buf = mmap.mmap(-1, memlock.PAGE_SIZE, flags=mmap.MAP_PRIVATE)
     try:
         buf.madvise(advice)
@@ -136,6 +138,8 @@ def _probe_madvise(advice: int) -> bool:
 
 
 def _kernel_at_least(major: int, minor: int) -> bool:
+    import platform
+
     try:
         parts = platform.release().split(".")
         return (int(parts[0]), int(parts[1].split("-")[0])) >= (major, minor)
@@ -166,6 +170,8 @@ def _memfd_secret_works() -> bool:
 
 def doctor_checks() -> tuple[list[Check], memlock.Limits, str]:
     """Everything ``memlock doctor`` reports."""
+    import platform
+
     lim = memlock.limits()
     env = detect_environment()
     from .._platform import BACKEND

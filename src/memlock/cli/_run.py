@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.util
 import os
-import resource
-import runpy
 import sys
-import traceback
 from types import TracebackType
 from typing import Any
 
@@ -137,6 +132,12 @@ def _report(minor: int, major: int) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import contextlib
+    import importlib.util
+    import resource
+    import runpy
+    import traceback
+
     module, script, tail = _target(args)
     if module is None and script is None:
         args.run_parser.print_usage(sys.stderr)
