@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from types import TracebackType
 
 from ._buffer import fast_address, pin
@@ -75,6 +76,27 @@ class Lock:
     ) -> None:
         self.unlock()
 
+    def _release_from_finalizer(self, then: Callable[[], None] | None = None) -> None:
+        """unlock() for finalizers: never waits on the registry's mutex.
+
+        A finalizer may run in the thread that holds the mutex (garbage collection can
+        start inside any allocation), so the release is queued if the mutex is busy.
+        ``then`` runs after the buffer export is released (e.g. closing its mmap).
+        """
+        pinned, self._pinned = self._pinned, None
+        if pinned is None:
+            if then is not None:
+                then()
+            return
+
+        def cleanup() -> None:
+            pinned.release()
+            if then is not None:
+                then()
+
+        start = self.address
+        REGISTRY.release_soon(start, start + self.nbytes, self._mode, self._generation, cleanup)
+
     def __del__(self) -> None:
         if getattr(self, "_pinned", None) is not None:
             if self._generation == REGISTRY.generation:
@@ -84,7 +106,7 @@ class Lock:
                     stacklevel=2,
                     source=self,
                 )
-            self.unlock()
+            self._release_from_finalizer()
 
     def __repr__(self) -> str:
         state = "locked" if self.locked else "unlocked"

@@ -73,7 +73,13 @@ class PageRegistry:
         self._keys: list[int] = []
         self._vals: list[tuple[int, int]] = []
         self.generation = 0
-        self._lock_all_active = False
+        #: MCL_* flags of the lock_all() in force (0: none), and the mappings that existed
+        #: when it was called (None where the OS cannot list them).
+        self._lock_all_flags = 0
+        self._lock_all_snapshot: list[tuple[int, int]] | None = None
+        #: Releases queued by finalizers, which must never wait on the mutex (the thread
+        #: running a finalizer may be the one holding it): (start, end, mode, gen, cleanup).
+        self._pending: list[tuple[int, int, int, int, Callable[[], None]]] = []
         self.parallel_workers = max(1, min(os.cpu_count() or 1, 16))
 
     # -- breakpoint map --------------------------------------------------------------
@@ -181,6 +187,8 @@ class PageRegistry:
             MemlockError: The kernel refused; nothing changed (kernel and counts).
         """
         with self._mutex:
+            if self._pending:
+                self._drain()
             if start == end:
                 return self.generation
             keys, vals = self._keys, self._vals
@@ -243,10 +251,40 @@ class PageRegistry:
 
     def _undo(self, done: list[tuple[int, int, int]]) -> None:
         """Put ranges back in their former kernel state, best effort."""
-        if self._lock_all_active:
-            return  # lock_all keeps them locked anyway; munlock would undo it
         for s, e, before in done:
-            self._restore(s, e, before)
+            for ps, pe in self._not_kept(s, e):
+                self._restore(ps, pe, before)
+
+    def _not_kept(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The parts of [start, end) that no lock_all() in force keeps locked.
+
+        MCL_CURRENT|MCL_FUTURE keep everything; MCL_CURRENT alone the mappings that existed
+        at lock_all() time; MCL_FUTURE alone those made since. Where the OS cannot list its
+        mappings, a partial lock_all keeps nothing: memlock never leaks a lock.
+        """
+        flags = self._lock_all_flags
+        if not flags:
+            return [(start, end)]
+        consts = self._backend.constants
+        current = flags & consts.get("MCL_CURRENT", 1)
+        future = flags & consts.get("MCL_FUTURE", 2)
+        if current and future:
+            return []
+        snapshot = self._lock_all_snapshot
+        if snapshot is None:
+            return [(start, end)]
+        inside = [(max(lo, start), min(hi, end)) for lo, hi in snapshot
+                  if lo < end and hi > start]
+        if future:  # mappings made since lock_all() are kept: unlock the old ones
+            return inside
+        out, pos = [], start  # MCL_CURRENT: the old mappings are kept: unlock the rest
+        for lo, hi in inside:
+            if lo > pos:
+                out.append((pos, lo))
+            pos = max(pos, hi)
+        if pos < end:
+            out.append((pos, end))
+        return out
 
     def _restore(self, start: int, end: int, state: int) -> None:
         """Set [start, end) to ``state``, subdividing around holes.
@@ -271,28 +309,56 @@ class PageRegistry:
     def release(self, start: int, end: int, mode: int, generation: int) -> bool:
         """Drop one ``mode`` lock on [start, end). False if it predates a fork (no-op)."""
         with self._mutex:
-            if generation != self.generation:
-                return False
-            if start == end:
+            if self._pending:
+                self._drain()
+            return self._release_held(start, end, mode, generation)
+
+    def release_soon(self, start: int, end: int, mode: int, generation: int,
+                     cleanup: Callable[[], None]) -> None:
+        """:meth:`release` for finalizers: never blocks, then runs ``cleanup``.
+
+        Done now if the mutex is free, else by whichever call takes the mutex next.
+        """
+        self._pending.append((start, end, mode, generation, cleanup))
+        if self._mutex.acquire(blocking=False):
+            try:
+                self._drain()
+            finally:
+                self._mutex.release()
+
+    def _drain(self) -> None:
+        """Apply the queued finalizer releases (mutex held)."""
+        while self._pending:
+            start, end, mode, generation, cleanup = self._pending.pop()
+            try:
+                self._release_held(start, end, mode, generation)
+            finally:
+                cleanup()
+
+    def _release_held(self, start: int, end: int, mode: int, generation: int) -> bool:
+        if generation != self.generation:
+            return False
+        if start == end:
+            return True
+        keys, vals = self._keys, self._vals
+        i = bisect_left(keys, start)
+        value = (1, 0) if mode == FULL else (0, 1)
+        if (
+            i + 1 < len(keys) and keys[i] == start and keys[i + 1] == end
+            and vals[i] == value and (i == 0 or vals[i - 1] == _ZERO)
+        ):
+            # Fast path: the only lock on an isolated range.
+            if vals[i + 1] == _ZERO:
+                del keys[i : i + 2], vals[i : i + 2]
+            else:
+                del keys[i], vals[i]
+            if not self._lock_all_flags:
+                self._libc_munlock(start, end - start)  # pinned pages: cannot fail
                 return True
-            keys, vals = self._keys, self._vals
-            i = bisect_left(keys, start)
-            value = (1, 0) if mode == FULL else (0, 1)
-            if (
-                i + 1 < len(keys) and keys[i] == start and keys[i + 1] == end
-                and vals[i] == value and (i == 0 or vals[i - 1] == _ZERO)
-            ):
-                # Fast path: the only lock on an isolated range.
-                if vals[i + 1] == _ZERO:
-                    del keys[i : i + 2], vals[i : i + 2]
-                else:
-                    del keys[i], vals[i]
-                if not self._lock_all_active:
-                    self._libc_munlock(start, end - start)  # pinned pages: cannot fail
-                return True
+            changes = [(start, end, _NONE)]
+        else:
             i = self._split(start)
             j = self._split(end)
-            keys, vals = self._keys, self._vals
             changes = []
             for k in range(i, j):
                 old = vals[k]
@@ -304,27 +370,34 @@ class PageRegistry:
                 if before != after:
                     changes.append((keys[k], keys[k + 1], after))
             self._compact(i - 1, j + 1)
-            if not self._lock_all_active:
-                for s, e, state in _merge_runs(changes):
-                    try:
-                        self._apply(s, e, state)
-                    except MemlockError:
-                        pass  # the pages are pinned, so this cannot happen; never leak counts
-            return True
+        for s, e, state in _merge_runs(changes):
+            for ps, pe in self._not_kept(s, e):
+                try:
+                    self._apply(ps, pe, state)
+                except MemlockError:
+                    pass  # the pages are pinned, so this cannot happen; never leak counts
+        return True
 
     # -- whole process -------------------------------------------------------------------
 
     def lock_all(self, flags: int) -> None:
-        """mlockall; while it holds, releasing the last Lock of a page keeps it locked."""
+        """mlockall; while it holds, releasing a Lock leaves what it keeps locked."""
         with self._mutex:
+            if self._pending:
+                self._drain()
+            snapshot = self._backend.mapped_ranges()
             self._backend.mlockall(flags)
-            self._lock_all_active = True
+            self._lock_all_flags = flags
+            self._lock_all_snapshot = snapshot
 
     def unlock_all(self) -> None:
         """munlockall, then re-lock what live Locks still hold."""
         with self._mutex:
+            if self._pending:
+                self._drain()
             self._backend.munlockall()
-            self._lock_all_active = False
+            self._lock_all_flags = 0
+            self._lock_all_snapshot = None
             for s, e, state in self._held_ranges():
                 self._apply(s, e, state)
 
@@ -338,4 +411,7 @@ class PageRegistry:
         self._keys = []
         self._vals = []
         self.generation += 1
-        self._lock_all_active = False
+        self._lock_all_flags = 0  # MCL_FUTURE is not inherited either
+        self._lock_all_snapshot = None
+        # Queued releases stay: in the child they are no-ops (old generation) that still
+        # release their buffer exports.

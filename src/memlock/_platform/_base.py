@@ -78,6 +78,10 @@ class Backend:
         if err:
             raise self.lock_error("mlockall", err, None)
 
+    def mapped_ranges(self) -> list[tuple[int, int]] | None:
+        """The process's mappings, sorted (start, end); None where the OS cannot tell."""
+        return None
+
     def populate_plan(self, start: int, end: int) -> list[tuple[int, int, int]]:
         """How to prefault [start, end): (start, end, advice) pieces; [] where unsupported."""
         return []

@@ -66,6 +66,18 @@ class LinuxBackend(Backend):
         """mlock2(MLOCK_ONFAULT)."""
         self.mlock2(addr, length, MLOCK_ONFAULT)
 
+    def mapped_ranges(self) -> list[tuple[int, int]] | None:
+        """From /proc/self/maps."""
+        try:
+            maps = _procfs.read_text("/proc/self/maps")
+        except OSError:
+            return None
+        out = []
+        for line in maps.splitlines():
+            lo, _, hi = line.split(" ", 1)[0].partition("-")
+            out.append((int(lo, 16), int(hi, 16)))
+        return out
+
     def populate_plan(self, start: int, end: int) -> list[tuple[int, int, int]]:
         """MADV_POPULATE_WRITE where mlock would write-fault (private writable), else READ.
 
