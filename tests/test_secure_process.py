@@ -404,3 +404,32 @@ def test_getpass_kill_line_and_eof() -> None:
     assert bytes.fromhex(str(out["hex"])) == b"right"
     out = _getpass_session([b"\x04"])
     assert out["eof"] is True and out["restored"] is True
+
+
+def test_forked_child_cannot_reach_new_memory_through_an_inherited_memfd_secret_view() -> None:
+    # MADV_DONTFORK leaves a hole in the child where the secret was; the child's own
+    # mappings must never land there (an inherited view would then read them).
+    if not _securemem.probe_memfd_secret():
+        pytest.skip("memfd_secret is not available on this kernel")
+    proc = run_child("""
+        import ctypes, mmap
+        sb = memlock.SecureBuffer(32, backend="memfd_secret")
+        v = sb.view()
+        v[:4] = b"abcd"
+        a = ctypes.addressof(ctypes.c_char.from_buffer(v))
+        pid = os.fork()
+        if pid == 0:
+            maps = []
+            for _ in range(3000):
+                m = mmap.mmap(-1, 4096, flags=mmap.MAP_PRIVATE)
+                base = ctypes.addressof(ctypes.c_char.from_buffer(m))
+                if base <= a < base + 4096:
+                    os._exit(3)          # a new mapping under the inherited view
+                maps.append(m)
+            v[0]                         # must fault
+            os._exit(4)
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps({"signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                          "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None}))
+    """)
+    assert last_json(proc) == {"signal": signal.SIGSEGV, "exit": None}

@@ -522,11 +522,13 @@ def _hold_loop(cfg: HoldConfig, holder: Holder, err: Callable[[str], None], r: i
             if ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(r, 512)
-        if _stopping(caught):
+        # Take the signals seen so far; one arriving after this stays for the next round.
+        sigs = caught[:]
+        del caught[: len(sigs)]
+        if _stopping(sigs):
             sd_notify("STOPPING=1")
             return 0
-        hup = signal.SIGHUP in caught
-        caught.clear()
+        hup = signal.SIGHUP in sigs
         if hup or (cfg.watch and holder.changed()) or (cfg.watch and holder.tree_changed()):
             if hup:
                 sd_notify("RELOADING=1")

@@ -77,6 +77,7 @@ MEMFD_SECRET = "memfd_secret"
 PROT_NONE, PROT_READ, PROT_WRITE = 0, 1, 2
 PROT_RW = PROT_READ | PROT_WRITE
 _MAP_SHARED, _MAP_PRIVATE, _MAP_FIXED = 0x01, 0x02, 0x10
+_MAP_ANONYMOUS, _MAP_FIXED_NOREPLACE = 0x20, 0x100000  # Linux values
 
 # Platform constants (literal checks so mypy sees every OS from Linux).
 _MADV_DONTDUMP: int | None = None  # keep out of core dumps (FreeBSD: MADV_NOCORE)
@@ -472,6 +473,15 @@ def _after_fork_in_child() -> None:
         for m in maps + list(old.own):
             if m.backend == ANONYMOUS and LIBC.mprotect(m.base, m.size, PROT_RW) == 0:
                 LIBC.wipe(m.base, m.size)
+    if sys.platform == "linux":
+        # MADV_DONTFORK left holes where the parent's memfd_secret pages are. Fill them
+        # with PROT_NONE (MAP_FIXED_NOREPLACE: only where nothing is mapped yet), so an
+        # inherited view faults instead of one day reaching a mapping the child makes there.
+        maps = [c.map for p in _POOLS.values() for cs in p.chunks for c in cs]
+        for m in maps + list(old.own):
+            if m.backend == MEMFD_SECRET:
+                LIBC.mmap(m.base, m.size, PROT_NONE,
+                          _MAP_PRIVATE | _MAP_ANONYMOUS | _MAP_FIXED_NOREPLACE)
     _ABANDONED.append((list(_POOLS.values()), old.own))
     _POOLS.clear()
     state = _State(old.gen + 1)
