@@ -36,3 +36,8 @@ def test_readme_names_the_commands_ci_runs() -> None:
     ci = (REPO / ".ci" / "run").read_text()
     assert "scripts/test" in ci and "scripts/test" in README
     assert "memlock doctor" in README
+
+
+def test_readme_has_no_unfilled_placeholder() -> None:
+    for marker in ("PERF_TABLE", "TODO", "XXX"):
+        assert marker not in README, marker
