@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import resource
-import sys
 import textwrap
 
 import pytest
