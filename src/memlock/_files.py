@@ -23,10 +23,10 @@ import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from types import TracebackType
 from typing import Any
 
 from ._buffer import pin
+from ._context import ReleasedOnExit
 from ._lock import Lock, lock
 from ._pages import PAGE_SIZE, as_size
 from ._platform._libc import real_libc
@@ -393,7 +393,7 @@ def evict(path: StrPath, *, offset: int = 0, length: int | None = None) -> None:
 # -- lock_file ---------------------------------------------------------------------------
 
 
-class LockedFile:
+class LockedFile(ReleasedOnExit):
     """A file (or a range of it) mapped read-only and locked in RAM; a context manager.
 
     Returned by :func:`lock_file`. The mapping is never read by memlock, so a file
@@ -451,15 +451,7 @@ class LockedFile:
             if m is not None:
                 m.close()
 
-    def __enter__(self) -> LockedFile:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _release_on_exit(self) -> None:
         self.unlock()
 
     def __del__(self) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
-from types import TracebackType
 
 from ._buffer import fast_address, pin
+from ._context import ReleasedOnExit
 from ._pages import PAGE_SIZE, SIZE_MAX, as_size
 from ._platform import BACKEND
 from ._registry import FULL, ONFAULT, PageRegistry
@@ -23,7 +23,7 @@ _acquire = REGISTRY.acquire
 _release = REGISTRY.release
 
 
-class Lock:
+class Lock(ReleasedOnExit):
     """A held lock on the pages of a buffer. Returned by :func:`lock`; a context manager.
 
     While held, the object's memory cannot move or be freed (its buffer export is held: a
@@ -65,15 +65,7 @@ class Lock:
         finally:
             pinned.release()
 
-    def __enter__(self) -> Lock:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _release_on_exit(self) -> None:
         self.unlock()
 
     def _release_from_finalizer(self, then: Callable[[], None] | None = None) -> None:

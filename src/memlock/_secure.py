@@ -23,11 +23,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol, final
 
 from . import _securemem as _mem
+from ._context import ReleasedOnExit
 from ._pages import PAGE_SIZE, as_size
 from .errors import MemlockError
 
 if TYPE_CHECKING:
-    from types import TracebackType
+    pass
 
 __all__ = ["SecureBuffer", "getpass", "read_secret"]
 
@@ -67,7 +68,7 @@ def _views_alive(arr: _Exportable) -> bool:
 
 
 @final
-class SecureBuffer:
+class SecureBuffer(ReleasedOnExit):
     """Fixed-size memory for a secret: locked, kept out of core dumps and forked children.
 
     Zero-filled at creation, readable and writable until restricted. The memory is locked
@@ -389,15 +390,7 @@ class SecureBuffer:
                 f"SecureBuffer canary overwritten: a write ran past the bounds of the "
                 f"{self._size}-byte secret (memory corruption); the secret was wiped")
 
-    def __enter__(self) -> SecureBuffer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _release_on_exit(self) -> None:
         self.close()
 
     def __del__(self) -> None:
