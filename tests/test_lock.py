@@ -231,6 +231,7 @@ def test_failure_midway_leaves_nothing_locked() -> None:
             memlock.lock(m)
         assert not isinstance(info.value, memlock.LockLimitError)
         assert info.value.errno == errno.ENOMEM
+        assert f"{addr + 2 * PAGE:#x}-{addr + 3 * PAGE:#x} is PROT_NONE" in str(info.value)
         assert [page_state(addr + i * PAGE) for i in range(4)] == ["none"] * 4
         assert vmlck() == before
         assert REGISTRY.counts(addr, addr + 4 * PAGE) == [(addr, addr + 4 * PAGE, 0, 0)]
@@ -388,3 +389,17 @@ def test_large_private_anonymous_lock_is_fully_resident_and_locked() -> None:
         assert vmlck() == before + size
     assert vmlck() == before
     m.close()
+
+
+def test_locking_memfd_secret_memory_says_what_it_is() -> None:
+    from memlock import _securemem
+
+    if not _securemem.probe_memfd_secret():
+        pytest.skip("memfd_secret is not available on this kernel")
+    with memlock.SecureBuffer(32, backend="memfd_secret") as sb:
+        view = sb.view()
+        before = vmlck()
+        with pytest.raises(memlock.MemlockError) as info:
+            memlock.lock(view)
+        assert "memfd_secret" in str(info.value) and vmlck() == before
+        view.release()

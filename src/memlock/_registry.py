@@ -200,15 +200,14 @@ class PageRegistry:
                     err = self._libc_mlock(start, end - start)
                     if err:
                         self._undo([(start, end, _NONE)])
-                        raise self._backend.lock_error("mlock", err, end - start)
+                        raise self._failure("mlock", err, start, end, end - start)
                 else:
                     try:
                         self._apply(start, end, _FULL if mode == FULL else _ONF)
                     except MemlockError as exc:
                         self._undo([(start, end, _NONE)])
-                        raise self._backend.lock_error(
-                            "mlock" if mode == FULL else "mlock2", exc.errno or 0, end - start
-                        ) from None
+                        raise self._failure("mlock" if mode == FULL else "mlock2",
+                                            exc.errno or 0, start, end, end - start) from None
                 if i < len(keys) and keys[i] == end:
                     keys.insert(i, start)
                     vals.insert(i, value)
@@ -236,9 +235,8 @@ class PageRegistry:
                 self._undo(done)
                 self._compact(i - 1, j + 1)
                 requested = sum(e - s for s, e, _ in runs)
-                raise self._backend.lock_error(
-                    "mlock" if target == _FULL else "mlock2", exc.errno or 0, requested
-                ) from None
+                raise self._failure("mlock" if target == _FULL else "mlock2",
+                                    exc.errno or 0, start, end, requested) from None
             except BaseException:
                 self._undo(done)
                 self._compact(i - 1, j + 1)
@@ -248,6 +246,16 @@ class PageRegistry:
                 vals[k] = (full + 1, onf) if mode == FULL else (full, onf + 1)
             self._compact(i - 1, j + 1)
             return self.generation
+
+    def _failure(self, op: str, err: int, start: int, end: int,
+                 requested: int) -> MemlockError:
+        """The exception for a failed lock of [start, end), after it was undone."""
+        exc = self._backend.lock_error(op, err, requested)
+        if type(exc) is MemlockError:
+            why = self._backend.explain_range(start, end)
+            if why:
+                exc.strerror = f"{op}: {os.strerror(err)}: {why}"
+        return exc
 
     def _undo(self, done: list[tuple[int, int, int]]) -> None:
         """Put ranges back in their former kernel state, best effort."""

@@ -78,6 +78,10 @@ class Backend:
         if err:
             raise self.lock_error("mlockall", err, None)
 
+    def explain_range(self, start: int, end: int) -> str | None:
+        """What in [start, end) the kernel cannot lock, where the OS tells; else None."""
+        return None
+
     def mapped_ranges(self) -> list[tuple[int, int]] | None:
         """The process's mappings, sorted (start, end); None where the OS cannot tell."""
         return None

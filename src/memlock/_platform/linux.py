@@ -66,6 +66,32 @@ class LinuxBackend(Backend):
         """mlock2(MLOCK_ONFAULT)."""
         self.mlock2(addr, length, MLOCK_ONFAULT)
 
+    def explain_range(self, start: int, end: int) -> str | None:
+        """Holes, PROT_NONE pages and memfd_secret memory in [start, end), from /proc/self/maps."""
+        try:
+            maps = _procfs.read_text("/proc/self/maps")
+        except OSError:
+            return None
+        reasons, pos = [], start
+        for line in maps.splitlines():
+            fields = line.split(None, 5)
+            lo_text, _, hi_text = fields[0].partition("-")
+            lo, hi = int(lo_text, 16), int(hi_text, 16)
+            if hi <= start or lo >= end:
+                continue
+            if lo > pos:
+                reasons.append(f"nothing is mapped at {pos:#x}-{lo:#x}")
+            path = fields[5] if len(fields) == 6 else ""
+            if "secretmem" in path:
+                reasons.append(f"{max(lo, start):#x}-{min(hi, end):#x} is memfd_secret memory "
+                               "(locked from the start; the kernel refuses mlock on it)")
+            elif fields[1].startswith("---"):
+                reasons.append(f"{max(lo, start):#x}-{min(hi, end):#x} is PROT_NONE")
+            pos = max(pos, hi)
+        if pos < end:
+            reasons.append(f"nothing is mapped at {pos:#x}-{end:#x}")
+        return "; ".join(reasons) or None
+
     def mapped_ranges(self) -> list[tuple[int, int]] | None:
         """From /proc/self/maps."""
         try:
