@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -64,12 +65,13 @@ def test_status_of_a_locking_process() -> None:
                               stdout=subprocess.PIPE, text=True, env=child_env())
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
-        data = json.loads(cli("status", str(holder.pid), "--json").stdout)
-        (proc,) = data["processes"]
+        proc = json.loads(cli("status", str(holder.pid), "--json").stdout)
         assert proc["pid"] == holder.pid and proc["locked_bytes"] == 1 << 20
         assert {"start", "end", "path", "size", "locked_bytes", "onfault"} <= set(
             proc["regions"][0])
-        assert "mlocked_bytes" in data["system"]
+        assert "mlocked_bytes" in proc["system"]
+        both = json.loads(cli("status", str(holder.pid), str(os.getpid()), "--json").stdout)
+        assert [p["pid"] for p in both["processes"]] == [holder.pid, os.getpid()]
         human = cli("status", str(holder.pid)).stdout
         assert f"pid {holder.pid}: 1.0 MiB locked" in human
     finally:

@@ -124,6 +124,7 @@ def test_limit_zero_without_capability_is_a_permission_error() -> None:
         except memlock.LockPermissionError as e:
             assert isinstance(e, PermissionError) and e.errno == errno.EPERM
             assert "CAP_IPC_LOCK" in str(e) and e.hint and "IPC_LOCK" in e.hint
+            assert (e.requested, e.limit, e.locked) == (PAGE, 0, 0)
             print("permission", page_state(address_of(m)), vmlck())
         lim = memlock.limits()
         print(lim.privileged, lim.soft, lim.available_bytes)

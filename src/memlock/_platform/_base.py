@@ -175,7 +175,8 @@ class Backend:
         if err == errno.EPERM:
             return LockPermissionError(
                 err, f"{op}: {text}: this process may not lock memory",
-                hint=self.permission_fix(), requested=requested,
+                hint=self.permission_fix(), requested=requested, limit=self.rlimit()[0],
+                locked=self.locked_bytes(),
             )
         if err == errno.ENOSYS:
             return UnsupportedOperation(f"{op} is not implemented on {self.name}")

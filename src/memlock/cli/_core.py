@@ -27,7 +27,12 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_doctor)
 
-    p = sub.add_parser("status", help="what processes have locked, region by region")
+    p = sub.add_parser(
+        "status", help="what processes have locked, region by region",
+        description="What processes have locked (VmLck and each locked mapping), and the "
+        "machine's totals. --json: for one process an object with pid, locked_bytes, regions "
+        "and system; for several, {\"processes\": [...], \"system\": {...}}.",
+    )
     p.add_argument("pids", nargs="*", type=int, metavar="PID", help="default: this process")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_status)
@@ -87,8 +92,13 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"  {r.start:#014x}-{r.end:#014x} {format_size(r.size):>10} "
                       f"{res:>10} resident{flag}  {r.path}")
     if args.json:
+        # One process: its ProcessStatus fields, plus "system". Several: {"processes": [...],
+        # "system": ...}. Keys are the attribute names of ProcessStatus and SystemStatus.
         system = memlock.system_status().to_dict()
-        _print_json({"processes": results, "system": system})
+        if len(pids) == 1 and results:
+            _print_json({**results[0], "system": system})
+        else:
+            _print_json({"processes": results, "system": system})
     elif not args.pids:
         sys_st = memlock.system_status()
         print(f"system: {format_size(sys_st.mlocked_bytes)} mlocked, "
