@@ -22,7 +22,6 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from ._buffer import pin
@@ -99,9 +98,11 @@ def _page_range(offset: int, length: int) -> tuple[int, int]:
 # -- residency ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Residency:
     """How much of a file (or of a range of it) is in the page cache.
+
+    Immutable; compares and hashes by its fields (like a frozen dataclass, without the
+    import cost of :mod:`dataclasses` on the ``memlock resident`` path).
 
     Attributes:
         path: The file, as given.
@@ -110,10 +111,45 @@ class Residency:
         resident_pages: How many of them are in the page cache now.
     """
 
+    __slots__ = ("pages", "path", "resident_pages", "size_bytes")
+    __match_args__ = ("path", "size_bytes", "pages", "resident_pages")
+
     path: str
     size_bytes: int
     pages: int
     resident_pages: int
+
+    def __init__(self, path: str, size_bytes: int, pages: int, resident_pages: int) -> None:
+        _set = object.__setattr__
+        _set(self, "path", path)
+        _set(self, "size_bytes", size_bytes)
+        _set(self, "pages", pages)
+        _set(self, "resident_pages", resident_pages)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}")
+
+    def _fields(self) -> tuple[str, int, int, int]:
+        return (self.path, self.size_bytes, self.pages, self.resident_pages)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return self._fields() == other._fields()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}(path={self.path!r}, "
+                f"size_bytes={self.size_bytes!r}, pages={self.pages!r}, "
+                f"resident_pages={self.resident_pages!r})")
+
+    def __reduce__(self) -> tuple[type[Residency], tuple[str, int, int, int]]:
+        return (self.__class__, self._fields())
 
     @property
     def resident_bytes(self) -> int:
@@ -127,7 +163,8 @@ class Residency:
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict."""
-        return asdict(self)
+        return {"path": self.path, "size_bytes": self.size_bytes, "pages": self.pages,
+                "resident_pages": self.resident_pages}
 
 
 def _cached_pages_cachestat(fd: int, first: int, count: int) -> int | None:

@@ -10,21 +10,19 @@
 
 from __future__ import annotations
 
-import fnmatch
+import operator
 import os
-import re
 import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ._pages import PAGE_SIZE
 from ._units import format_size
 
 __all__ = ["FileEntry", "Planned", "Progress", "WalkOptions", "parse_range", "plan", "read_list",
-           "walk"]
+           "scan", "walk"]
 
 
 class FileEntry(NamedTuple):
@@ -42,20 +40,49 @@ class FileEntry(NamedTuple):
         return (self.dev, self.ino, self.size, self.mtime_ns)
 
 
-@dataclass
 class WalkOptions:
-    """Filters of :func:`walk`."""
+    """Filters of :func:`walk` and :func:`scan` (a plain class: no :mod:`dataclasses` import).
 
-    follow_symlinks: bool = False
-    one_file_system: bool = False
-    include: list[str] = field(default_factory=list)
-    exclude: list[str] = field(default_factory=list)
-    max_size: int | None = None
+    Attributes:
+        follow_symlinks: Follow symbolic links found inside directories.
+        one_file_system: Do not descend into directories of other file systems.
+        include: Keep only files whose base name matches one of these globs.
+        exclude: Skip files and directories whose base name matches one of these globs.
+        max_size: Skip files larger than this many bytes (None: no limit).
+    """
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compares by value
+
+    def __init__(self, follow_symlinks: bool = False, one_file_system: bool = False,
+                 include: list[str] | None = None, exclude: list[str] | None = None,
+                 max_size: int | None = None) -> None:
+        self.follow_symlinks = follow_symlinks
+        self.one_file_system = one_file_system
+        self.include: list[str] = [] if include is None else include
+        self.exclude: list[str] = [] if exclude is None else exclude
+        self.max_size = max_size
+
+    def _fields(self) -> tuple[bool, bool, list[str], list[str], int | None]:
+        return (self.follow_symlinks, self.one_file_system, self.include, self.exclude,
+                self.max_size)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return self._fields() == other._fields()
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}(follow_symlinks={self.follow_symlinks!r}, "
+                f"one_file_system={self.one_file_system!r}, include={self.include!r}, "
+                f"exclude={self.exclude!r}, max_size={self.max_size!r})")
 
     def _compile(self) -> tuple[Callable[[str], object] | None, Callable[[str], object] | None]:
         def rx(globs: list[str]) -> Callable[[str], object] | None:
             if not globs:
                 return None
+            import fnmatch
+            import re
+
             return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs)).match
 
         return rx(self.include), rx(self.exclude)
@@ -68,65 +95,169 @@ def walk(paths: Iterable[str], options: WalkOptions, on_error: OnError) -> Itera
     """Regular files under ``paths``, each (dev, ino) once, in a stable order.
 
     ``on_error(path, exc)`` is called for paths that cannot be read; the walk goes on.
+    The same walk as :func:`scan`, which does the work.
+    """
+    found: list[FileEntry] = []
+
+    def visit(path: str, fd: int, st: os.stat_result) -> bool:
+        found.append(FileEntry(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+        return True  # no descriptor needed: an unreadable file is still listed
+
+    scan(paths, options, on_error, visit)
+    return iter(found)
+
+
+#: ``visit(path, fd, st)`` of :func:`scan`; ``fd`` is -1 when the file could not be opened.
+Visit = Callable[[str, int, os.stat_result], bool]
+
+_O_FILE = (os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+           | getattr(os, "O_NOCTTY", 0))
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_DIR = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_DIRECTORY", 0)
+#: Open files relative to their directory's descriptor where the platform can.
+_by_name = operator.attrgetter("name")
+_AT = (os.open in os.supports_dir_fd and os.stat in os.supports_dir_fd
+       and os.scandir in os.supports_fd and bool(getattr(os, "O_DIRECTORY", 0)))
+
+
+def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: Visit) -> None:
+    """The files of :func:`walk`, in the same order and with the same filters, each opened.
+
+    For each regular file, calls ``visit(path, fd, st)`` with an O_RDONLY descriptor
+    (closed when ``visit`` returns) and its fstat: one openat and one fstat per file,
+    no second look-up by path. Directories are read through their own descriptors.
+
+    A file that cannot be opened is looked at with lstat: if it is a regular file that
+    passes the filters, ``visit(path, -1, st)`` is called, and when it returns False
+    (it needed the descriptor) the open error goes to ``on_error``. An OSError raised
+    by ``visit`` goes to ``on_error`` too; the scan goes on.
     """
     include, exclude = options._compile()
     seen: set[tuple[int, int]] = set()
     seen_dirs: set[tuple[int, int]] = set()
     max_size = options.max_size
+    follow = options.follow_symlinks
+    one_fs = options.one_file_system
+    fstat, close, open_, isreg, isdir = os.fstat, os.close, os.open, stat.S_ISREG, stat.S_ISDIR
+    o_nofollow = _O_FILE | _O_NOFOLLOW
 
-    def accept(path: str, name: str, st: os.stat_result) -> FileEntry | None:
-        if include is not None and not include(name):
-            return None
+    def accept(path: str, fd: int, st: os.stat_result, exc: OSError | None) -> None:
         if max_size is not None and st.st_size > max_size:
-            return None
+            return
         if st.st_nlink > 1:
             key = (st.st_dev, st.st_ino)
             if key in seen:
-                return None
+                return
             seen.add(key)
-        return FileEntry(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-    def tree(top: str, top_dev: int) -> Iterator[FileEntry]:
         try:
-            it = os.scandir(top)
+            if not visit(path, fd, st) and exc is not None:
+                on_error(path, exc)
+        except OSError as err:
+            on_error(path, err)
+
+    def unopened(path: str, target: str, follow: bool, dfd: int | None, exc: OSError) -> None:
+        """A file that cannot be opened: visit it with fd -1 if it is a regular file."""
+        try:
+            st = os.stat(target, dir_fd=dfd, follow_symlinks=follow)
+        except OSError:
+            on_error(path, exc)
+            return
+        if isreg(st.st_mode):
+            accept(path, -1, st, exc)
+        else:
+            on_error(path, exc)
+
+    def one(path: str, target: str, flags: int, dfd: int | None) -> None:
+        """Open, fstat and visit a file that the directory says is regular."""
+        try:
+            fd = open_(target, flags, dir_fd=dfd)
         except OSError as exc:
+            unopened(path, target, flags == _O_FILE, dfd, exc)
+            return
+        try:
+            st = fstat(fd)
+            if isreg(st.st_mode):
+                accept(path, fd, st, None)
+        except OSError as exc:
+            on_error(path, exc)
+        finally:
+            close(fd)
+
+    def tree(top: str, top_dev: int) -> None:
+        prefix = top if top.endswith("/") else top + "/"
+        dfd: int | None = None
+        try:
+            if _AT:
+                dfd = open_(top, _O_DIR)
+                it = os.scandir(dfd)
+            else:
+                it = os.scandir(top)
+        except OSError as exc:
+            if dfd is not None:
+                close(dfd)
             on_error(top, exc)
             return
-        with it:
-            entries = sorted(it, key=lambda e: e.name)
-        for e in entries:
-            name = e.name
-            if exclude is not None and exclude(name):
-                continue
-            try:
-                if e.is_symlink():
-                    if not options.follow_symlinks:
+        at = dfd is not None
+        try:
+            with it:
+                entries = sorted(it, key=_by_name)
+            for e in entries:
+                name = e.name
+                if exclude is not None and exclude(name):
+                    continue
+                path = prefix + name
+                try:
+                    if e.is_file(follow_symlinks=False):
+                        # The hot path over big trees (what one() and accept() do, inline).
+                        if include is not None and not include(name):
+                            continue
+                        try:
+                            fd = open_(name if at else path, o_nofollow, dir_fd=dfd)
+                        except OSError as exc:
+                            unopened(path, name if at else path, False, dfd, exc)
+                            continue
+                        try:
+                            st = fstat(fd)
+                            if not isreg(st.st_mode):
+                                continue
+                            if max_size is not None and st.st_size > max_size:
+                                continue
+                            if st.st_nlink > 1:
+                                key = (st.st_dev, st.st_ino)
+                                if key in seen:
+                                    continue
+                                seen.add(key)
+                            visit(path, fd, st)
+                        finally:
+                            close(fd)
                         continue
-                    st = os.stat(e.path)
-                elif e.is_dir(follow_symlinks=False):
-                    st = e.stat(follow_symlinks=False)
-                else:
-                    st = e.stat(follow_symlinks=False)
-                    if stat.S_ISREG(st.st_mode):
-                        found = accept(e.path, name, st)
-                        if found is not None:
-                            yield found
+                    if e.is_dir(follow_symlinks=False):
+                        st = e.stat(follow_symlinks=False)
+                    elif e.is_symlink():
+                        if not follow:
+                            continue
+                        target = name if at else path
+                        st = os.stat(target, dir_fd=dfd)
+                        if isreg(st.st_mode):
+                            if include is None or include(name):
+                                one(path, target, _O_FILE, dfd)
+                            continue
+                    else:
+                        continue
+                except OSError as exc:
+                    on_error(path, exc)
                     continue
-            except OSError as exc:
-                on_error(e.path, exc)
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                if options.one_file_system and st.st_dev != top_dev:
-                    continue
-                key = (st.st_dev, st.st_ino)
-                if key in seen_dirs:
-                    continue  # a loop through symbolic links
-                seen_dirs.add(key)
-                yield from tree(e.path, top_dev)
-            elif stat.S_ISREG(st.st_mode):
-                found = accept(e.path, name, st)
-                if found is not None:
-                    yield found
+                if isdir(st.st_mode):
+                    if one_fs and st.st_dev != top_dev:
+                        continue
+                    key = (st.st_dev, st.st_ino)
+                    if key in seen_dirs:
+                        continue  # a loop through symbolic links
+                    seen_dirs.add(key)
+                    tree(path, top_dev)
+        finally:
+            if dfd is not None:
+                close(dfd)
 
     for path in paths:
         try:
@@ -135,16 +266,15 @@ def walk(paths: Iterable[str], options: WalkOptions, on_error: OnError) -> Itera
             on_error(path, exc)
             continue
         name = os.path.basename(path.rstrip("/")) or path
-        if stat.S_ISDIR(st.st_mode):
+        if isdir(st.st_mode):
             key = (st.st_dev, st.st_ino)
             if key in seen_dirs:
                 continue
             seen_dirs.add(key)
-            yield from tree(path, st.st_dev)
-        elif stat.S_ISREG(st.st_mode):
-            found = accept(path, name, st)
-            if found is not None:
-                yield found
+            tree(path, st.st_dev)
+        elif isreg(st.st_mode):
+            if include is None or include(name):
+                one(path, path, _O_FILE, None)
         else:
             on_error(path, OSError(22, "not a regular file or directory", path))
 
@@ -171,8 +301,6 @@ def parse_range(text: str, parse_size: Callable[[str], int]) -> tuple[int, int |
 def read_list(source: str, nul: bool) -> list[str]:
     """Paths from a list file (``-`` for stdin), one a line or NUL-separated."""
     if source == "-":
-        import sys
-
         data = sys.stdin.buffer.read()
     else:
         with open(source, "rb") as f:
@@ -181,13 +309,45 @@ def read_list(source: str, nul: bool) -> list[str]:
     return [os.fsdecode(p) for p in parts if p]
 
 
-@dataclass(frozen=True)
 class Planned:
-    """A file to lock: the walk's entry and the clamped byte range."""
+    """A file to lock: the walk's entry and the clamped byte range (immutable)."""
+
+    __slots__ = ("entry", "length", "offset")
+    __match_args__ = ("entry", "offset", "length")
 
     entry: FileEntry
     offset: int
     length: int
+
+    def __init__(self, entry: FileEntry, offset: int, length: int) -> None:
+        _set = object.__setattr__
+        _set(self, "entry", entry)
+        _set(self, "offset", offset)
+        _set(self, "length", length)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}")
+
+    def _fields(self) -> tuple[FileEntry, int, int]:
+        return (self.entry, self.offset, self.length)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return self._fields() == other._fields()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}(entry={self.entry!r}, offset={self.offset!r}, "
+                f"length={self.length!r})")
+
+    def __reduce__(self) -> tuple[type[Planned], tuple[FileEntry, int, int]]:
+        return (self.__class__, self._fields())
 
     @property
     def charge(self) -> int:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
+import errno
 import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from .._files import _cached_pages, _evict_fd, _touch_fd
-from .._filewalk import FileEntry, Progress, WalkOptions, parse_range, plan, read_list, walk
+from .._filewalk import Progress, WalkOptions, parse_range, plan, read_list, scan, walk
 from .._pages import PAGE_SIZE
 from .._units import format_size, parse_size
 
@@ -141,19 +140,61 @@ class _Errors:
         self._err(f"{path}: {exc.strerror or exc}")
 
 
-def _measure(entries: list[FileEntry], rng: tuple[int, int | None] | None, errors: _Errors,
-             action: Callable[[int, int, int, int], None] | None = None) -> list[_Row]:
-    """(path, size, pages, resident pages) of every entry, after ``action`` if given.
+def _pct(res: int, pages: int) -> str:
+    return f"{100.0 if pages == 0 else 100.0 * res / pages:5.1f}%"
 
-    The hot loop of ``memlock resident`` over big trees: one open, one cachestat and one
-    close per file, no objects but a tuple.
+
+def _cached_pages(fd: int, first: int, count: int) -> int:
+    """Resident pages of [first, first+count): cachestat, else mincore (see memlock._files)."""
+    from .._files import _cached_pages as cached
+
+    return cached(fd, first, count)
+
+
+def _measure(paths: list[str], options: WalkOptions, rng: tuple[int, int | None] | None,
+             errors: _Errors,
+             action: Callable[[int, int, int, int], None] | None = None) -> list[_Row]:
+    """(path, size, pages, resident pages) of every file, after ``action`` if given.
+
+    The hot loop of ``memlock resident`` over big trees: per file one openat (relative to
+    the directory), one fstat, one cachestat and one close; no objects but a tuple.
     """
     out: list[_Row] = []
-    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
     append = out.append
     page = PAGE_SIZE
+    slow = _cached_pages
+    if sys.platform == "linux" and action is None and rng is None:
+        from .._platform._libc import real_libc
+
+        count_cached = real_libc().cachestat_counter()
+        cachestat_ok = True
+
+        def visit(path: str, fd: int, st: os.stat_result) -> bool:
+            nonlocal cachestat_ok
+            size = st.st_size
+            count = (size + page - 1) // page
+            if count == 0:
+                append((path, size, 0, 0))
+                return True
+            if fd < 0:
+                return False
+            if cachestat_ok:
+                n = count_cached(fd)
+                if n >= 0:
+                    append((path, size, count, n if n < count else count))
+                    return True
+                if real_libc().cachestat_pages(fd, 0, 0)[1] == errno.ENOSYS:
+                    cachestat_ok = False  # a kernel before 6.5: mincore from now on
+            append((path, size, count, slow(fd, 0, count)))
+            return True
+
+        scan(paths, options, errors, visit)
+        return out
+
     start, end = rng if rng is not None else (0, None)
-    for path, _dev, _ino, size, _mtime in entries:
+
+    def visit_any(path: str, fd: int, st: os.stat_result) -> bool:
+        size = st.st_size
         if rng is None:
             off, n = 0, size
         else:
@@ -161,34 +202,27 @@ def _measure(entries: list[FileEntry], rng: tuple[int, int | None] | None, error
             n = max(0, (size if end is None else min(end, size)) - off)
         first = off // page
         count = -(-(off + n) // page) - first if n else 0
-        if count == 0 and action is None:
-            append((path, n, 0, 0))
-            continue
-        try:
-            fd = os.open(path, flags)
-        except OSError as exc:
-            errors(path, exc)
-            continue
-        try:
-            if action is not None:
-                action(fd, size, off, n)
-            append((path, n, count, _cached_pages(fd, first, count)))
-        except OSError as exc:
-            errors(path, exc)
-        finally:
-            os.close(fd)
+        if fd < 0:
+            if count == 0 and action is None:
+                append((path, n, 0, 0))
+                return True
+            return False
+        if action is not None:
+            action(fd, size, off, n)
+        append((path, n, count, slow(fd, first, count) if count else 0))
+        return True
+
+    scan(paths, options, errors, visit_any)
     return out
 
 
-def _pct(res: int, pages: int) -> str:
-    return f"{100.0 if pages == 0 else 100.0 * res / pages:5.1f}%"
-
-
 def _report(args: argparse.Namespace, rows: list[_Row], verb: str, seconds: float) -> None:
-    size = sum(r[1] for r in rows)
-    pages = sum(r[2] for r in rows)
-    res = sum(r[3] for r in rows)
+    size = sum([r[1] for r in rows])
+    pages = sum([r[2] for r in rows])
+    res = sum([r[3] for r in rows])
     if args.json:
+        import json
+
         doc = {
             "files": [{"path": r[0], "size_bytes": r[1], "pages": r[2],
                        "resident_pages": r[3]} for r in rows],
@@ -201,9 +235,14 @@ def _report(args: argparse.Namespace, rows: list[_Row], verb: str, seconds: floa
     show_files = not args.quiet and (verb == "resident" or args.verbose)
     if show_files:
         lines.append(f"{'RESIDENT':>10} {'PAGES':>10} {'SIZE':>10} {'PCT':>6}  PATH")
+        add = lines.append
+        sizes: dict[int, str] = {}  # format_size once per distinct size
         for path, nbytes, npages, nres in rows:
-            lines.append(f"{nres:>10} {npages:>10} {format_size(nbytes):>10}"
-                         f" {_pct(nres, npages)}  {path}")
+            text = sizes.get(nbytes)
+            if text is None:
+                text = sizes[nbytes] = f"{format_size(nbytes):>10}"
+            pct = 100.0 if npages == 0 else 100.0 * nres / npages
+            add(f"{nres:>10} {npages:>10} {text} {pct:5.1f}%  {path}")
     lines.append(f"{res:>10} {pages:>10} {format_size(size):>10} {_pct(res, pages)}  "
                  f"total: {len(rows)} files, {format_size(res * PAGE_SIZE)}"
                  f" resident ({verb}, {seconds:.3f} s)")
@@ -217,8 +256,7 @@ def _run(args: argparse.Namespace, verb: str,
     paths = _paths(args, _err(verb))
     if paths is None:
         return 2
-    entries = list(walk(paths, _options(args), errors))
-    rows = _measure(entries, args.range, errors, action)
+    rows = _measure(paths, _options(args), args.range, errors, action)
     _report(args, rows, verb, time.perf_counter() - t0)
     return 1 if errors.count else 0
 
@@ -238,6 +276,8 @@ def _cmd_touch(args: argparse.Namespace) -> int:
         done[0] += nbytes
         bar.update(done[0], done[1])
 
+    from .._files import _touch_fd
+
     def action(fd: int, size: int, off: int, n: int) -> None:
         _touch_fd(fd, size, off, n, progress if bar.enabled else None)
         done[1] += 1
@@ -255,6 +295,8 @@ def _cmd_touch(args: argparse.Namespace) -> int:
 
 
 def _cmd_evict(args: argparse.Namespace) -> int:
+    from .._files import _evict_fd
+
     def action(fd: int, size: int, off: int, n: int) -> None:
         if n:
             _evict_fd(fd, off, n)
