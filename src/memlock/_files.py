@@ -22,13 +22,13 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable
-from typing import Any
 
 from ._buffer import pin
 from ._context import ReleasedOnExit
 from ._lock import Lock, lock
 from ._pages import PAGE_SIZE, as_size
 from ._platform._libc import real_libc
+from ._record import FrozenRecord
 from .errors import UnsupportedOperation
 
 __all__ = ["LockedFile", "Residency", "evict", "lock_file", "residency", "touch"]
@@ -98,7 +98,7 @@ def _page_range(offset: int, length: int) -> tuple[int, int]:
 # -- residency ---------------------------------------------------------------------------
 
 
-class Residency:
+class Residency(FrozenRecord):
     """How much of a file (or of a range of it) is in the page cache.
 
     Immutable; compares and hashes by its fields (like a frozen dataclass, without the
@@ -126,31 +126,6 @@ class Residency:
         _set(self, "pages", pages)
         _set(self, "resident_pages", resident_pages)
 
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r}")
-
-    def _fields(self) -> tuple[str, int, int, int]:
-        return (self.path, self.size_bytes, self.pages, self.resident_pages)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return self._fields() == other._fields()
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}(path={self.path!r}, "
-                f"size_bytes={self.size_bytes!r}, pages={self.pages!r}, "
-                f"resident_pages={self.resident_pages!r})")
-
-    def __reduce__(self) -> tuple[type[Residency], tuple[str, int, int, int]]:
-        return (self.__class__, self._fields())
-
     @property
     def resident_bytes(self) -> int:
         """Resident pages in bytes (never more than ``size_bytes`` rounded up to pages)."""
@@ -160,11 +135,6 @@ class Residency:
     def percent(self) -> float:
         """Resident share in percent (100.0 for an empty file)."""
         return 100.0 if self.pages == 0 else 100.0 * self.resident_pages / self.pages
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as a JSON-ready dict."""
-        return {"path": self.path, "size_bytes": self.size_bytes, "pages": self.pages,
-                "resident_pages": self.resident_pages}
 
 
 def _cached_pages_cachestat(fd: int, first: int, count: int) -> int | None:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 from ._pages import PAGE_SIZE
+from ._record import FrozenRecord
 from ._units import format_size
 
 __all__ = ["FileEntry", "Planned", "Progress", "WalkOptions", "parse_range", "plan", "read_list",
@@ -309,7 +310,7 @@ def read_list(source: str, nul: bool) -> list[str]:
     return [os.fsdecode(p) for p in parts if p]
 
 
-class Planned:
+class Planned(FrozenRecord):
     """A file to lock: the walk's entry and the clamped byte range (immutable)."""
 
     __slots__ = ("entry", "length", "offset")
@@ -324,30 +325,6 @@ class Planned:
         _set(self, "entry", entry)
         _set(self, "offset", offset)
         _set(self, "length", length)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r}")
-
-    def _fields(self) -> tuple[FileEntry, int, int]:
-        return (self.entry, self.offset, self.length)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return self._fields() == other._fields()
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__qualname__}(entry={self.entry!r}, offset={self.offset!r}, "
-                f"length={self.length!r})")
-
-    def __reduce__(self) -> tuple[type[Planned], tuple[FileEntry, int, int]]:
-        return (self.__class__, self._fields())
 
     @property
     def charge(self) -> int:
