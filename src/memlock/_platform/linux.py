@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import platform
 from typing import TYPE_CHECKING, ClassVar
 
 from .._units import format_size
@@ -57,7 +56,7 @@ class LinuxBackend(Backend):
 
     def mlock2(self, addr: int, length: int, flags: int) -> None:
         """mlock2(2)."""
-        nr = _MLOCK2_NR.get(platform.machine(), 325)
+        nr = _MLOCK2_NR.get(os.uname().machine, 325)
         err = self.libc.mlock2(addr, length, flags, nr)
         if err:
             raise self.lock_error("mlock2", err, length)
