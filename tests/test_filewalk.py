@@ -60,3 +60,61 @@ def test_unreadable_files_are_still_listed(tmp_path: Path) -> None:
     os.chmod(tmp_path / "a" / "two.txt", 0)
     found, errors = names(tmp_path, WalkOptions(), "a")
     assert "a/two.txt" in found and errors == []
+
+
+def test_a_deep_tree_is_walked_without_recursion_or_leaked_descriptors(tmp_path: Path) -> None:
+    import subprocess
+
+    rel = "/".join(["d"] * 1200)  # deeper than Python's default recursion limit
+    subprocess.run(["mkdir", "-p", rel], cwd=tmp_path, check=True)  # os.makedirs recurses
+    subprocess.run(["touch", rel + "/leaf.bin"], cwd=tmp_path, check=True)
+    try:
+        fds = len(os.listdir("/proc/self/fd"))
+        found, errors = names(tmp_path, WalkOptions())
+        assert errors == [] and found == [rel + "/leaf.bin"]
+        assert len(os.listdir("/proc/self/fd")) == fds
+    finally:
+        subprocess.run(["rm", "-rf", "d"], cwd=tmp_path, check=True)  # rmtree recurses too
+
+
+def test_the_same_file_by_two_names_is_listed_once(tmp_path: Path) -> None:
+    tree(tmp_path)
+    os.symlink(tmp_path / "a" / "two.txt", tmp_path / "b" / "also-two")
+    found, _ = names(tmp_path, WalkOptions(follow_symlinks=True), "a/two.txt", "a/two.txt", "b")
+    assert found == ["a/two.txt", "b/link-to-a/hard.bin", "b/three.bin"]  # also-two: once
+
+
+def test_fifo_never_blocks(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from .kernel import child_env
+
+    os.mkfifo(tmp_path / "fifo")
+    code = ("import memlock, sys\n"
+            "for f in (memlock.residency, memlock.touch, memlock.evict, memlock.lock_file):\n"
+            "    try:\n        f(sys.argv[1])\n    except OSError as e:\n"
+            "        print(type(e).__name__)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "fifo")], timeout=30,
+                          capture_output=True, text=True, env=child_env(), check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["OSError"] * 4
+
+
+def test_entries_removed_mid_walk_are_not_errors(tmp_path: Path) -> None:
+    from memlock._filewalk import scan
+
+    for i in range(20):
+        (tmp_path / f"f{i:02}").write_bytes(b"x")
+    seen: list[str] = []
+    errors: list[str] = []
+
+    def visit(path: str, fd: int, st: os.stat_result) -> bool:
+        seen.append(path)
+        if len(seen) == 1:
+            for i in range(10, 20):  # removed after the directory was read
+                (tmp_path / f"f{i:02}").unlink()
+        return True
+
+    scan([str(tmp_path)], WalkOptions(), lambda p, exc: errors.append(p), visit)
+    assert len(seen) == 10 and errors == []

@@ -41,7 +41,9 @@ MADV_POPULATE_READ = 22
 CHUNK_BYTES = 32 * 2**20
 #: mincore windows (address space mapped at once when cachestat is missing).
 WINDOW_BYTES = 1 << 30
-_O_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+# O_NONBLOCK: opening a FIFO must not wait for a writer (no effect on regular files).
+_O_FLAGS = (os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+            | getattr(os, "O_NOCTTY", 0))
 
 _LIBC = real_libc()
 #: mincore sets bit 0 for a resident page (BSDs set more bits): map odd bytes to 1.

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import errno
 import operator
 import os
 import stat
@@ -145,19 +146,21 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
     def accept(path: str, fd: int, st: os.stat_result, exc: OSError | None) -> None:
         if max_size is not None and st.st_size > max_size:
             return
-        if st.st_nlink > 1:
-            key = (st.st_dev, st.st_ino)
-            if key in seen:
-                return
-            seen.add(key)
+        key = (st.st_dev, st.st_ino)  # each file once, whatever the names it is reached by
+        if key in seen:
+            return
+        seen.add(key)
         try:
             if not visit(path, fd, st) and exc is not None:
                 on_error(path, exc)
         except OSError as err:
             on_error(path, err)
 
-    def unopened(path: str, target: str, follow: bool, dfd: int | None, exc: OSError) -> None:
+    def unopened(path: str, target: str, follow: bool, dfd: int | None, exc: OSError,
+                 found_in_dir: bool) -> None:
         """A file that cannot be opened: visit it with fd -1 if it is a regular file."""
+        if found_in_dir and exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return  # removed since the directory was read, as find(1) treats it
         try:
             st = os.stat(target, dir_fd=dfd, follow_symlinks=follow)
         except OSError:
@@ -168,12 +171,12 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
         else:
             on_error(path, exc)
 
-    def one(path: str, target: str, flags: int, dfd: int | None) -> None:
+    def one(path: str, target: str, flags: int, dfd: int | None, found_in_dir: bool) -> None:
         """Open, fstat and visit a file that the directory says is regular."""
         try:
             fd = open_(target, flags, dir_fd=dfd)
         except OSError as exc:
-            unopened(path, target, flags == _O_FILE, dfd, exc)
+            unopened(path, target, flags == _O_FILE, dfd, exc, found_in_dir)
             return
         try:
             st = fstat(fd)
@@ -185,24 +188,42 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
             close(fd)
 
     def tree(top: str, top_dev: int) -> None:
-        prefix = top if top.endswith("/") else top + "/"
-        dfd: int | None = None
+        """Depth-first over ``top`` with an explicit stack: no recursion limit on depth.
+
+        Subdirectories are opened relative to their parent's descriptor, without following
+        a symbolic link unless asked to, and their identity comes from fstat of the opened
+        descriptor: a directory swapped for a link mid-walk cannot lead outside the tree.
+        """
+        stack: list[tuple[Iterator[os.DirEntry[str]], int | None, str]] = []
+
+        def push(path: str, dfd: int | None) -> None:
+            try:
+                it = os.scandir(dfd if dfd is not None else path)
+                with it:
+                    entries = sorted(it, key=_by_name)
+            except OSError as exc:
+                if dfd is not None:
+                    close(dfd)
+                on_error(path, exc)
+                return
+            stack.append((iter(entries), dfd, path if path.endswith("/") else path + "/"))
+
         try:
-            if _AT:
-                dfd = open_(top, _O_DIR)
-                it = os.scandir(dfd)
-            else:
-                it = os.scandir(top)
+            top_fd = open_(top, _O_DIR) if _AT else None
         except OSError as exc:
-            if dfd is not None:
-                close(dfd)
             on_error(top, exc)
             return
-        at = dfd is not None
+        push(top, top_fd)
         try:
-            with it:
-                entries = sorted(it, key=_by_name)
-            for e in entries:
+            while stack:
+                entries, dfd, prefix = stack[-1]
+                e = next(entries, None)
+                if e is None:
+                    stack.pop()
+                    if dfd is not None:
+                        close(dfd)
+                    continue
+                at = dfd is not None
                 name = e.name
                 if exclude is not None and exclude(name):
                     continue
@@ -215,7 +236,7 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
                         try:
                             fd = open_(name if at else path, o_nofollow, dir_fd=dfd)
                         except OSError as exc:
-                            unopened(path, name if at else path, False, dfd, exc)
+                            unopened(path, name if at else path, False, dfd, exc, True)
                             continue
                         try:
                             st = fstat(fd)
@@ -223,42 +244,56 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
                                 continue
                             if max_size is not None and st.st_size > max_size:
                                 continue
-                            if st.st_nlink > 1:
-                                key = (st.st_dev, st.st_ino)
-                                if key in seen:
-                                    continue
-                                seen.add(key)
+                            if one_fs and st.st_dev != top_dev:
+                                continue
+                            key = (st.st_dev, st.st_ino)
+                            if key in seen:
+                                continue
+                            seen.add(key)
                             visit(path, fd, st)
                         finally:
                             close(fd)
                         continue
-                    if e.is_dir(follow_symlinks=False):
-                        st = e.stat(follow_symlinks=False)
-                    elif e.is_symlink():
+                    link = e.is_symlink()
+                    if link:
                         if not follow:
                             continue
-                        target = name if at else path
-                        st = os.stat(target, dir_fd=dfd)
-                        if isreg(st.st_mode):
-                            if include is None or include(name):
-                                one(path, target, _O_FILE, dfd)
+                        try:
+                            st = os.stat(name if at else path, dir_fd=dfd)
+                        except OSError as exc:
+                            on_error(path, exc)  # a broken link is worth reporting
                             continue
+                        if isreg(st.st_mode):
+                            if (include is None or include(name)) and not (
+                                    one_fs and st.st_dev != top_dev):
+                                one(path, name if at else path, _O_FILE, dfd, True)
+                            continue
+                        if not isdir(st.st_mode):
+                            continue
+                    elif not e.is_dir(follow_symlinks=False):
+                        continue
+                    sub: int | None = None
+                    if at:
+                        flags = _O_DIR if link else _O_DIR | _O_NOFOLLOW
+                        sub = open_(name, flags, dir_fd=dfd)
+                        st = fstat(sub)
                     else:
-                        continue
+                        st = os.stat(path, follow_symlinks=link)
                 except OSError as exc:
-                    on_error(path, exc)
+                    if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                        on_error(path, exc)
                     continue
-                if isdir(st.st_mode):
-                    if one_fs and st.st_dev != top_dev:
-                        continue
-                    key = (st.st_dev, st.st_ino)
-                    if key in seen_dirs:
-                        continue  # a loop through symbolic links
-                    seen_dirs.add(key)
-                    tree(path, top_dev)
+                key = (st.st_dev, st.st_ino)
+                if (one_fs and st.st_dev != top_dev) or key in seen_dirs:
+                    if sub is not None:
+                        close(sub)  # another file system, or a loop through links
+                    continue
+                seen_dirs.add(key)
+                push(path, sub)
         finally:
-            if dfd is not None:
-                close(dfd)
+            for _, dfd, _ in stack:
+                if dfd is not None:
+                    close(dfd)
 
     for path in paths:
         try:
@@ -275,7 +310,7 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
             tree(path, st.st_dev)
         elif isreg(st.st_mode):
             if include is None or include(name):
-                one(path, path, _O_FILE, None)
+                one(path, path, _O_FILE, None, False)
         else:
             on_error(path, OSError(22, "not a regular file or directory", path))
 
