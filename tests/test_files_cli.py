@@ -273,3 +273,14 @@ def test_lock_missing_path_is_all_or_nothing(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert "No such file or directory" in r.stderr
     assert r.stdout == ""
+
+
+def test_lock_with_an_unwritable_pidfile_fails_before_locking(tmp_path: Path) -> None:
+    f = tmp_path / "data.bin"
+    make_file(str(f), 1 << 20)
+    for pidfile in (tmp_path / "missing-dir" / "x.pid", tmp_path):  # no directory; a directory
+        proc = run("lock", str(f), "--pidfile", str(pidfile))
+        assert proc.returncode == 1 and proc.stdout == "", proc.stdout
+        assert "pidfile" in proc.stderr and "nothing was locked" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.bin"]  # no .tmp left behind

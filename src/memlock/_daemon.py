@@ -150,7 +150,7 @@ def preflight(items: list[Planned], keep_going: bool) -> tuple[list[Planned], li
                 errno.ENOMEM,
                 f"cannot lock {format_size(total)} in {len(items)} files: over RLIMIT_MEMLOCK "
                 f"(limit {format_size(lim.soft)}, already locked {format_size(locked)}, "
-                f"no CAP_IPC_LOCK); nothing was locked",
+                "no CAP_IPC_LOCK)",
                 hint=BACKEND.limit_fix(total + locked), requested=total, limit=lim.soft,
                 locked=locked,
             )
@@ -166,7 +166,7 @@ def preflight(items: list[Planned], keep_going: bool) -> tuple[list[Planned], li
                 f"cannot lock {format_size(total)} in {len(items)} files: "
                 f"{format_size(new)} of it is not in RAM yet and the memory cgroup {where} has "
                 f"{format_size(headroom)} of headroom (limit {format_size(limit)}, usage "
-                f"{format_size(usage)}); nothing was locked",
+                f"{format_size(usage)})",
                 hint="How to fix: raise the container's memory limit (docker run --memory, "
                 "Kubernetes resources.limits.memory, systemd MemoryMax=) or lock less "
                 "(--max-size, --exclude, --range)",
@@ -352,11 +352,26 @@ def _describe(exc: BaseException) -> str:
 # -- process -----------------------------------------------------------------------------
 
 
+def _check_pidfile(path: str) -> None:
+    """Raise OSError now if the pidfile could not be written later."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w"):
+        pass
+    os.unlink(tmp)
+
+
 def _write_pidfile(path: str) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _remove_pidfile(path: str) -> None:
@@ -379,15 +394,24 @@ def _daemonize() -> int | None:
     if pid:
         os.close(w)
         data = b""
-        while True:
-            chunk = os.read(r, 16)
-            if not chunk:
-                break
-            data += chunk
-        os.close(r)
+        try:
+            while True:
+                chunk = os.read(r, 16)
+                if not chunk:
+                    break
+                data += chunk
+        except KeyboardInterrupt:
+            # Ctrl-C reaches only the parent (the child has its own session): stop the
+            # child too, so that no holder survives a command that reported failure.
+            os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
+            return 128 + signal.SIGINT
+        finally:
+            os.close(r)
         if not data:
             _, status = os.waitpid(pid, 0)
-            return os.waitstatus_to_exitcode(status) or 1
+            code = os.waitstatus_to_exitcode(status)
+            return 128 - code if code < 0 else (code or 1)
         return data[0]
     os.close(r)
     os.setsid()
@@ -491,6 +515,15 @@ def _hold_loop(cfg: HoldConfig, holder: Holder, err: Callable[[str], None], r: i
     if problem is not None:
         err(str(problem))
         if not cfg.keep_going:
+            err("nothing was locked")
+            return 1
+        err("--keep-going: locking what fits")
+    if cfg.pidfile is not None:
+        try:  # fail before locking anything, not after
+            _check_pidfile(cfg.pidfile)
+        except OSError as exc:
+            err(f"pidfile {cfg.pidfile}: {exc.strerror or exc}")
+            err("nothing was locked")
             return 1
     bar = Progress(sum(p.length for p in to_lock), len(to_lock), not cfg.quiet)
     try:
@@ -507,7 +540,11 @@ def _hold_loop(cfg: HoldConfig, holder: Holder, err: Callable[[str], None], r: i
     for path, why in sorted(holder.failed.items()):
         err(f"not locked: {path}: {why}")
     if cfg.pidfile is not None:
-        _write_pidfile(cfg.pidfile)
+        try:
+            _write_pidfile(cfg.pidfile)
+        except OSError as exc:
+            err(f"pidfile {cfg.pidfile}: {exc.strerror or exc}")
+            return 1
     print(_summary(cfg, holder, left, time.perf_counter() - t0), flush=True)
     sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=holding {len(holder.held)} files")
     _daemon_ready(0)
@@ -531,7 +568,8 @@ def _hold_loop(cfg: HoldConfig, holder: Holder, err: Callable[[str], None], r: i
         hup = signal.SIGHUP in sigs
         if hup or (cfg.watch and holder.changed()) or (cfg.watch and holder.tree_changed()):
             if hup:
-                sd_notify("RELOADING=1")
+                usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+                sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")  # systemd 253+ wants both
             new, changed, released = holder.rescan()
             if not cfg.quiet and (new or changed or released):
                 err(f"rescan: {new} new, {changed} re-locked, {released} released; holding "
