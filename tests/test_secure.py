@@ -296,6 +296,22 @@ def test_canary_overrun_detected_at_close(backend: str) -> None:
     keep.close()
 
 
+def test_canary_overrun_by_a_collected_buffer_is_not_blamed_on_the_next(backend: str) -> None:
+    import gc
+
+    keep = SecureBuffer(24, backend=backend)
+    sb = SecureBuffer(24, backend=backend)
+    a = addr(sb)
+    ctypes.memset(a + 24, 0x41, 1)  # overrun by an owner that then leaks the buffer
+    with pytest.warns(RuntimeWarning, match="canary"):
+        del sb
+        gc.collect()
+    fresh = SecureBuffer(24, backend=backend)
+    assert addr(fresh) != a  # the damaged slot is retired, not handed on
+    fresh.close()  # and its new owner is not blamed
+    keep.close()
+
+
 def test_canary_underrun_detected_isolated(backend: str) -> None:
     sb = SecureBuffer(24, isolated=True, backend=backend)
     ctypes.memset(addr(sb) - 1, 0x41, 1)  # one byte before the start

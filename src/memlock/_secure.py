@@ -405,8 +405,16 @@ class SecureBuffer(ReleasedOnExit):
             # operation of this module (a finalizer may run with any lock held).
             self._home = None
             if isinstance(home, _Chunk):
-                _wipe(home.base + self._off, home.size)  # the canary stays
-                _mem.state.pending.append((home, self._off))
+                off, n = self._off, self._size
+                intact = home.view[off + n:off + home.stride] == (_TAILS.get(n) or _tail(n))
+                if not intact:  # as close() does: retire the slot, never blame its next owner
+                    _wipe(home.base + off, home.stride)
+                    warnings.warn(f"SecureBuffer canary overwritten past a collected "
+                                  f"{n}-byte secret; its slot is retired", RuntimeWarning,
+                                  stacklevel=2)
+                    return
+                _wipe(home.base + off, home.size)  # the canary stays
+                _mem.state.pending.append((home, off))
             else:
                 if self._prot != _RW:
                     _LIBC.mprotect(home.base, home.size, _RW)

@@ -159,7 +159,8 @@ def _run(args: argparse.Namespace) -> int:
         memlock.lock_process(prefault_heap=args.prefault_heap,
                              prefault_stack=args.prefault_stack, onfault=args.onfault)
     except (memlock.MemlockError, ValueError, MemoryError) as exc:
-        print(f"memlock run: cannot lock the process: {exc}", file=sys.stderr)
+        why = str(exc) or type(exc).__name__  # MemoryError has no message
+        print(f"memlock run: cannot lock the process: {why}", file=sys.stderr)
         return 1
 
     start = resource.getrusage(resource.RUSAGE_SELF)
