@@ -284,3 +284,24 @@ def test_lock_with_an_unwritable_pidfile_fails_before_locking(tmp_path: Path) ->
         assert "pidfile" in proc.stderr and "nothing was locked" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.bin"]  # no .tmp left behind
+
+
+def test_holder_never_locks_a_file_swapped_in_after_the_walk(tmp_path: Path) -> None:
+    # The walk checks each file; a symbolic link put in its place before it is mapped
+    # must not make the holder lock the link's target.
+    from memlock._daemon import HoldConfig, Holder
+    from memlock._filewalk import WalkOptions
+
+    inside, outside = tmp_path / "tree" / "f.bin", tmp_path / "outside.bin"
+    inside.parent.mkdir()
+    make_file(str(inside), PAGE)
+    make_file(str(outside), PAGE)
+    config = HoldConfig(paths=[str(inside.parent)], walk=WalkOptions())
+    holder = Holder(config, lambda msg: None)
+    items = holder.scan()
+    inside.unlink()
+    os.symlink(outside, inside)
+    with pytest.raises(OSError) as info:
+        holder.lock_initial(items, None, lambda: False)
+    assert "replaced since it was scanned" in str(info.value)
+    assert not holder.held

@@ -234,6 +234,10 @@ class Holder:
     def _lock_one(self, p: Planned) -> LockedFile:
         fd, st = _open_regular(p.entry.path)
         try:
+            if (st.st_dev, st.st_ino) != (p.entry.dev, p.entry.ino):
+                # Replaced (or swapped for a symbolic link) since the walk saw it: lock only
+                # what the walk checked; a rescan picks up the new file.
+                raise OSError(errno.ESTALE, "replaced since it was scanned", p.entry.path)
             off = min(p.offset, st.st_size)
             n = min(p.length, st.st_size - off)
             return _lock_fd(p.entry.path, fd, st, off, n, self.config.onfault)
