@@ -21,6 +21,7 @@ from . import _hints
 from ._pages import PAGE_SIZE, as_size
 from ._platform import BACKEND
 from ._platform._libc import real_libc
+from ._platform._procfs import parse_maps, status_fields
 from ._process import lock_all
 from .errors import LockLimitError, MemlockError, UnsupportedOperation
 
@@ -157,14 +158,8 @@ def parse_syscall_sp(text: str) -> int | None:
 def find_mapping(maps_text: str, address: int) -> _Mapping | None:
     """The mapping of a /proc/PID/maps text that contains ``address``."""
     prev_end = 0
-    for line in maps_text.splitlines():
-        fields = line.split(maxsplit=5)
-        if not fields:
-            continue
-        lo, _, hi = fields[0].partition("-")
-        start, end = int(lo, 16), int(hi, 16)
+    for start, end, _, path in parse_maps(maps_text):
         if start <= address < end:
-            path = fields[5].strip() if len(fields) > 5 else ""
             return _Mapping(start, end, path, prev_end)
         prev_end = end
     return None
@@ -173,13 +168,6 @@ def find_mapping(maps_text: str, address: int) -> _Mapping | None:
 def _read(path: str) -> str:
     with open(path, encoding="ascii", errors="replace") as f:
         return f.read()
-
-
-def _status_kib(name: str) -> int | None:
-    for line in _read("/proc/self/status").splitlines():
-        if line.startswith(name + ":"):
-            return int(line.split()[1]) * 1024
-    return None
 
 
 @dataclass(frozen=True)
@@ -246,11 +234,11 @@ def _prefault_stack(nbytes: int) -> None:
     if plan.grow:
         # The kernel kills a process whose stack cannot grow (SIGSEGV): check what it checks.
         lim = BACKEND.limits()
-        vm_lck = _status_kib("VmLck") or 0
+        vm_lck = lim.locked_bytes or 0
         if lim.soft is not None and not lim.privileged and vm_lck + plan.grow > lim.soft:
             raise BACKEND.limit_error("lock_process(prefault_stack)", errno.ENOMEM, plan.grow)
         as_soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-        vm_size = _status_kib("VmSize") or 0
+        vm_size = status_fields().get("VmSize", 0)
         if as_soft != resource.RLIM_INFINITY and vm_size + plan.grow > as_soft:
             raise ValueError(f"prefault_stack={nbytes} would exceed RLIMIT_AS")
         libc.peek(plan.low)  # a read below the mapping grows it; writes nothing
@@ -355,7 +343,7 @@ def lock_process(
         if stack:
             _stack_plan(stack)  # ValueError before any change
         lim = BACKEND.limits()
-        vm_size = _status_kib("VmSize")
+        vm_size = status_fields().get("VmSize")
         if lim.soft is not None and not lim.privileged and vm_size is not None:
             extra = heap + stack
             if vm_size + extra > lim.soft:

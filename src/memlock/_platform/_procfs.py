@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-__all__ = ["SmapsEntry", "parse_kib_fields", "parse_smaps", "read_text"]
+__all__ = ["SmapsEntry", "parse_kib_fields", "parse_maps", "parse_smaps", "read_text",
+           "status_fields"]
 
 
 class SmapsEntry:
@@ -61,6 +62,27 @@ def parse_kib_fields(text: str) -> dict[str, int]:
         parts = rest.split()
         if len(parts) == 2 and parts[1] == "kB" and parts[0].isdigit():
             out[name.strip()] = int(parts[0]) * 1024
+    return out
+
+
+def status_fields(pid: int | str = "self") -> dict[str, int]:
+    """The ``kB`` fields of /proc/PID/status in bytes (VmLck, VmSize, ...); {} if unreadable."""
+    try:
+        return parse_kib_fields(read_text(f"/proc/{pid}/status"))
+    except OSError:
+        return {}
+
+
+def parse_maps(text: str) -> list[tuple[int, int, str, str]]:
+    """(start, end, perms, path) of each line of a /proc/PID/maps text; path "" if none."""
+    out = []
+    for line in text.splitlines():
+        fields = line.split(None, 5)
+        if not fields:
+            continue
+        lo, _, hi = fields[0].partition("-")
+        path = fields[5].strip() if len(fields) == 6 else ""
+        out.append((int(lo, 16), int(hi, 16), fields[1], path))
     return out
 
 

@@ -65,26 +65,28 @@ class LinuxBackend(Backend):
         """mlock2(MLOCK_ONFAULT)."""
         self.mlock2(addr, length, MLOCK_ONFAULT)
 
-    def explain_range(self, start: int, end: int) -> str | None:
-        """Holes, PROT_NONE pages and memfd_secret memory in [start, end), from /proc/self/maps."""
+    @staticmethod
+    def _maps() -> list[tuple[int, int, str, str]] | None:
         try:
-            maps = _procfs.read_text("/proc/self/maps")
+            return _procfs.parse_maps(_procfs.read_text("/proc/self/maps"))
         except OSError:
             return None
+
+    def explain_range(self, start: int, end: int) -> str | None:
+        """Holes, PROT_NONE pages and memfd_secret memory in [start, end), from /proc/self/maps."""
+        maps = self._maps()
+        if maps is None:
+            return None
         reasons, pos = [], start
-        for line in maps.splitlines():
-            fields = line.split(None, 5)
-            lo_text, _, hi_text = fields[0].partition("-")
-            lo, hi = int(lo_text, 16), int(hi_text, 16)
+        for lo, hi, perms, path in maps:
             if hi <= start or lo >= end:
                 continue
             if lo > pos:
                 reasons.append(f"nothing is mapped at {pos:#x}-{lo:#x}")
-            path = fields[5] if len(fields) == 6 else ""
             if "secretmem" in path:
                 reasons.append(f"{max(lo, start):#x}-{min(hi, end):#x} is memfd_secret memory "
                                "(locked from the start; the kernel refuses mlock on it)")
-            elif fields[1].startswith("---"):
+            elif perms.startswith("---"):
                 reasons.append(f"{max(lo, start):#x}-{min(hi, end):#x} is PROT_NONE")
             pos = max(pos, hi)
         if pos < end:
@@ -93,15 +95,8 @@ class LinuxBackend(Backend):
 
     def mapped_ranges(self) -> list[tuple[int, int]] | None:
         """From /proc/self/maps."""
-        try:
-            maps = _procfs.read_text("/proc/self/maps")
-        except OSError:
-            return None
-        out = []
-        for line in maps.splitlines():
-            lo, _, hi = line.split(" ", 1)[0].partition("-")
-            out.append((int(lo, 16), int(hi, 16)))
-        return out
+        maps = self._maps()
+        return None if maps is None else [(lo, hi) for lo, hi, _, _ in maps]
 
     def populate_plan(self, start: int, end: int) -> list[tuple[int, int, int]]:
         """MADV_POPULATE_WRITE where mlock would write-fault (private writable), else READ.
@@ -109,21 +104,12 @@ class LinuxBackend(Backend):
         Mirrors the kernel's own choice in mlock (populate_vma_page_range), so populating
         never dirties a shared file page or breaks copy-on-write where mlock would not.
         """
-        plan = []
-        try:
-            maps = _procfs.read_text("/proc/self/maps")
-        except OSError:
-            return []
-        for line in maps.splitlines():
-            span, perms = line.split(" ", 2)[:2]
-            lo_text, _, hi_text = span.partition("-")
-            lo, hi = int(lo_text, 16), int(hi_text, 16)
-            if hi <= start or lo >= end:
-                continue
-            write = perms[1] == "w" and perms[3] == "p"
-            plan.append((max(lo, start), min(hi, end),
-                         MADV_POPULATE_WRITE if write else MADV_POPULATE_READ))
-        return plan
+        return [
+            (max(lo, start), min(hi, end),
+             MADV_POPULATE_WRITE if perms[1] == "w" and perms[3] == "p" else MADV_POPULATE_READ)
+            for lo, hi, perms, _ in self._maps() or ()
+            if hi > start and lo < end
+        ]
 
     def populate(self, start: int, end: int, advice: int) -> None:
         """madvise(MADV_POPULATE_*) (Linux 5.14+): faults in without SIGBUS; errors ignored."""
@@ -140,19 +126,11 @@ class LinuxBackend(Backend):
 
     def locked_bytes(self) -> int | None:
         """VmLck of this process."""
-        return self._status_field(os.getpid(), "VmLck")
+        return _procfs.status_fields().get("VmLck")
 
     def vm_size(self) -> int | None:
         """VmSize of this process: what mlockall(MCL_CURRENT) is charged."""
-        return self._status_field(os.getpid(), "VmSize")
-
-    @staticmethod
-    def _status_field(pid: int, name: str) -> int | None:
-        try:
-            text = _procfs.read_text(f"/proc/{pid}/status")
-        except OSError:
-            return None
-        return _procfs.parse_kib_fields(text).get(name)
+        return _procfs.status_fields().get("VmSize")
 
     def process_status(self, pid: int) -> ProcessStatus:
         """Locked mappings of ``pid`` from its smaps, VmLck from its status."""

@@ -10,6 +10,7 @@ from typing import Any
 import memlock
 
 from .._hints import detect_environment
+from .._platform._procfs import status_fields
 from .._units import format_size
 
 __all__ = ["register"]
@@ -157,17 +158,6 @@ def _kernel_at_least(major: int, minor: int) -> bool:
         return False
 
 
-def _vm_size() -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("VmSize:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def _memfd_secret_works() -> bool:
     from .._platform._libc import real_libc
 
@@ -209,7 +199,7 @@ def doctor_checks() -> tuple[list[Check], memlock.Limits, str]:
         checks.append(Check("mlock2 MLOCK_ONFAULT", ok, detail))
         checks.append(Check("MCL_ONFAULT", _kernel_at_least(4, 4),
                             f"kernel {platform.release()} (needs 4.4+)"))
-        vm_size = _vm_size()
+        vm_size = status_fields().get("VmSize")
         if lim.privileged or lim.soft is None:
             checks.append(Check("mlockall", True, f"VmSize {format_size(vm_size)}, no limit "
                                 "applies"))

@@ -10,6 +10,7 @@ from typing import Any
 
 import memlock
 
+from .._platform._procfs import status_fields
 from .._units import format_size, parse_size
 
 __all__ = ["register"]
@@ -102,24 +103,10 @@ def _program_tb(tb: TracebackType | None) -> TracebackType | None:
     return tb
 
 
-def _status_fields() -> dict[str, int]:
-    out: dict[str, int] = {}
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
-            for line in f:
-                name, _, rest = line.partition(":")
-                parts = rest.split()
-                if len(parts) == 2 and parts[1] == "kB":
-                    out[name] = int(parts[0]) * 1024
-    except OSError:
-        pass
-    return out
-
-
 def _report(minor: int, major: int) -> None:
     print(f"memlock run: page faults while the program ran: {minor} minor, {major} major "
           "(whole process)", file=sys.stderr)
-    f = _status_fields()
+    f = status_fields()
     if "VmLck" in f and "VmSize" in f:
         pct = 100.0 * f["VmLck"] / f["VmSize"] if f["VmSize"] else 0.0
         print(f"memlock run: locked VmLck {format_size(f['VmLck'])} of VmSize "
