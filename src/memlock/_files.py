@@ -19,7 +19,6 @@ import mmap
 import os
 import stat
 import sys
-import threading
 import warnings
 from collections.abc import Callable
 
@@ -27,6 +26,7 @@ from ._buffer import pin
 from ._context import ReleasedOnExit
 from ._lock import Lock, lock
 from ._pages import PAGE_SIZE, as_size
+from ._parallel import run_parallel
 from ._platform._libc import real_libc
 from ._record import FrozenRecord
 from .errors import UnsupportedOperation
@@ -263,33 +263,8 @@ def _missing_chunks_mincore(fd: int, first: int, count: int,
 def _run_parallel(jobs: list[tuple[int, int]], work: Callable[[int, int], None],
                   progress: Callable[[int], None] | None = None) -> None:
     """Run ``work(first_page, pages)`` over ``jobs`` from a few threads; re-raise errors."""
-    it = iter(jobs)
-    take = threading.Lock()
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        while not errors:
-            with take:
-                job = next(it, None)
-            if job is None:
-                return
-            try:
-                work(*job)
-            except BaseException as exc:  # re-raised in the caller's thread
-                errors.append(exc)
-                return
-            if progress is not None:
-                progress(job[1] * PAGE_SIZE)
-
-    n = max(1, min(os.cpu_count() or 1, 8, len(jobs)))
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(n - 1)]
-    for t in threads:
-        t.start()
-    worker()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    run_parallel(jobs, lambda job: work(*job), min(os.cpu_count() or 1, 8),
+                 None if progress is None else lambda job: progress(job[1] * PAGE_SIZE))
 
 
 def _populate_pread(fd: int, first: int, count: int) -> None:

@@ -31,6 +31,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from itertools import pairwise
 
+from ._parallel import run_parallel
 from ._platform import Backend
 from .errors import MemlockError
 
@@ -157,26 +158,9 @@ class PageRegistry:
         if not plan:
             return
         chunk = PARALLEL_CHUNK_BYTES
-        work_items = iter([(s, min(s + chunk, e), advice)
-                           for s, e, advice in plan for s in range(s, e, chunk)])
-        take = threading.Lock()
+        jobs = [(s, min(s + chunk, e), advice) for s, e, advice in plan for s in range(s, e, chunk)]
         populate = backend.populate
-
-        def work() -> None:
-            while True:
-                with take:
-                    item = next(work_items, None)
-                if item is None:
-                    return
-                populate(*item)
-
-        threads = [threading.Thread(target=work, daemon=True)
-                   for _ in range(self.parallel_workers - 1)]
-        for t in threads:
-            t.start()
-        work()
-        for t in threads:
-            t.join()
+        run_parallel(jobs, lambda job: populate(*job), self.parallel_workers)
 
     # -- locking -----------------------------------------------------------------------
 
