@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import threading
+from typing import Any
 
 SIZE_MAX = 2**64 - 1
 MCL_CURRENT, MCL_FUTURE = 1, 2
@@ -145,7 +146,28 @@ class SimLibc:
         return [c[0] for c in self.calls]
 
 
-class FreeBSDLibc(SimLibc):
+class SysctlSim(SimLibc):
+    """A simulated libc with sysctlbyname (the BSDs): subclasses give :meth:`sysctls`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unreadable_sysctls: set[str] = set()
+
+    def sysctls(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def has(self, name: str) -> bool:
+        """Also sysctlbyname."""
+        return name == "sysctlbyname" or super().has(name)
+
+    def sysctl_int(self, name: str) -> int | None:
+        """sysctlbyname, failing for the names in ``unreadable_sysctls``."""
+        if name in self.unreadable_sysctls:
+            return None
+        return self.sysctls().get(name)
+
+
+class FreeBSDLibc(SysctlSim):
     """FreeBSD mlock(2)/mlockall(2) (seeds 000 and 003; order from kern_mlock).
 
     mlock: EPERM if ``unprivileged_mlock`` is 0 and euid != 0; EINVAL if the range wraps;
@@ -180,18 +202,11 @@ class FreeBSDLibc(SimLibc):
         self.kernel_wired = kernel_wired  # pages wired by the kernel
         self.old_mlock = old_mlock
         self.unfaultable: set[int] = set()
-        self.unreadable_sysctls: set[str] = set()
 
-    def has(self, name: str) -> bool:
-        """Also sysctlbyname."""
-        return name == "sysctlbyname" or super().has(name)
-
-    def sysctl_int(self, name: str) -> int | None:
-        """sysctlbyname for the integers the backend reads."""
-        if name in self.unreadable_sysctls:
-            return None
+    def sysctls(self) -> dict[str, int]:
+        """The integers the backend reads with sysctlbyname."""
         user = self.other_user_wired + len(self.locked)
-        values = {
+        return {
             "security.bsd.unprivileged_mlock": self.unprivileged_mlock,
             "vm.max_user_wired": self.max_user_wired,
             "vm.stats.vm.v_user_wire_count": user,
@@ -199,7 +214,6 @@ class FreeBSDLibc(SimLibc):
             "vm.old_mlock": self.old_mlock,
             "hw.physmem": 8 * 2**30,
         }
-        return values.get(name)
 
     def _denied(self) -> bool:
         return self.unprivileged_mlock == 0 and self.euid != 0
@@ -269,7 +283,7 @@ class FreeBSDLibc(SimLibc):
         return super()._munlockall()
 
 
-class DarwinLibc(SimLibc):
+class DarwinLibc(SysctlSim):
     """macOS/XNU (seed 003 is the BSD page; source: xnu bsd/kern/kern_mman.c, vm_map.c).
 
     mlock: EINVAL if the range wraps; 0 for length 0; addr rounded down; ENOMEM if part is
@@ -297,22 +311,14 @@ class DarwinLibc(SimLibc):
         self.global_user_wire_limit = global_user_wire_limit  # bytes
         self.other_wired = other_wired  # bytes wired by everything else
         self.protected: set[int] = set()
-        self.unreadable_sysctls: set[str] = set()
 
-    def has(self, name: str) -> bool:
-        """Also sysctlbyname."""
-        return name == "sysctlbyname" or super().has(name)
-
-    def sysctl_int(self, name: str) -> int | None:
-        """sysctlbyname for the integers the backend reads (bytes on macOS)."""
-        if name in self.unreadable_sysctls:
-            return None
-        values = {
+    def sysctls(self) -> dict[str, int]:
+        """The integers the backend reads with sysctlbyname (bytes on macOS)."""
+        return {
             "vm.user_wire_limit": self.user_wire_limit,
             "vm.global_user_wire_limit": self.global_user_wire_limit,
             "hw.memsize": 16 * 2**30,
         }
-        return values.get(name)
 
     def _mlock(self, addr: int, length: int) -> int:
         if addr + length > SIZE_MAX:
