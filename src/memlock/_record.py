@@ -8,7 +8,10 @@ immutability, equality, hashing, a dataclass-style repr, pickling and ``to_dict(
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing costs ~12 ms at import
+if TYPE_CHECKING:
+    from typing import Any
+
 
 __all__ = ["FrozenRecord"]
 

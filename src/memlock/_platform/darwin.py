@@ -24,14 +24,23 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar
 
 from .._records import SystemStatus
 from ..errors import MemlockError, UnsupportedOperation
 from ._base import Backend
-from ._libc import Libc
 
 __all__ = ["MCL_CURRENT", "MCL_FUTURE", "DarwinBackend"]
+
+if TYPE_CHECKING:  # for annotations only: at run time Libc is no Protocol
+    from typing import Protocol
+
+    from ._libc import Libc
+
+    class SysctlLibc(Libc, Protocol):
+        """A C library that also reads integer sysctls (RealLibc on macOS)."""
+
+        def sysctl_int(self, name: str) -> int | None: ...
 
 #: <sys/mman.h> values on macOS (defined, though mlockall is not implemented).
 MCL_CURRENT = 0x0001
@@ -44,12 +53,6 @@ _NO_LOCK_ALL = (
     "{op} is not implemented on macOS (the XNU kernel returns ENOSYS): lock the buffers "
     "that matter with memlock.lock() instead"
 )
-
-
-class SysctlLibc(Libc, Protocol):
-    """A C library that also reads integer sysctls (RealLibc on macOS)."""
-
-    def sysctl_int(self, name: str) -> int | None: ...
 
 
 class DarwinBackend(Backend):

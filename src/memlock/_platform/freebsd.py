@@ -26,15 +26,24 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar
 
 from .. import _hints
 from .._records import Limits, SystemStatus
 from ..errors import LockLimitError, MemlockError, UnsupportedOperation
 from ._base import Backend
-from ._libc import Libc
 
 __all__ = ["MCL_CURRENT", "MCL_FUTURE", "FreeBSDBackend"]
+
+if TYPE_CHECKING:  # for annotations only: at run time Libc is no Protocol
+    from typing import Protocol
+
+    from ._libc import Libc
+
+    class SysctlLibc(Libc, Protocol):
+        """A C library that also reads integer sysctls (RealLibc on the BSDs)."""
+
+        def sysctl_int(self, name: str) -> int | None: ...
 
 #: <sys/mman.h> values on FreeBSD.
 MCL_CURRENT = 0x0001
@@ -44,12 +53,6 @@ UNPRIVILEGED_MLOCK = "security.bsd.unprivileged_mlock"
 MAX_USER_WIRED = "vm.max_user_wired"
 USER_WIRE_COUNT = "vm.stats.vm.v_user_wire_count"
 WIRE_COUNT = "vm.stats.vm.v_wire_count"
-
-
-class SysctlLibc(Libc, Protocol):
-    """A C library that also reads integer sysctls (RealLibc on the BSDs)."""
-
-    def sysctl_int(self, name: str) -> int | None: ...
 
 
 class FreeBSDBackend(Backend):

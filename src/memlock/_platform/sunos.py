@@ -27,15 +27,24 @@ import errno
 import os
 import resource
 from collections.abc import Callable
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar
 
 from .. import _hints
 from .._records import Limits
 from ..errors import LockLimitError, MemlockError, UnsupportedOperation
 from ._base import Backend
-from ._libc import Libc
 
 __all__ = ["MCL_CURRENT", "MCL_FUTURE", "SunOSBackend"]
+
+if TYPE_CHECKING:  # for annotations only: at run time Libc is no Protocol
+    from typing import Protocol
+
+    from ._libc import Libc
+
+    class PrivLibc(Libc, Protocol):
+        """A C library that also asks priv_ineffect(3C) (None where it has none)."""
+
+        def priv_ineffect(self, name: str) -> bool | None: ...
 
 #: <sys/mman.h> values on illumos and Solaris.
 MCL_CURRENT = 0x1
@@ -44,12 +53,6 @@ MCL_FUTURE = 0x2
 #: The privilege that allows mlock (its name for priv_ineffect(3C) is "proc_lock_memory").
 PRIV_PROC_LOCK_MEMORY = "proc_lock_memory"
 RCTL = "project.max-locked-memory"
-
-
-class PrivLibc(Libc, Protocol):
-    """A C library that also asks priv_ineffect(3C) (None where it has none)."""
-
-    def priv_ineffect(self, name: str) -> bool | None: ...
 
 
 class SunOSBackend(Backend):

@@ -1,0 +1,215 @@
+"""Scans shared among forked workers give exactly the serial scan's rows, errors and order."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from memlock._fanout import fan_out
+from memlock._filewalk import Share, WalkOptions, scan, scan_rows
+
+Row = tuple[str, int, int, int]
+
+
+def measure(path: str, fd: int, st_: os.stat_result) -> Row | None:
+    """A row that also proves the descriptor is the file's: its first byte."""
+    if fd < 0:
+        return None
+    head = os.pread(fd, 1, 0)
+    return (path, st_.st_size, st_.st_ino, head[0] if head else -1)
+
+
+def rows_and_errors(paths: list[str], workers: int, options: WalkOptions | None = None,
+                    ) -> tuple[list[Row], list[tuple[str, int | None, str]]]:
+    errors: list[tuple[str, int | None, str]] = []
+
+    def on_error(path: str, exc: OSError) -> None:
+        errors.append((path, exc.errno, type(exc).__name__))
+
+    rows = scan_rows(paths, options or WalkOptions(), on_error, measure, workers)
+    return rows, errors
+
+
+def interleaved_tree(root: Path) -> None:
+    """Files before and after subdirectories, hard links across directories, empties."""
+    for d in ("a", "a/b", "a/b/c", "a/e", "f", "g"):
+        (root / d).mkdir()
+    for i, rel in enumerate(["a/0", "a/b/1", "a/b/c/2", "a/b/z", "a/e/3", "a/z", "f/4",
+                             "z"]):
+        (root / rel).write_bytes(bytes([i]) * (i * 1000 + 1))
+    os.link(root / "a/b/1", root / "f/link-to-1")    # later in scan order: dropped
+    os.link(root / "a/e/3", root / "a/b/c/0-link")   # earlier in scan order: kept there
+
+
+def test_the_parallel_scan_equals_the_serial_one(tmp_path: Path) -> None:
+    interleaved_tree(tmp_path)
+    serial, serial_errors = rows_and_errors([str(tmp_path)], 1)
+    names = [os.path.relpath(r[0], tmp_path) for r in serial]
+    assert names == ["a/0", "a/b/1", "a/b/c/0-link", "a/b/c/2", "a/b/z", "a/z", "f/4", "z"]
+    assert serial_errors == []
+    for workers in (2, 3, 5, 8):
+        assert rows_and_errors([str(tmp_path)], workers) == (serial, [])
+
+
+def test_every_worker_visits_only_its_share(tmp_path: Path) -> None:
+    interleaved_tree(tmp_path)
+    seen: list[list[str]] = []
+    for index in range(3):
+        mine: list[str] = []
+        scan([str(tmp_path)], WalkOptions(), lambda p, e: None,
+             lambda p, fd, s, mine=mine: mine.append(p) or True,  # type: ignore[misc]
+             Share(index, 3))
+        seen.append(mine)
+    everything = sorted(p for part in seen for p in part)
+    assert len(everything) == len(set(everything))           # no file in two shares
+    serial = [r[0] for r in rows_and_errors([str(tmp_path)], 1)[0]]
+    # every file once (the hard links may be visited by two workers: merged later)
+    assert set(everything) >= set(serial)
+    assert sum(1 for part in seen if part) >= 2               # the work is really split
+
+
+def test_errors_are_reported_once_in_order(tmp_path: Path) -> None:
+    interleaved_tree(tmp_path)
+    os.symlink(tmp_path / "nowhere", tmp_path / "a" / "broken")
+    (tmp_path / "g" / "x").write_bytes(b"x")
+    paths = [str(tmp_path / "missing"), str(tmp_path), str(tmp_path / "a" / "z"),
+             str(tmp_path / "also-missing")]
+    options = WalkOptions(follow_symlinks=True)
+    serial = rows_and_errors(paths, 1, options)
+    assert [e[0] for e in serial[1]] == [paths[0], str(tmp_path / "a" / "broken"), paths[3]]
+    assert serial[1][0][2] == "FileNotFoundError"
+    for workers in (2, 4):
+        assert rows_and_errors(paths, workers, options) == serial
+
+
+def test_a_path_given_twice_and_a_fifo_root(tmp_path: Path) -> None:
+    interleaved_tree(tmp_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    paths = [str(fifo), str(tmp_path), str(tmp_path)]
+    serial = rows_and_errors(paths, 1)
+    assert [e[0] for e in serial[1]] == [str(fifo)]  # one error; the tree walked once
+    assert rows_and_errors(paths, 3) == serial
+
+
+def test_unreadable_directories_and_files_are_reported_once_unprivileged() -> None:
+    """As uid 65534: a directory and a file it may not read, each one error, in order."""
+    root = Path(tempfile.mkdtemp(prefix="memlock-scan-"))
+    try:
+        os.chmod(root, 0o755)
+        interleaved_tree(root)
+        for p in [root, *root.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        os.chmod(root / "a" / "b", 0)     # cannot be listed
+        os.chmod(root / "a" / "0", 0)     # cannot be opened
+        code = (
+            "import json, sys\n"
+            "sys.path.insert(0, sys.argv[1])\n"
+            "from test_scan_parallel import rows_and_errors\n"
+            "print(json.dumps([rows_and_errors([sys.argv[2]], w) for w in (1, 2, 3)]))\n"
+        )
+        out = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             sys.executable, "-c", code, str(Path(__file__).parent), str(root)],
+            capture_output=True, text=True, check=True, cwd="/")
+        serial, two, three = json.loads(out.stdout)
+        assert [(os.path.relpath(p, root), n) for p, _, n in serial[1]] == [
+            ("a/0", "PermissionError"), ("a/b", "PermissionError")]
+        assert two == serial and three == serial
+    finally:
+        for p in [root, *root.rglob("*")]:
+            os.chmod(p, 0o755)
+        shutil.rmtree(root)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(layout=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3), st.booleans()),
+                       min_size=1, max_size=30),
+       workers=st.integers(2, 4))
+def test_random_trees_scan_alike_in_parallel(tmp_path_factory: object, layout: list[
+        tuple[int, int, bool]], workers: int) -> None:
+    """Random nesting, files and hard links: rows of n workers == rows of one."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        made: list[Path] = []
+        for i, (depth, width, link) in enumerate(layout):
+            d = root.joinpath(*[f"d{(i + k) % (width + 1)}" for k in range(depth)])
+            d.mkdir(parents=True, exist_ok=True)
+            if link and made:
+                os.link(made[(i * 7) % len(made)], d / f"l{i}")
+            else:
+                (d / f"f{i}").write_bytes(bytes([i % 256]) * (i * 97 % 5000))
+                made.append(d / f"f{i}")
+        assert rows_and_errors([str(root)], workers) == rows_and_errors([str(root)], 1)
+
+
+def test_fan_out_redoes_a_failed_or_killed_child() -> None:
+    parent = os.getpid()
+
+    def work(index: int, count: int) -> tuple[int, int, int]:
+        if os.getpid() != parent:
+            if index == 1:
+                raise RuntimeError("fails in the child")
+            if index == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return (index, count, os.getpid())
+
+    results = fan_out(work, 4)
+    assert [r[:2] for r in results] == [(0, 4), (1, 4), (2, 4), (3, 4)]
+    assert results[1][2] == parent and results[2][2] == parent  # redone here
+    assert results[3][2] != parent                               # done by its child
+
+
+def test_fan_out_stays_serial_while_threads_run() -> None:
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert fan_out(lambda i, n: (i, n, os.getpid()), 4) == [(0, 1, os.getpid())]
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_fan_out_leaves_no_children_behind() -> None:
+    code = (
+        "import os\n"
+        "from memlock._fanout import fan_out\n"
+        "print(fan_out(lambda i, n: [i] * 20000, 3)[2][:3])\n"
+        "try:\n"
+        "    os.waitpid(-1, os.WNOHANG)\n"
+        "    print('child left')\n"
+        "except ChildProcessError:\n"
+        "    print('none left')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[:2] == ["[2, 2, 2]", "none left"]  # 160 KB through the pipe, all reaped
+
+
+def test_cli_jobs_give_the_same_report(tmp_path: Path) -> None:
+    interleaved_tree(tmp_path)
+
+    def report(*args: str) -> object:
+        out = subprocess.run([sys.executable, "-m", "memlock", "resident", "--json", *args,
+                              str(tmp_path)], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+    one = report("-j", "1")
+    assert len(one["files"]) == 8  # type: ignore[index]
+    assert report("-j", "3") == one
+    assert report() == one
+    bad = subprocess.run([sys.executable, "-m", "memlock", "resident", "-j", "0",
+                          str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "not a number of processes" in bad.stderr
