@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import memlock
-from memlock import _registry
+from memlock import _lock, _registry
 
 HERE = Path(__file__).resolve().parent
 BIN = HERE / "bin" / "mlock_bench"
@@ -91,10 +91,10 @@ def main() -> None:
     if args.chunk_mib:
         _registry.PARALLEL_CHUNK_BYTES = args.chunk_mib << 20
     if args.workers:
-        memlock._lock.REGISTRY.parallel_workers = args.workers
+        _lock.REGISTRY.parallel_workers = args.workers
     cpus = os.cpu_count()
     print(f"memlock core bench: {cpus} CPUs, kernel {os.uname().release}, "
-          f"workers {memlock._lock.REGISTRY.parallel_workers}, "
+          f"workers {_lock.REGISTRY.parallel_workers}, "
           f"chunk {_registry.PARALLEL_CHUNK_BYTES >> 20} MiB")
 
     c_pair, raw_pair, py_pair = [], [], []

@@ -90,6 +90,14 @@ def test_errors_are_reported_once_in_order(tmp_path: Path) -> None:
     assert serial[1][0][2] == "FileNotFoundError"
     for workers in (2, 4):
         assert rows_and_errors(paths, workers, options) == serial
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:  # no fork while a thread runs: the same answer, from this process alone
+        assert rows_and_errors(paths, 3, options) == serial
+    finally:
+        stop.set()
+        t.join()
 
 
 def test_a_path_given_twice_and_a_fifo_root(tmp_path: Path) -> None:

@@ -428,7 +428,7 @@ def scan_rows(paths: list[str], options: WalkOptions, on_error: OnError,
             errors.append((share.segment, path, exc.errno or 0, exc.strerror or str(exc),
                            filename))
 
-        scan(paths, options, note_error, visit, share if count > 1 else None)
+        scan(paths, options, note_error, visit, share)
         return share.groups, share.links, errors
 
     parts = fan_out(part, workers)
@@ -466,7 +466,7 @@ class _GroupingShare(Share):
     def __init__(self, index: int, count: int) -> None:
         super().__init__(index, count)
         self.rows: list[Any] = []
-        self.groups: list[tuple[int, list[Any]]] = []
+        self.groups: list[tuple[int, list[Any]]] = [(0, self.rows)]
         self.links: list[tuple[int, int, int, int]] = []
 
     def enter(self, segment: int) -> bool:
