@@ -170,8 +170,10 @@ def capacity_table() -> None:
         if r.get("stopped_by"):
             print(f"      stopped by {r['stopped_by']}")
     print("  (sodium_malloc keeps allocating after mlock fails: its secrets past the limit"
-          " are live but not locked; it stops at vm.max_map_count. memlock stops with"
-          " LockLimitError when the limit is reached, every secret locked.)")
+          " are live but not locked; at vm.max_map_count it either returns NULL or, with"
+          " some address-space layouts, goes on without room for its own guard pages."
+          " memlock stops with LockLimitError when the limit is reached, every secret"
+          " locked.)")
 
 
 if __name__ == "__main__":
