@@ -10,8 +10,10 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -119,7 +121,9 @@ def test_unreadable_directories_and_files_are_reported_once_unprivileged() -> No
         for p in [root, *root.rglob("*")]:
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
         os.chmod(root / "a" / "b", 0)     # cannot be listed
-        os.chmod(root / "a" / "0", 0)     # cannot be opened
+        os.chmod(root / "a" / "0", 0)     # cannot be opened, and has three more names:
+        for d in ("a/e", "f", "g"):       # one error for all four, as the serial scan
+            os.link(root / "a" / "0", root / d / "0-again")
         code = (
             "import json, sys\n"
             "sys.path.insert(0, sys.argv[1])\n"
@@ -221,3 +225,142 @@ def test_cli_jobs_give_the_same_report(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "memlock", "resident", "-j", "0",
                           str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and "not a number of processes" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "memlock", "resident", "-j", "65",
+                          str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "from 1 to 64" in bad.stderr
+
+
+def test_a_file_named_twice_is_counted_once(tmp_path: Path) -> None:
+    """Repeated and overlapping paths, a link named with its target: single-link files."""
+    interleaved_tree(tmp_path)
+    os.symlink(tmp_path / "a" / "z", tmp_path / "link-to-az")
+    t = str(tmp_path)
+    cases = [
+        [f"{t}/z", f"{t}/z", f"{t}/a", f"{t}/a/b/z", f"{t}/a/0"],
+        [f"{t}/a/b", f"{t}/a", f"{t}/a/b/1", f"{t}/a/e/3"],
+        [f"{t}/link-to-az", t],
+    ]
+    for paths in cases:
+        serial = rows_and_errors(paths, 1)
+        assert len({r[2] for r in serial[0]}) == len(serial[0])  # each inode once
+        for workers in (2, 3):
+            assert rows_and_errors(paths, workers) == serial, (paths, workers)
+
+
+def test_errors_of_files_in_every_share_are_reported(tmp_path: Path) -> None:
+    """An OSError from measuring a file is that file's error, whichever worker meets it."""
+    for d in range(12):
+        (tmp_path / f"d{d:02}").mkdir()
+        for f in ("bad", "good"):
+            (tmp_path / f"d{d:02}" / f).write_bytes(b"x")
+    os.link(tmp_path / "d00" / "bad", tmp_path / "d07" / "bad-again")
+
+    def failing(path: str, fd: int, st_: os.stat_result) -> Row | None:
+        if "bad" in os.path.basename(path):
+            raise OSError(5, "Input/output error")
+        return measure(path, fd, st_)
+
+    def run(workers: int) -> tuple[list[Row], list[str]]:
+        errors: list[str] = []
+        rows = scan_rows([str(tmp_path)], WalkOptions(),
+                         lambda p, e: errors.append(f"{os.path.relpath(p, tmp_path)}: "
+                                                    f"{e.strerror}"), failing, workers)
+        return rows, errors
+
+    serial = run(1)
+    assert len(serial[0]) == 12 and len(serial[1]) == 12  # d07/bad-again is d00/bad
+    assert run(2) == serial and run(5) == serial
+
+
+def test_workers_that_walked_different_trees_are_not_merged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory made between two workers' walks: the scan is redone in one process."""
+    interleaved_tree(tmp_path)
+    from memlock import _fanout
+
+    def racing_fan_out(work, workers):  # type: ignore[no-untyped-def]
+        first = work(0, workers)
+        (tmp_path / "a" / "new").mkdir()           # the tree changes under the scan
+        (tmp_path / "a" / "new" / "late").write_bytes(b"late")
+        return [first] + [work(i, workers) for i in range(1, workers)]
+
+    monkeypatch.setattr(_fanout, "fan_out", racing_fan_out)
+    rows, errors = rows_and_errors([str(tmp_path)], 3)
+    monkeypatch.undo()
+    assert (rows, errors) == rows_and_errors([str(tmp_path)], 1)
+    assert any(r[0].endswith("a/new/late") for r in rows)
+
+
+def test_a_parent_short_of_descriptors_still_gives_the_serial_answer(tmp_path: Path) -> None:
+    """Pipes to the workers cost the parent descriptors: a deep walk must not diverge."""
+    d = tmp_path
+    for level in range(80):
+        d = d / "d"
+        d.mkdir()
+        (d / f"f{level:02}").write_bytes(b"x")
+
+    def report(jobs: str) -> object:
+        out = subprocess.run(
+            ["prlimit", "--nofile=50", sys.executable, "-m", "memlock", "resident", "--json",
+             "-j", jobs, str(tmp_path)], capture_output=True, text=True)
+        return out.returncode, json.loads(out.stdout) if out.stdout else out.stderr
+
+    serial = report("1")
+    assert report("4") == serial
+
+
+def test_interrupting_the_parent_kills_and_reaps_its_workers() -> None:
+    """KeyboardInterrupt in the parent's share (SIGINT to it alone): no worker survives."""
+    code = (
+        "import os, sys, time\n"
+        "from memlock._fanout import fan_out\n"
+        "parent = os.getpid()\n"
+        "def work(i, n):\n"
+        "    if os.getpid() != parent:\n"
+        "        print(os.getpid(), flush=True)\n"
+        "        time.sleep(60)\n"
+        "    time.sleep(0.5)\n"
+        "    raise KeyboardInterrupt\n"
+        "t = time.monotonic()\n"
+        "try:\n"
+        "    fan_out(work, 3)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted after', round(time.monotonic() - t, 1), flush=True)\n"
+        "try:\n"
+        "    os.waitpid(-1, os.WNOHANG)\n"
+        "    print('child left')\n"
+        "except ChildProcessError:\n"
+        "    print('none left')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30).stdout.split()
+    pids = [int(x) for x in out[:2]]
+    assert out[2:4] == ["interrupted", "after"] and float(out[4]) < 5
+    assert out[5:] == ["none", "left"]
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}")
+
+
+def test_workers_die_with_their_parent() -> None:
+    """SIGKILL to the parent: its workers do not scan on as orphans (PR_SET_PDEATHSIG)."""
+    code = (
+        "import os, time\n"
+        "from memlock._fanout import fan_out\n"
+        "parent = os.getpid()\n"
+        "def work(i, n):\n"
+        "    if os.getpid() != parent:\n"
+        "        print(os.getpid(), flush=True)\n"
+        "    time.sleep(60)\n"
+        "fan_out(work, 3)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    pids = [int(proc.stdout.readline()) for _ in range(2)]
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{pid}") for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}")
+             and "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()]
+    assert alive == []

@@ -150,16 +150,23 @@ class Share:
 
     Attributes:
         segment: The segment the scan is in now.
+        walked: A hash of the directories entered so far, in order: workers whose walks
+            differ (a directory made or removed meanwhile, descriptors running out at
+            different depths) disagree on it, and their parts do not fit together.
     """
 
     def __init__(self, index: int, count: int) -> None:
         self.index = index
         self.count = count
         self.segment = 0
+        self.walked = 0
 
-    def enter(self, segment: int) -> bool:
-        """Note that ``segment`` begins; True if this worker visits its files."""
+    def enter(self, segment: int, directory: str | None = None) -> bool:
+        """Note that ``segment`` begins (in ``directory`` if just entered); True if this
+        worker visits its files."""
         self.segment = segment
+        if directory is not None:  # forked workers share str hashes: comparable
+            self.walked = hash((self.walked, directory))
         # Hashed, not segment % count: entering and leaving directories alternate, so
         # plain residues would hand every directory's files to the same worker.
         return (segment * 0x9E3779B1 >> 7) % self.count == self.index
@@ -191,12 +198,12 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
     segment = 0
     owned = True  # this worker visits the files of the current segment
 
-    def enter() -> None:
+    def enter(directory: str | None = None) -> None:
         """A new segment begins: a directory entered or returned to, or a path given."""
         nonlocal segment, owned
         segment += 1
         if share is not None:
-            owned = share.enter(segment)
+            owned = share.enter(segment, directory)
 
     def dir_error(path: str, exc: OSError) -> None:
         if share is None or share.index == 0:
@@ -266,7 +273,7 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
                 dir_error(path, exc)
                 return
             stack.append((iter(entries), dfd, path if path.endswith("/") else path + "/"))
-            enter()
+            enter(path)
 
         try:
             top_fd = open_(top, _O_DIR) if _AT else None
@@ -313,6 +320,9 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
                                 continue
                             seen.add(key)
                             visit(path, fd, st)
+                        except OSError as exc:  # the file's own error: its owner reports it
+                            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                                on_error(path, exc)
                         finally:
                             close(fd)
                         continue
@@ -407,20 +417,33 @@ def scan_rows(paths: list[str], options: WalkOptions, on_error: OnError,
 
     from ._fanout import fan_out
 
-    follow = options.follow_symlinks
+    # Which files may be reached twice, by two workers: with several names (hard links),
+    # through followed links, or from overlapping or repeated paths. Their identities go
+    # back with the rows, so that the merge keeps the first, as the serial scan does.
+    track_all = options.follow_symlinks or len(paths) > 1
 
     def part(index: int, count: int) -> _Part[R]:
         share = _GroupingShare(index, count)
         errors: list[tuple[int, str, int, str, str | None]] = []
 
         def visit(path: str, fd: int, st: os.stat_result) -> bool:
-            row = measure(path, fd, st)
+            track = track_all or st.st_nlink > 1
+            try:
+                row = measure(path, fd, st)
+            except OSError:
+                if track:  # the error it raises is this file's (once, as in a serial scan)
+                    share.idents.append((share.segment, len(share.rows), 0, st.st_dev,
+                                         st.st_ino, path))
+                raise
             if row is None:
+                if track:
+                    share.idents.append((share.segment, len(share.rows), 0, st.st_dev,
+                                         st.st_ino, path))
                 return False
-            rows = share.rows
-            if follow or st.st_nlink > 1:  # may be reached by another name, elsewhere
-                share.links.append((share.segment, len(rows), st.st_dev, st.st_ino))
-            rows.append(row)
+            if track:
+                share.idents.append((share.segment, len(share.rows), 1, st.st_dev,
+                                     st.st_ino, None))
+            share.rows.append(row)
             return True
 
         def note_error(path: str, exc: OSError) -> None:
@@ -429,35 +452,48 @@ def scan_rows(paths: list[str], options: WalkOptions, on_error: OnError,
                            filename))
 
         scan(paths, options, note_error, visit, share)
-        return share.groups, share.links, errors
+        return share.groups, share.idents, errors, (share.segment, share.walked)
 
     parts = fan_out(part, workers)
-    # In scan order: by segment, then by name (a segment's entries come sorted by name).
-    for _, path, err, text, filename in sorted((e for *_, es in parts for e in es),
-                                               key=_by_segment_and_path):
-        on_error(path, OSError(err, text, filename))
-    # A file with several names may be in two workers' parts: keep the first in scan order.
+    if len({walk for *_, walk in parts}) > 1:  # the workers saw different trees: redo
+        return scan_rows(paths, options, on_error, measure, 1)
+    # A file reached by two names may be in two workers' parts: keep the first, in scan
+    # order, whether a row or an error; drop the later ones.
     seen: set[tuple[int, int]] = set()
-    drop: set[tuple[int, int]] = set()
-    for segment, i, dev, ino in sorted(link for _, links, _ in parts for link in links):
+    drop_rows: set[tuple[int, int]] = set()
+    drop_errors: set[tuple[int, str]] = set()
+    for segment, i, is_row, dev, ino, path in sorted(
+            (ident for _, idents, _, _ in parts for ident in idents), key=_by_position):
         if (dev, ino) in seen:
-            drop.add((segment, i))
+            if is_row:
+                drop_rows.add((segment, i))
+            elif path is not None:
+                drop_errors.add((segment, path))
         seen.add((dev, ino))
+    # Errors in scan order: by segment, then by name (a segment's entries come sorted).
+    for segment, path, err, text, filename in sorted(
+            (e for _, _, es, _ in parts for e in es), key=_by_segment_and_path):
+        if (segment, path) not in drop_errors:
+            on_error(path, OSError(err, text, filename))
     out: list[R] = []
-    for segment, rows in sorted((g for groups, _, _ in parts for g in groups), key=_by_segment):
-        if drop:
-            out += [row for i, row in enumerate(rows) if (segment, i) not in drop]
+    for segment, rows in sorted((g for groups, _, _, _ in parts for g in groups),
+                                key=_by_segment):
+        if drop_rows:
+            out += [row for i, row in enumerate(rows) if (segment, i) not in drop_rows]
         else:
             out += rows
     return out
 
 
 if TYPE_CHECKING:
-    #: One worker's part of :func:`scan_rows`: rows by segment, the (segment, index, dev,
-    #: ino) of rows whose file has other names, and errors (segment, path, errno, text,
-    #: filename).
-    _Part = tuple[list[tuple[int, list[R]]], list[tuple[int, int, int, int]],
-                  list[tuple[int, str, int, str, str | None]]]
+    #: A file visited by a worker, for the merge: (segment, index of the next row, 1 for a
+    #: row or 0 for an error, st_dev, st_ino, path of the error or None).
+    _Ident = tuple[int, int, int, int, int, str | None]
+    #: One worker's part of :func:`scan_rows`: its rows by segment, the identities of the
+    #: files that may be reached twice, its errors (segment, path, errno, text, filename)
+    #: and the (last segment, hash) of its walk.
+    _Part = tuple[list[tuple[int, list[R]]], list[_Ident],
+                  list[tuple[int, str, int, str, str | None]], tuple[int, int]]
 
 
 class _GroupingShare(Share):
@@ -467,10 +503,10 @@ class _GroupingShare(Share):
         super().__init__(index, count)
         self.rows: list[Any] = []
         self.groups: list[tuple[int, list[Any]]] = [(0, self.rows)]
-        self.links: list[tuple[int, int, int, int]] = []
+        self.idents: list[_Ident] = []
 
-    def enter(self, segment: int) -> bool:
-        owned = super().enter(segment)
+    def enter(self, segment: int, directory: str | None = None) -> bool:
+        owned = super().enter(segment, directory)
         if owned:
             self.rows = []
             self.groups.append((segment, self.rows))
@@ -479,6 +515,7 @@ class _GroupingShare(Share):
 
 _by_segment = operator.itemgetter(0)
 _by_segment_and_path = operator.itemgetter(0, 1)
+_by_position = operator.itemgetter(0, 1, 2)
 
 
 def parse_range(text: str, parse_size: Callable[[str], int]) -> tuple[int, int | None]:

@@ -11,6 +11,7 @@ ctypes and tests substitute a simulated libc that follows another OS's manual pa
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import sys
 
@@ -150,6 +151,13 @@ class RealLibc:
         if not self.has("mallopt"):
             return False
         return bool(self._mallopt(param, value))  # type: ignore[attr-defined]
+
+    def prctl(self, option: int, arg: int) -> int:
+        """prctl(2) with one argument (Linux); 0 or errno (ENOSYS without prctl)."""
+        fn = getattr(self._dll, "prctl", None)
+        if fn is None:
+            return errno.ENOSYS
+        return self._result(fn(_int(option), _long(arg), _long(0), _long(0), _long(0)))
 
     def syscall(self, number: int, *args: int) -> int:
         """A raw system call with integer arguments; returns 0 or errno (discards results)."""

@@ -42,9 +42,14 @@ def _jobs(text: str) -> int:
         n = int(text)
     except ValueError:
         n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"not a number of processes: {text!r}")
+    if not 1 <= n <= _MAX_JOBS:
+        raise argparse.ArgumentTypeError(
+            f"not a number of processes from 1 to {_MAX_JOBS}: {text!r}")
     return n
+
+
+#: Upper bound of ``-j`` (each worker walks the directories once and holds a pipe).
+_MAX_JOBS = 64
 
 
 def _range(text: str) -> tuple[int, int | None]:
@@ -86,7 +91,7 @@ def register(sub: Any) -> None:
     _common(p)
     p.add_argument("--jobs", "-j", type=_jobs, metavar="N",
                    help="worker processes for directory trees (default: one per CPU, at "
-                   "most 8; 1: none)")
+                   "most 8; 1: none; at most 64)")
     p.set_defaults(handler=_cmd_resident)
 
     p = sub.add_parser("touch", help="bring files into RAM without locking them",
