@@ -149,15 +149,19 @@ class Share:
     (a directory that cannot be read) are reported by worker 0 alone.
 
     Attributes:
+        tops: ``os.stat`` of each path given to the scan (or the OSError it raised), made
+            once before the workers start; None: the scan stats them itself.
         segment: The segment the scan is in now.
         walked: A hash of the directories entered so far, in order: workers whose walks
             differ (a directory made or removed meanwhile, descriptors running out at
             different depths) disagree on it, and their parts do not fit together.
     """
 
-    def __init__(self, index: int, count: int) -> None:
+    def __init__(self, index: int, count: int,
+                 tops: list[os.stat_result | OSError] | None = None) -> None:
         self.index = index
         self.count = count
+        self.tops = tops
         self.segment = 0
         self.walked = 0
 
@@ -368,14 +372,23 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
                 if dfd is not None:
                     close(dfd)
 
-    for path in paths:
+    tops = share.tops if share is not None else None
+    for k, path in enumerate(paths):
         enter()
         try:
-            st = os.stat(path)
+            if tops is None:
+                st = os.stat(path)
+            else:
+                top = tops[k]
+                if isinstance(top, OSError):
+                    raise top
+                st = top
         except OSError as exc:
             if owned:
                 on_error(path, exc)
             continue
+        if not owned and not isdir(st.st_mode):
+            continue  # another worker's file
         name = os.path.basename(path.rstrip("/")) or path
         if isdir(st.st_mode):
             key = (st.st_dev, st.st_ino)
@@ -383,8 +396,6 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
                 continue
             seen_dirs.add(key)
             tree(path, st.st_dev)
-        elif not owned:
-            continue
         elif isreg(st.st_mode):
             if include is None or include(name):
                 one(path, path, _O_FILE, None, False)
@@ -421,9 +432,10 @@ def scan_rows(paths: list[str], options: WalkOptions, on_error: OnError,
     # through followed links, or from overlapping or repeated paths. Their identities go
     # back with the rows, so that the merge keeps the first, as the serial scan does.
     track_all = options.follow_symlinks or len(paths) > 1
+    tops = [_stat_or_error(path) for path in paths]  # once, not once a worker
 
     def part(index: int, count: int) -> _Part[R]:
-        share = _GroupingShare(index, count)
+        share = _GroupingShare(index, count, tops)
         errors: list[tuple[int, str, int, str, str | None]] = []
 
         def visit(path: str, fd: int, st: os.stat_result) -> bool:
@@ -499,8 +511,9 @@ if TYPE_CHECKING:
 class _GroupingShare(Share):
     """A :class:`Share` that opens a new list of rows for each segment it owns."""
 
-    def __init__(self, index: int, count: int) -> None:
-        super().__init__(index, count)
+    def __init__(self, index: int, count: int,
+                 tops: list[os.stat_result | OSError] | None = None) -> None:
+        super().__init__(index, count, tops)
         self.rows: list[Any] = []
         self.groups: list[tuple[int, list[Any]]] = [(0, self.rows)]
         self.idents: list[_Ident] = []
@@ -511,6 +524,13 @@ class _GroupingShare(Share):
             self.rows = []
             self.groups.append((segment, self.rows))
         return owned
+
+
+def _stat_or_error(path: str) -> os.stat_result | OSError:
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        return exc
 
 
 _by_segment = operator.itemgetter(0)
