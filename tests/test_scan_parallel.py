@@ -291,6 +291,48 @@ def test_workers_that_walked_different_trees_are_not_merged(
     assert any(r[0].endswith("a/new/late") for r in rows)
 
 
+def test_a_link_re_pointed_between_workers_is_not_merged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same names, another tree (a symlink-swap deploy): the walks differ by identity."""
+    for tree_name, size in (("A", 2), ("B", 8)):
+        for d in range(6):
+            (tmp_path / tree_name / f"d{d}").mkdir(parents=True)
+            (tmp_path / tree_name / f"d{d}" / "f").write_bytes(b"x" * size)
+    current = tmp_path / "current"
+    current.symlink_to(tmp_path / "A")
+    from memlock import _fanout
+
+    def deploying_fan_out(work, workers):  # type: ignore[no-untyped-def]
+        first = work(0, workers)
+        current.unlink()
+        current.symlink_to(tmp_path / "B")
+        return [first] + [work(i, workers) for i in range(1, workers)]
+
+    monkeypatch.setattr(_fanout, "fan_out", deploying_fan_out)
+    rows, _ = rows_and_errors([str(current)], 3)
+    monkeypatch.undo()
+    assert len(rows) == 6 and {r[1] for r in rows} == {8}  # all from B, none from A
+
+
+def test_a_bind_mounted_file_is_counted_once(tmp_path: Path) -> None:
+    """One name each, one inode: only a bind mount does that without hard links."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "z").mkdir()
+    (tmp_path / "a" / "f").write_bytes(b"hello")
+    (tmp_path / "z" / "g").write_bytes(b"")
+    bound = subprocess.run(["mount", "--bind", str(tmp_path / "a" / "f"),
+                            str(tmp_path / "z" / "g")], capture_output=True, text=True)
+    if bound.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {bound.stderr.strip()}")
+    try:
+        serial = rows_and_errors([str(tmp_path)], 1)
+        assert [os.path.relpath(r[0], tmp_path) for r in serial[0]] == ["a/f"]
+        for workers in (2, 5):
+            assert rows_and_errors([str(tmp_path)], workers) == serial
+    finally:
+        subprocess.run(["umount", str(tmp_path / "z" / "g")], check=True)
+
+
 def test_a_parent_short_of_descriptors_still_gives_the_serial_answer(tmp_path: Path) -> None:
     """Pipes to the workers cost the parent descriptors: a deep walk must not diverge."""
     d = tmp_path
@@ -306,6 +348,7 @@ def test_a_parent_short_of_descriptors_still_gives_the_serial_answer(tmp_path: P
         return out.returncode, json.loads(out.stdout) if out.stdout else out.stderr
 
     serial = report("1")
+    assert report("2") == serial  # parent and child short alike: still not the serial walk
     assert report("4") == serial
 
 
@@ -317,7 +360,7 @@ def test_interrupting_the_parent_kills_and_reaps_its_workers() -> None:
         "parent = os.getpid()\n"
         "def work(i, n):\n"
         "    if os.getpid() != parent:\n"
-        "        print(os.getpid(), flush=True)\n"
+        "        os.write(1, b'%d\\n' % os.getpid())  # one write: lines never mix\n"
         "        time.sleep(60)\n"
         "    time.sleep(0.5)\n"
         "    raise KeyboardInterrupt\n"
@@ -349,15 +392,17 @@ def test_workers_die_with_their_parent() -> None:
         "parent = os.getpid()\n"
         "def work(i, n):\n"
         "    if os.getpid() != parent:\n"
-        "        print(os.getpid(), flush=True)\n"
+        "        os.write(1, b'%d\\n' % os.getpid())  # one write: lines never mix\n"
         "    time.sleep(60)\n"
         "fan_out(work, 3)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    pids = [int(proc.stdout.readline()) for _ in range(2)]
-    proc.kill()
-    proc.wait()
+    try:
+        assert proc.stdout is not None
+        pids = [int(proc.stdout.readline()) for _ in range(2)]
+    finally:
+        proc.kill()
+        proc.wait()
     deadline = time.monotonic() + 10
     while any(os.path.exists(f"/proc/{pid}") for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)

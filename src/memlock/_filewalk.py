@@ -164,10 +164,11 @@ class Share:
         self.tops = tops
         self.segment = 0
         self.walked = 0
+        self.starved = False
 
-    def enter(self, segment: int, directory: str | None = None) -> bool:
-        """Note that ``segment`` begins (in ``directory`` if just entered); True if this
-        worker visits its files."""
+    def enter(self, segment: int, directory: tuple[str, int, int] | None = None) -> bool:
+        """Note that ``segment`` begins (in ``directory``: path, st_dev, st_ino, if just
+        entered); True if this worker visits its files."""
         self.segment = segment
         if directory is not None:  # forked workers share str hashes: comparable
             self.walked = hash((self.walked, directory))
@@ -202,7 +203,7 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
     segment = 0
     owned = True  # this worker visits the files of the current segment
 
-    def enter(directory: str | None = None) -> None:
+    def enter(directory: tuple[str, int, int] | None = None) -> None:
         """A new segment begins: a directory entered or returned to, or a path given."""
         nonlocal segment, owned
         segment += 1
@@ -210,6 +211,8 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
             owned = share.enter(segment, directory)
 
     def dir_error(path: str, exc: OSError) -> None:
+        if share is not None and exc.errno in (errno.EMFILE, errno.ENFILE):
+            share.starved = True  # each worker may run short at another depth
         if share is None or share.index == 0:
             on_error(path, exc)
 
@@ -277,7 +280,14 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
                 dir_error(path, exc)
                 return
             stack.append((iter(entries), dfd, path if path.endswith("/") else path + "/"))
-            enter(path)
+            if share is None:
+                enter()
+            else:  # which directory this is, not only its name (a link re-pointed meanwhile)
+                try:
+                    st = fstat(dfd) if dfd is not None else os.stat(path)
+                    enter((path, st.st_dev, st.st_ino))
+                except OSError:
+                    enter((path, -1, -1))
 
         try:
             top_fd = open_(top, _O_DIR) if _AT else None
@@ -428,84 +438,96 @@ def scan_rows(paths: list[str], options: WalkOptions, on_error: OnError,
 
     from ._fanout import fan_out
 
-    # Which files may be reached twice, by two workers: with several names (hard links),
-    # through followed links, or from overlapping or repeated paths. Their identities go
-    # back with the rows, so that the merge keeps the first, as the serial scan does.
-    track_all = options.follow_symlinks or len(paths) > 1
     tops = [_stat_or_error(path) for path in paths]  # once, not once a worker
 
     def part(index: int, count: int) -> _Part[R]:
         share = _GroupingShare(index, count, tops)
         errors: list[tuple[int, str, int, str, str | None]] = []
+        # Every file's identity goes back with its row or error: a file reached by two
+        # names (hard links, bind mounts, followed links, repeated or overlapping paths)
+        # may be in two workers' parts, and the merge keeps the first, as a serial scan.
+        failed: list[tuple[int, int, int, int, str]] = []  # (segment, row index, dev, ino, path)
 
         def visit(path: str, fd: int, st: os.stat_result) -> bool:
-            track = track_all or st.st_nlink > 1
             try:
                 row = measure(path, fd, st)
             except OSError:
-                if track:  # the error it raises is this file's (once, as in a serial scan)
-                    share.idents.append((share.segment, len(share.rows), 0, st.st_dev,
-                                         st.st_ino, path))
+                failed.append((share.segment, len(share.rows), st.st_dev, st.st_ino, path))
                 raise
             if row is None:
-                if track:
-                    share.idents.append((share.segment, len(share.rows), 0, st.st_dev,
-                                         st.st_ino, path))
+                failed.append((share.segment, len(share.rows), st.st_dev, st.st_ino, path))
                 return False
-            if track:
-                share.idents.append((share.segment, len(share.rows), 1, st.st_dev,
-                                     st.st_ino, None))
             share.rows.append(row)
+            share.keys.append((st.st_dev, st.st_ino))
             return True
 
         def note_error(path: str, exc: OSError) -> None:
+            if exc.errno in _STARVED:
+                share.starved = True
             filename = exc.filename if isinstance(exc.filename, str) else None
             errors.append((share.segment, path, exc.errno or 0, exc.strerror or str(exc),
                            filename))
 
         scan(paths, options, note_error, visit, share)
-        return share.groups, share.idents, errors, (share.segment, share.walked)
+        walk = (share.segment, share.walked, share.starved)
+        return share.groups, failed, errors, walk
 
     parts = fan_out(part, workers)
-    if len({walk for *_, walk in parts}) > 1:  # the workers saw different trees: redo
+    walks = {walk for *_, walk in parts}
+    if len(walks) > 1 or any(starved for _, _, starved in walks):
+        # The workers walked different trees (changed meanwhile), or ran short of
+        # descriptors, each where its own pipes left it: redo the scan in one process.
         return scan_rows(paths, options, on_error, measure, 1)
-    # A file reached by two names may be in two workers' parts: keep the first, in scan
-    # order, whether a row or an error; drop the later ones.
+    failures: dict[int, list[tuple[int, int, int, str]]] = {}
+    for segment, i, dev, ino, path in sorted(f for _, fs, _, _ in parts for f in fs):
+        failures.setdefault(segment, []).append((i, dev, ino, path))
     seen: set[tuple[int, int]] = set()
-    drop_rows: set[tuple[int, int]] = set()
-    drop_errors: set[tuple[int, str]] = set()
-    for segment, i, is_row, dev, ino, path in sorted(
-            (ident for _, idents, _, _ in parts for ident in idents), key=_by_position):
+    dropped_errors: set[tuple[int, str]] = set()
+
+    def fail(segment: int, dev: int, ino: int, path: str) -> None:
         if (dev, ino) in seen:
-            if is_row:
-                drop_rows.add((segment, i))
-            elif path is not None:
-                drop_errors.add((segment, path))
+            dropped_errors.add((segment, path))
         seen.add((dev, ino))
+
+    out: list[R] = []
+    for segment, rows, keys in sorted((g for groups, _, _, _ in parts for g in groups),
+                                      key=_by_segment):
+        pending = failures.pop(segment, [])
+        if not pending and seen.isdisjoint(keys) and len(set(keys)) == len(keys):
+            seen.update(keys)  # the common case, at C speed: nothing seen twice
+            out += rows
+            continue
+        for i, row in enumerate(rows):
+            while pending and pending[0][0] <= i:  # a failure before this row
+                fail(segment, *pending.pop(0)[1:])
+            key = keys[i]
+            if key not in seen:
+                seen.add(key)
+                out.append(row)
+        for _, dev, ino, path in pending:
+            fail(segment, dev, ino, path)
+    for segment, pending in sorted(failures.items()):  # segments without rows
+        for _, dev, ino, path in pending:
+            fail(segment, dev, ino, path)
     # Errors in scan order: by segment, then by name (a segment's entries come sorted).
     for segment, path, err, text, filename in sorted(
             (e for _, _, es, _ in parts for e in es), key=_by_segment_and_path):
-        if (segment, path) not in drop_errors:
+        if (segment, path) not in dropped_errors:
             on_error(path, OSError(err, text, filename))
-    out: list[R] = []
-    for segment, rows in sorted((g for groups, _, _, _ in parts for g in groups),
-                                key=_by_segment):
-        if drop_rows:
-            out += [row for i, row in enumerate(rows) if (segment, i) not in drop_rows]
-        else:
-            out += rows
     return out
 
 
+#: Errors that say this process ran out of descriptors (workers hold pipes: they may run
+#: out where a serial scan would not).
+_STARVED = (errno.EMFILE, errno.ENFILE)
+
 if TYPE_CHECKING:
-    #: A file visited by a worker, for the merge: (segment, index of the next row, 1 for a
-    #: row or 0 for an error, st_dev, st_ino, path of the error or None).
-    _Ident = tuple[int, int, int, int, int, str | None]
-    #: One worker's part of :func:`scan_rows`: its rows by segment, the identities of the
-    #: files that may be reached twice, its errors (segment, path, errno, text, filename)
-    #: and the (last segment, hash) of its walk.
-    _Part = tuple[list[tuple[int, list[R]]], list[_Ident],
-                  list[tuple[int, str, int, str, str | None]], tuple[int, int]]
+    #: One worker's part of :func:`scan_rows`: its (segment, rows, identities) groups,
+    #: the files it could not measure (segment, row index, dev, ino, path), its errors
+    #: (segment, path, errno, text, filename) and what its walk looked like.
+    _Part = tuple[list[tuple[int, list[R], list[tuple[int, int]]]],
+                  list[tuple[int, int, int, int, str]],
+                  list[tuple[int, str, int, str, str | None]], tuple[int, int, bool]]
 
 
 class _GroupingShare(Share):
@@ -515,14 +537,16 @@ class _GroupingShare(Share):
                  tops: list[os.stat_result | OSError] | None = None) -> None:
         super().__init__(index, count, tops)
         self.rows: list[Any] = []
-        self.groups: list[tuple[int, list[Any]]] = [(0, self.rows)]
-        self.idents: list[_Ident] = []
+        self.keys: list[tuple[int, int]] = []
+        self.groups: list[tuple[int, list[Any], list[tuple[int, int]]]] = [
+            (0, self.rows, self.keys)]
 
-    def enter(self, segment: int, directory: str | None = None) -> bool:
+    def enter(self, segment: int, directory: tuple[str, int, int] | None = None) -> bool:
         owned = super().enter(segment, directory)
         if owned:
             self.rows = []
-            self.groups.append((segment, self.rows))
+            self.keys = []
+            self.groups.append((segment, self.rows, self.keys))
         return owned
 
 
@@ -535,7 +559,6 @@ def _stat_or_error(path: str) -> os.stat_result | OSError:
 
 _by_segment = operator.itemgetter(0)
 _by_segment_and_path = operator.itemgetter(0, 1)
-_by_position = operator.itemgetter(0, 1, 2)
 
 
 def parse_range(text: str, parse_size: Callable[[str], int]) -> tuple[int, int | None]:
