@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 else:
     Protocol = object
 
-__all__ = ["Libc", "RealLibc", "real_libc"]
+__all__ = ["Libc", "RealLibc", "SysctlLibc", "real_libc"]
 
 _vp = ctypes.c_void_p
 _sz = ctypes.c_size_t
@@ -38,6 +38,12 @@ class Libc(Protocol):
     def munlockall(self) -> int: ...
     def mlock2(self, addr: int, length: int, flags: int, syscall_nr: int) -> int: ...
     def has(self, name: str) -> bool: ...
+
+
+class SysctlLibc(Libc, Protocol):
+    """A C library that also reads integer sysctls (RealLibc on macOS and the BSDs)."""
+
+    def sysctl_int(self, name: str) -> int | None: ...
 
 
 class RealLibc:

@@ -32,15 +32,8 @@ from ._base import Backend
 
 __all__ = ["MCL_CURRENT", "MCL_FUTURE", "DarwinBackend"]
 
-if TYPE_CHECKING:  # for annotations only: at run time Libc is no Protocol
-    from typing import Protocol
-
-    from ._libc import Libc
-
-    class SysctlLibc(Libc, Protocol):
-        """A C library that also reads integer sysctls (RealLibc on macOS)."""
-
-        def sysctl_int(self, name: str) -> int | None: ...
+if TYPE_CHECKING:
+    from ._libc import SysctlLibc
 
 #: <sys/mman.h> values on macOS (defined, though mlockall is not implemented).
 MCL_CURRENT = 0x0001

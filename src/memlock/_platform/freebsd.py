@@ -35,15 +35,8 @@ from ._base import Backend
 
 __all__ = ["MCL_CURRENT", "MCL_FUTURE", "FreeBSDBackend"]
 
-if TYPE_CHECKING:  # for annotations only: at run time Libc is no Protocol
-    from typing import Protocol
-
-    from ._libc import Libc
-
-    class SysctlLibc(Libc, Protocol):
-        """A C library that also reads integer sysctls (RealLibc on the BSDs)."""
-
-        def sysctl_int(self, name: str) -> int | None: ...
+if TYPE_CHECKING:
+    from ._libc import SysctlLibc
 
 #: <sys/mman.h> values on FreeBSD.
 MCL_CURRENT = 0x0001

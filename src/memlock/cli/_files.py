@@ -22,19 +22,13 @@ from .._filewalk import (
 )
 from .._pages import PAGE_SIZE
 from .._units import format_size, parse_size
+from ._types import size
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
     from typing import Any
 
 __all__ = ["register"]
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _jobs(text: str) -> int:
@@ -69,7 +63,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="only files whose name matches GLOB (repeatable)")
     p.add_argument("--exclude", "-i", action="append", default=[], metavar="GLOB",
                    help="skip files and directories whose name matches GLOB (repeatable)")
-    p.add_argument("--max-size", "-m", type=_size, metavar="SIZE",
+    p.add_argument("--max-size", "-m", type=size, metavar="SIZE",
                    help="skip files larger than SIZE (4096, 512K, 4M, 2G)")
     p.add_argument("--range", "-p", type=_range, metavar="START-END",
                    help="only this byte range of each file (e.g. 0-4M, 1G-), clamped to it")

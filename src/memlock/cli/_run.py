@@ -10,7 +10,8 @@ from types import TracebackType
 import memlock
 
 from .._platform._procfs import status_fields
-from .._units import format_size, parse_size
+from .._units import format_size
+from ._types import size
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -39,13 +40,6 @@ how to fix it), 2 for a usage error or a missing script.
 """
 
 
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def register(sub: Any) -> None:
     """Add ``run`` to ``sub``."""
     p = sub.add_parser(
@@ -57,10 +51,10 @@ def register(sub: Any) -> None:
         usage="memlock run [-h] [--prefault-heap SIZE] [--prefault-stack SIZE] [--onfault] "
         "[--report] [--] script.py [ARGS] | -m module [ARGS]",
     )
-    p.add_argument("--prefault-heap", type=_size, default=0, metavar="SIZE",
+    p.add_argument("--prefault-heap", type=size, default=0, metavar="SIZE",
                    help="map, touch and keep SIZE bytes of malloc heap (glibc) before the "
                    "program starts")
-    p.add_argument("--prefault-stack", type=_size, default=0, metavar="SIZE",
+    p.add_argument("--prefault-stack", type=size, default=0, metavar="SIZE",
                    help="map and lock SIZE bytes of C stack below the current stack pointer")
     p.add_argument("--onfault", action="store_true",
                    help="lock pages as they are first touched (MCL_ONFAULT) instead of "
