@@ -138,6 +138,11 @@ _AT = (os.open in os.supports_dir_fd and os.stat in os.supports_dir_fd
        and os.scandir in os.supports_fd and bool(getattr(os, "O_DIRECTORY", 0)))
 
 
+#: Errors that say this process ran out of descriptors (workers hold pipes: they may run
+#: out where a serial scan would not).
+_STARVED = (errno.EMFILE, errno.ENFILE)
+
+
 class Share:
     """The part of a :func:`scan` that worker ``index`` of ``count`` does.
 
@@ -155,6 +160,7 @@ class Share:
         walked: A hash of the directories entered so far, in order: workers whose walks
             differ (a directory made or removed meanwhile, descriptors running out at
             different depths) disagree on it, and their parts do not fit together.
+        starved: This worker ran out of descriptors (EMFILE/ENFILE) somewhere.
     """
 
     def __init__(self, index: int, count: int,
@@ -211,7 +217,7 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
             owned = share.enter(segment, directory)
 
     def dir_error(path: str, exc: OSError) -> None:
-        if share is not None and exc.errno in (errno.EMFILE, errno.ENFILE):
+        if share is not None and exc.errno in _STARVED:
             share.starved = True  # each worker may run short at another depth
         if share is None or share.index == 0:
             on_error(path, exc)
@@ -449,13 +455,14 @@ def scan_rows(paths: list[str], options: WalkOptions, on_error: OnError,
         failed: list[tuple[int, int, int, int, str]] = []  # (segment, row index, dev, ino, path)
 
         def visit(path: str, fd: int, st: os.stat_result) -> bool:
+            row = None
             try:
                 row = measure(path, fd, st)
-            except OSError:
-                failed.append((share.segment, len(share.rows), st.st_dev, st.st_ino, path))
-                raise
+            finally:
+                if row is None:  # raised, or needed the descriptor: an error of this file
+                    failed.append((share.segment, len(share.rows), st.st_dev, st.st_ino,
+                                   path))
             if row is None:
-                failed.append((share.segment, len(share.rows), st.st_dev, st.st_ino, path))
                 return False
             share.rows.append(row)
             share.keys.append((st.st_dev, st.st_ino))
@@ -516,10 +523,6 @@ def scan_rows(paths: list[str], options: WalkOptions, on_error: OnError,
             on_error(path, OSError(err, text, filename))
     return out
 
-
-#: Errors that say this process ran out of descriptors (workers hold pipes: they may run
-#: out where a serial scan would not).
-_STARVED = (errno.EMFILE, errno.ENFILE)
 
 if TYPE_CHECKING:
     #: One worker's part of :func:`scan_rows`: its (segment, rows, identities) groups,
