@@ -11,6 +11,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,15 @@ from memlock._fanout import fan_out
 from memlock._filewalk import Share, WalkOptions, scan, scan_rows
 
 Row = tuple[str, int, int, int]
+
+#: Python source that prints whether this process still has a child to reap.
+NO_CHILD_LEFT = (
+    "try:\n"
+    "    os.waitpid(-1, os.WNOHANG)\n"
+    "    print('child left')\n"
+    "except ChildProcessError:\n"
+    "    print('none left')\n"
+)
 
 
 def measure(path: str, fd: int, st_: os.stat_result) -> Row | None:
@@ -199,11 +209,7 @@ def test_fan_out_leaves_no_children_behind() -> None:
         "import os\n"
         "from memlock._fanout import fan_out\n"
         "print(fan_out(lambda i, n: [i] * 20000, 3)[2][:3])\n"
-        "try:\n"
-        "    os.waitpid(-1, os.WNOHANG)\n"
-        "    print('child left')\n"
-        "except ChildProcessError:\n"
-        "    print('none left')\n"
+        + NO_CHILD_LEFT
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split("\n")
@@ -272,19 +278,29 @@ def test_errors_of_files_in_every_share_are_reported(tmp_path: Path) -> None:
     assert run(2) == serial and run(5) == serial
 
 
+def change_after_first_worker(monkeypatch: pytest.MonkeyPatch,
+                              change: Callable[[], None]) -> None:
+    """Make fan_out run its workers one after another here, with ``change`` after the first."""
+    from memlock import _fanout
+
+    def fan_out(work: Callable[[int, int], object], workers: int) -> list[object]:
+        first = work(0, workers)
+        change()
+        return [first] + [work(i, workers) for i in range(1, workers)]
+
+    monkeypatch.setattr(_fanout, "fan_out", fan_out)
+
+
 def test_workers_that_walked_different_trees_are_not_merged(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A directory made between two workers' walks: the scan is redone in one process."""
     interleaved_tree(tmp_path)
-    from memlock import _fanout
 
-    def racing_fan_out(work, workers):  # type: ignore[no-untyped-def]
-        first = work(0, workers)
-        (tmp_path / "a" / "new").mkdir()           # the tree changes under the scan
+    def grow() -> None:  # the tree changes under the scan
+        (tmp_path / "a" / "new").mkdir()
         (tmp_path / "a" / "new" / "late").write_bytes(b"late")
-        return [first] + [work(i, workers) for i in range(1, workers)]
 
-    monkeypatch.setattr(_fanout, "fan_out", racing_fan_out)
+    change_after_first_worker(monkeypatch, grow)
     rows, errors = rows_and_errors([str(tmp_path)], 3)
     monkeypatch.undo()
     assert (rows, errors) == rows_and_errors([str(tmp_path)], 1)
@@ -300,15 +316,12 @@ def test_a_link_re_pointed_between_workers_is_not_merged(
             (tmp_path / tree_name / f"d{d}" / "f").write_bytes(b"x" * size)
     current = tmp_path / "current"
     current.symlink_to(tmp_path / "A")
-    from memlock import _fanout
 
-    def deploying_fan_out(work, workers):  # type: ignore[no-untyped-def]
-        first = work(0, workers)
+    def deploy() -> None:
         current.unlink()
         current.symlink_to(tmp_path / "B")
-        return [first] + [work(i, workers) for i in range(1, workers)]
 
-    monkeypatch.setattr(_fanout, "fan_out", deploying_fan_out)
+    change_after_first_worker(monkeypatch, deploy)
     rows, _ = rows_and_errors([str(current)], 3)
     monkeypatch.undo()
     assert len(rows) == 6 and {r[1] for r in rows} == {8}  # all from B, none from A
@@ -369,11 +382,7 @@ def test_interrupting_the_parent_kills_and_reaps_its_workers() -> None:
         "    fan_out(work, 3)\n"
         "except KeyboardInterrupt:\n"
         "    print('interrupted after', round(time.monotonic() - t, 1), flush=True)\n"
-        "try:\n"
-        "    os.waitpid(-1, os.WNOHANG)\n"
-        "    print('child left')\n"
-        "except ChildProcessError:\n"
-        "    print('none left')\n"
+        + NO_CHILD_LEFT
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=30).stdout.split()
