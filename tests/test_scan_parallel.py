@@ -23,6 +23,15 @@ from memlock._filewalk import Share, WalkOptions, scan, scan_rows
 
 Row = tuple[str, int, int, int]
 
+#: Python source for a parent whose fan_out workers print their pids.
+WORKERS_SAY_PIDS = (
+    "import os, time\n"
+    "from memlock._fanout import fan_out\n"
+    "parent = os.getpid()\n"
+    "def say_pid():  # one write: two workers' lines never mix\n"
+    "    os.write(1, b'%d\\n' % os.getpid())\n"
+)
+
 #: Python source that prints whether this process still has a child to reap.
 NO_CHILD_LEFT = (
     "try:\n"
@@ -368,12 +377,10 @@ def test_a_parent_short_of_descriptors_still_gives_the_serial_answer(tmp_path: P
 def test_interrupting_the_parent_kills_and_reaps_its_workers() -> None:
     """KeyboardInterrupt in the parent's share (SIGINT to it alone): no worker survives."""
     code = (
-        "import os, sys, time\n"
-        "from memlock._fanout import fan_out\n"
-        "parent = os.getpid()\n"
-        "def work(i, n):\n"
+        WORKERS_SAY_PIDS
+        + "def work(i, n):\n"
         "    if os.getpid() != parent:\n"
-        "        os.write(1, b'%d\\n' % os.getpid())  # one write: lines never mix\n"
+        "        say_pid()\n"
         "        time.sleep(60)\n"
         "    time.sleep(0.5)\n"
         "    raise KeyboardInterrupt\n"
@@ -396,12 +403,10 @@ def test_interrupting_the_parent_kills_and_reaps_its_workers() -> None:
 def test_workers_die_with_their_parent() -> None:
     """SIGKILL to the parent: its workers do not scan on as orphans (PR_SET_PDEATHSIG)."""
     code = (
-        "import os, time\n"
-        "from memlock._fanout import fan_out\n"
-        "parent = os.getpid()\n"
-        "def work(i, n):\n"
+        WORKERS_SAY_PIDS
+        + "def work(i, n):\n"
         "    if os.getpid() != parent:\n"
-        "        os.write(1, b'%d\\n' % os.getpid())  # one write: lines never mix\n"
+        "        say_pid()\n"
         "    time.sleep(60)\n"
         "fan_out(work, 3)\n"
     )
