@@ -136,6 +136,15 @@ class SimLibc:
     def _mlockall(self, flags: int) -> int:
         raise NotImplementedError
 
+    def _lock_all(self, new: list[int], flags: int) -> int:
+        """The effect of an mlockall that passed its checks: lock ``new`` (the pages
+        MCL_CURRENT adds) and note MCL_FUTURE."""
+        for p in new:
+            self.locked[p] = 1
+        if flags & MCL_FUTURE:
+            self.future = True
+        return 0
+
     def _munlockall(self) -> int:
         self.locked.clear()
         self.future = False
@@ -271,11 +280,8 @@ class FreeBSDLibc(SysctlSim):
                 return errno.ENOMEM
             if any(p in self.unfaultable for p in new):
                 return errno.EAGAIN
-            for p in new:
-                self.locked[p] = 1
-        if flags & MCL_FUTURE:
-            self.future = True
-        return 0
+            return self._lock_all(new, flags)
+        return self._lock_all([], flags)
 
     def _munlockall(self) -> int:
         if self._denied():
@@ -452,11 +458,8 @@ class SunOSLibc(SimLibc):
             new = [p for p in self.mapped if p not in self.locked]
             if self._over(len(new)):
                 return errno.EAGAIN
-            for p in new:
-                self.locked[p] = 1
-        if flags & MCL_FUTURE:
-            self.future = True
-        return 0
+            return self._lock_all(new, flags)
+        return self._lock_all([], flags)
 
     def _munlockall(self) -> int:
         if not self.supported:
