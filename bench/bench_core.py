@@ -1,6 +1,9 @@
 """Core benchmarks, side by side in one run against C, printed as ratios.
 
-1. lock()+unlock() of one 4 KiB page vs the same mlock+munlock pair in C (target <= 1.5x).
+1. lock()+unlock() of one 4 KiB page vs the same mlock+munlock pair in C (target <= 1.5x),
+   through lock()'s C fast path (memlock._speedups, built at install where a compiler is)
+   and through the pure-Python path (MEMLOCK_PURE_PYTHON=1), with the bare ctypes pair as
+   the floor of any pure-Python binding.
 2. lock() of 1 GiB of fresh anonymous memory vs one C mlock() call (target <= 0.75x: the
    registry populates runs >= 64 MiB with mlock chunks from several threads).
 
@@ -38,7 +41,9 @@ def c_ns(mode: str, n: int) -> float:
     return float(out.stdout)
 
 
-def py_pair_ns(n: int) -> float:
+def py_pair_ns(n: int, c_path: bool) -> float:
+    if _lock._use_c(c_path) != c_path:
+        raise SystemExit("the C fast path is not built: pip install -e . with a C compiler")
     m = mmap.mmap(-1, 1 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     m.write(b"\1" * (1 << 20))
     page = memoryview(m)[4 * 4096 : 5 * 4096]
@@ -97,16 +102,24 @@ def main() -> None:
           f"workers {_lock.REGISTRY.parallel_workers}, "
           f"chunk {_registry.PARALLEL_CHUNK_BYTES >> 20} MiB")
 
-    c_pair, raw_pair, py_pair = [], [], []
+    c_pair: list[float] = []
+    fast_pair: list[float] = []
+    raw_pair: list[float] = []
+    pure_pair: list[float] = []
+    ratios: list[float] = []
     for _ in range(args.rounds):
         c_pair.append(c_ns("pair", args.pairs))
+        fast_pair.append(py_pair_ns(args.pairs, c_path=True))
         raw_pair.append(ctypes_pair_ns(args.pairs))
-        py_pair.append(py_pair_ns(args.pairs))
-    c, raw, p = (statistics.median(x) for x in (c_pair, raw_pair, py_pair))
-    print(f"lock+unlock 4 KiB   C {c / 1000:7.2f} us   memlock {p / 1000:7.2f} us   "
-          f"ratio {p / c:.2f}x  (target <= 1.5x)")
-    print(f"  of which: bare ctypes mlock+munlock {raw / 1000:.2f} us ({raw / c:.2f}x C); "
-          f"memlock's bookkeeping {(p - raw) / 1000:.2f} us")
+        pure_pair.append(py_pair_ns(args.pairs, c_path=False))
+        ratios.append(fast_pair[-1] / c_pair[-1])
+    _lock._use_c(True)
+    c, fast, raw, pure = (statistics.median(x) for x in (c_pair, fast_pair, raw_pair, pure_pair))
+    print(f"lock+unlock 4 KiB   C {c / 1000:7.2f} us   memlock {fast / 1000:7.2f} us   "
+          f"ratio {fast / c:.2f}x  (target <= 1.5x; per round "
+          f"{', '.join(f'{r:.2f}' for r in ratios)})")
+    print(f"  pure Python (MEMLOCK_PURE_PYTHON=1) {pure / 1000:.2f} us ({pure / c:.2f}x C); "
+          f"bare ctypes mlock+munlock {raw / 1000:.2f} us ({raw / c:.2f}x C)")
 
     nbytes = int(args.bulk_gib * 2**30)
     # In a VM, the first touch of guest memory the host has not backed yet is slow: warm

@@ -98,6 +98,10 @@ class SimLibc:
         """Whether the simulated libc exports ``name``."""
         return name in ("mlock", "munlock", "mlockall", "munlockall")
 
+    def serial_lock_calls(self) -> tuple[Any, Any]:
+        """The plain calls: the simulation has no per-call cost to save."""
+        return self.mlock, self.munlock
+
     def mlock2(self, addr: int, length: int, flags: int, syscall_nr: int) -> int:
         """No mlock2 outside Linux."""
         self.calls.append(("mlock2", addr, length, flags))

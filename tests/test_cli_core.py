@@ -12,11 +12,12 @@ from .kernel import child_env
 UNPRIV = ["setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock"]
 
 
-def cli(*args: str, prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m memlock ARGS``."""
+def cli(*args: str, prefix: list[str] | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m memlock ARGS`` (with ``env`` added to the environment)."""
     return subprocess.run([*(prefix or []), sys.executable, "-m", "memlock", *args],
-                          capture_output=True, text=True, env=child_env(), timeout=60,
-                          check=False)
+                          capture_output=True, text=True, env={**child_env(), **(env or {})},
+                          timeout=60, check=False)
 
 
 def test_doctor_privileged_exits_zero_and_lists_features() -> None:
@@ -27,6 +28,20 @@ def test_doctor_privileged_exits_zero_and_lists_features() -> None:
     report = json.loads(cli("doctor", "--json").stdout)
     assert report["ok"] is True and report["limits"]["privileged"] is True
     assert {c["name"] for c in report["checks"]} >= {"mlock", "mlockall", "memfd_secret"}
+
+
+def test_doctor_says_whether_the_c_fast_path_runs() -> None:
+    from .conftest import c_path_built
+
+    def fast_path(env: dict[str, str]) -> dict[str, object]:
+        report = json.loads(cli("doctor", "--json", env=env).stdout)
+        found: dict[str, object] = next(c for c in report["checks"] if c["name"] == "C fast path")
+        return found
+
+    on = fast_path({"MEMLOCK_PURE_PYTHON": "0"})
+    assert on["ok"] is (True if c_path_built() else None)
+    off = fast_path({"MEMLOCK_PURE_PYTHON": "1"})
+    assert off["ok"] is None and "MEMLOCK_PURE_PYTHON" in str(off["detail"])
 
 
 def test_doctor_with_nothing_lockable_fails_with_the_fix() -> None:

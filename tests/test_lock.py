@@ -29,6 +29,9 @@ from .kernel import (
     vmlck,
 )
 
+# Every test here runs through lock()'s C fast path and through the pure-Python path.
+pytestmark = pytest.mark.usefixtures("lock_path")
+
 
 def test_page_size_is_the_kernels() -> None:
     assert memlock.PAGE_SIZE == os.sysconf("SC_PAGE_SIZE") == mmap.PAGESIZE
@@ -403,3 +406,4 @@ def test_locking_memfd_secret_memory_says_what_it_is() -> None:
             memlock.lock(view)
         assert "memfd_secret" in str(info.value) and vmlck() == before
         view.release()
+

@@ -1,5 +1,6 @@
 """Property: after any sequence of lock/unlock over overlapping ranges of several buffers,
-the kernel's per-page lock state (smaps VmFlags) equals a model of nesting locks."""
+the kernel's per-page lock state (smaps VmFlags) equals a model of nesting locks. The
+sequence switches between lock()'s C fast path and its Python path at random."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
 import memlock
+from memlock import _lock
 
+from .conftest import c_path_built
 from .kernel import PAGE, address_of, page_state, page_states
 
 PAGES = 12
@@ -32,6 +35,7 @@ class NestingModel(RuleBasedStateMachine):
         self.live: dict[int, tuple[int, int, int, bool]] = {}  # id -> (buf, first, last, onf)
         self.objs: dict[int, memlock.Lock] = {}
         self.next_id = 0
+        self.was_c = _lock._fast_lock is not None
 
     @rule(
         target=locks,
@@ -50,6 +54,11 @@ class NestingModel(RuleBasedStateMachine):
         self.live[self.next_id] = (buf, first, last, onfault)
         self.objs[self.next_id] = lk
         return self.next_id
+
+    @rule(c=st.booleans())
+    def switch_path(self, c: bool) -> None:
+        """Go on through the C fast path or the Python path: they share one registry."""
+        assert _lock._use_c(c) == (c and c_path_built())
 
     @rule(key=consumes(locks))
     def unlock(self, key: int) -> None:
@@ -80,6 +89,7 @@ class NestingModel(RuleBasedStateMachine):
                 assert next(states) == want, (b, p, want)
 
     def teardown(self) -> None:
+        _lock._use_c(self.was_c)
         for lk in self.objs.values():
             lk.unlock()
             lk.unlock()

@@ -12,6 +12,9 @@ import memlock
 
 from .kernel import REPO, run_child, vmlck
 
+# Every test here runs through lock()'s C fast path and through the pure-Python path.
+pytestmark = pytest.mark.usefixtures("lock_path")
+
 PRELUDE = """
 import errno, mmap, os, sys
 import memlock

@@ -10,7 +10,7 @@ from ._buffer import fast_address, pin
 from ._context import ReleasedOnExit
 from ._pages import PAGE_SIZE, SIZE_MAX, as_size
 from ._platform import BACKEND
-from ._registry import FULL, ONFAULT, PageRegistry
+from ._registry import FULL, ONE_FULL, ONFAULT, PARALLEL_MIN_BYTES, ZERO, PageRegistry
 from .errors import UnsupportedOperation
 
 __all__ = ["REGISTRY", "Lock", "lock"]
@@ -20,7 +20,9 @@ REGISTRY = PageRegistry(BACKEND)
 os.register_at_fork(after_in_child=REGISTRY._after_fork_in_child)
 
 _acquire = REGISTRY.acquire
-_release = REGISTRY.release
+_release: Callable[[int, int, int, int], bool] = REGISTRY.release
+#: The C fast path's lock(obj, offset, length) -> Lock | None, when in use (see _use_c).
+_fast_lock: Callable[[object, object, object], Lock | None] | None = None
 
 
 class Lock(ReleasedOnExit):
@@ -90,7 +92,11 @@ class Lock(ReleasedOnExit):
         REGISTRY.release_soon(start, start + self.nbytes, self._mode, self._generation, cleanup)
 
     def __del__(self) -> None:
-        if getattr(self, "_pinned", None) is not None:
+        try:
+            pinned = self._pinned
+        except AttributeError:  # __init__ never ran
+            return
+        if pinned is not None:
             if self._generation == REGISTRY.generation:
                 warnings.warn(
                     f"unreleased {self!r}; use unlock() or a with block",
@@ -129,6 +135,10 @@ def lock(obj: object, offset: int = 0, length: int | None = None, *,
         UnsupportedOperation: ``onfault`` on an OS without it.
         MemlockError: Any other refusal. On every failure nothing stays locked.
     """
+    if _fast_lock is not None and not onfault:
+        held = _fast_lock(obj, offset, length)
+        if held is not None:
+            return held
     off = offset if type(offset) is int and 0 <= offset <= SIZE_MAX else as_size(offset, "offset")
     if onfault and not BACKEND.supports_onfault:
         raise UnsupportedOperation(f"lock on fault is not available on {BACKEND.name}")
@@ -155,3 +165,32 @@ def lock(obj: object, offset: int = 0, length: int | None = None, *,
         pinned.release()
         raise
     return Lock(pinned, start, end, mode, gen)
+
+
+def _use_c(enable: bool) -> bool:
+    """Route lock()/unlock() through the C fast path (memlock._speedups) or not.
+
+    The C path handles only the common case (one full lock on pages nobody holds, and its
+    release) and hands everything else to the Python registry; both share its data and
+    mutex. Returns whether the C path is now in use: False if it was not built.
+    """
+    global _fast_lock, _release
+    fast = None
+    if enable:
+        try:
+            from ._speedups import FastPath
+        except ImportError:
+            pass
+        else:
+            fast = FastPath(REGISTRY, Lock, ZERO, ONE_FULL, PAGE_SIZE,
+                            PARALLEL_MIN_BYTES, NOGIL_BYTES)
+    _fast_lock = fast.lock if fast is not None else None
+    _release = fast.release if fast is not None else REGISTRY.release
+    return fast is not None
+
+
+#: System calls on at least this many bytes release the GIL in the C fast path: below it,
+#: releasing and taking the GIL back costs more than the call itself.
+NOGIL_BYTES = 64 * 1024
+
+_use_c(os.environ.get("MEMLOCK_PURE_PYTHON", "") in ("", "0"))

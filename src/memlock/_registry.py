@@ -35,10 +35,12 @@ from ._parallel import run_parallel
 from ._platform import Backend
 from .errors import MemlockError
 
-__all__ = ["FULL", "ONFAULT", "PageRegistry"]
+__all__ = ["FULL", "ONE_FULL", "ONFAULT", "ZERO", "PageRegistry"]
 
 FULL, ONFAULT = 0, 1
-_ZERO = (0, 0)
+#: Counts (full, onfault) of a page nobody holds, and of one held by one full lock.
+ZERO = _ZERO = (0, 0)
+ONE_FULL = _ONE_FULL = (1, 0)
 _NONE, _ONF, _FULL = 0, 1, 2  # kernel states
 
 #: Runs at least this long are populated from several threads before they are locked.
@@ -67,9 +69,9 @@ class PageRegistry:
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
-        # The libc calls themselves (0 or errno) for the fast paths: one frame less each.
-        self._libc_mlock = backend.libc.mlock
-        self._libc_munlock = backend.libc.munlock
+        # The libc calls themselves (0 or errno) for the fast paths: one frame less each,
+        # and cheaper arguments; only ever called with the mutex held.
+        self._libc_mlock, self._libc_munlock = backend.libc.serial_lock_calls()
         self._mutex = threading.Lock()
         self._keys: list[int] = []
         self._vals: list[tuple[int, int]] = []
@@ -183,8 +185,7 @@ class PageRegistry:
                 if mode == FULL and end - start < PARALLEL_MIN_BYTES:
                     err = self._libc_mlock(start, end - start)
                     if err:
-                        self._undo([(start, end, _NONE)])
-                        raise self._failure("mlock", err, start, end, end - start)
+                        raise self._fresh_lock_failed(start, end, err)
                 else:
                     try:
                         self._apply(start, end, _FULL if mode == FULL else _ONF)
@@ -230,6 +231,14 @@ class PageRegistry:
                 vals[k] = (full + 1, onf) if mode == FULL else (full, onf + 1)
             self._compact(i - 1, j + 1)
             return self.generation
+
+    def _fresh_lock_failed(self, start: int, end: int, err: int) -> MemlockError:
+        """Undo a failed mlock of fresh pages [start, end); returns the exception to raise.
+
+        Mutex held. Also called by the C fast path (memlock/_speedups.c).
+        """
+        self._undo([(start, end, _NONE)])
+        return self._failure("mlock", err, start, end, end - start)
 
     def _failure(self, op: str, err: int, start: int, end: int,
                  requested: int) -> MemlockError:
@@ -303,6 +312,22 @@ class PageRegistry:
         with self._mutex:
             if self._pending:
                 self._drain()
+            keys = self._keys
+            i = bisect_left(keys, start)
+            if (
+                # Fast path (the common case, inlined): the only full lock on an isolated
+                # range, no lock_all() in force. _release_held() does the same in general.
+                mode == FULL and generation == self.generation and i + 1 < len(keys)
+                and keys[i] == start and keys[i + 1] == end and not self._lock_all_flags
+            ):
+                vals = self._vals
+                if vals[i] == _ONE_FULL and (i == 0 or vals[i - 1] == _ZERO):
+                    if vals[i + 1] == _ZERO:
+                        del keys[i : i + 2], vals[i : i + 2]
+                    else:
+                        del keys[i], vals[i]
+                    self._libc_munlock(start, end - start)  # pinned pages: cannot fail
+                    return True
             return self._release_held(start, end, mode, generation)
 
     def release_soon(self, start: int, end: int, mode: int, generation: int,

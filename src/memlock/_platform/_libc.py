@@ -17,6 +17,7 @@ import sys
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import; mypy reads the first branch
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Protocol
 else:
     Protocol = object
@@ -27,6 +28,8 @@ _vp = ctypes.c_void_p
 _sz = ctypes.c_size_t
 _int = ctypes.c_int
 _long = ctypes.c_long
+#: A C function taking ctypes arguments as they are (no per-call conversion), int result.
+_NO_ARGTYPES = ctypes.CFUNCTYPE(_int, use_errno=True)
 
 
 class Libc(Protocol):
@@ -38,6 +41,8 @@ class Libc(Protocol):
     def munlockall(self) -> int: ...
     def mlock2(self, addr: int, length: int, flags: int, syscall_nr: int) -> int: ...
     def has(self, name: str) -> bool: ...
+    def serial_lock_calls(self) -> tuple[Callable[[int, int], int], Callable[[int, int], int]]:
+        ...
 
 
 class SysctlLibc(Libc, Protocol):
@@ -97,6 +102,30 @@ class RealLibc:
         if self._munlock(addr, length):  # type: ignore[attr-defined]
             return ctypes.get_errno()
         return 0
+
+    def serial_lock_calls(self) -> tuple[Callable[[int, int], int], Callable[[int, int], int]]:
+        """mlock and munlock for one caller that never runs two calls at once.
+
+        The pair shares two preallocated size_t arguments, which ctypes passes without
+        converting: each call costs about a third less than :meth:`mlock`. The caller must
+        serialise every call of the pair (the page registry holds its mutex).
+        """
+        addr, length = _sz(), _sz()
+        raw_lock = _NO_ARGTYPES(("mlock", self._dll))
+        raw_unlock = _NO_ARGTYPES(("munlock", self._dll))
+        get_errno = ctypes.get_errno
+
+        def mlock(start: int, nbytes: int) -> int:
+            addr.value = start
+            length.value = nbytes
+            return get_errno() if raw_lock(addr, length) else 0
+
+        def munlock(start: int, nbytes: int) -> int:
+            addr.value = start
+            length.value = nbytes
+            return get_errno() if raw_unlock(addr, length) else 0
+
+        return mlock, munlock
 
     def mlock2(self, addr: int, length: int, flags: int, syscall_nr: int) -> int:
         """mlock2(2): the libc wrapper where present, else the raw system call."""

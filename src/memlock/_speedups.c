@@ -1,0 +1,608 @@
+/* memlock._speedups: the optional C fast path of lock() and Lock.unlock().
+ *
+ * Only the common case lives here: one full lock (no on-fault) of a C-contiguous buffer
+ * on pages nobody in this process holds, and its release. Everything else -- nesting,
+ * on-fault locks, lock_all() in force, queued finalizer releases, big ranges populated in
+ * parallel, errors -- is handled by the pure-Python registry (memlock/_registry.py), which
+ * stays the reference implementation. The two share the registry's data and its mutex, so
+ * they can be mixed freely, call by call.
+ *
+ * Why: on a small range the kernel's work is a few microseconds, and the Python path
+ * (ctypes argument conversion, the memoryview -> address dance, the registry's bytecode)
+ * costs about as much again. Here it is one C call per lock and one per unlock.
+ *
+ * Every function returns None ("not handled here") before it changes anything, so the
+ * caller falls back to the Python path, which re-checks everything under the mutex.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <sys/mman.h>
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *registry;   /* memlock._registry.PageRegistry */
+    PyObject *lock_type;  /* memlock._lock.Lock */
+    PyObject *zero;       /* the registry's (0, 0) */
+    PyObject *one_full;   /* the registry's (1, 0) */
+    PyObject *release_fallback; /* registry.release */
+    PyObject *mutex;            /* the registry's mutex last seen, and its bound methods */
+    PyObject *mutex_acquire, *mutex_release;
+    uint64_t page_size;
+    uint64_t max_bytes;   /* ranges this long or longer take the Python path */
+    uint64_t nogil_bytes; /* system calls on this many bytes or more release the GIL */
+} FastPath;
+
+static PyObject *s_mutex, *s_pending, *s_keys, *s_vals, *s_lock_all_flags, *s_generation;
+static PyObject *s_acquire, *s_release;
+
+/* -- the registry's state ------------------------------------------------------------ */
+
+typedef struct {
+    PyObject *dict;               /* the registry's __dict__ (new reference) */
+    PyObject *mutex, *keys, *vals; /* new references */
+} State;
+
+static void
+state_clear(State *st)
+{
+    Py_CLEAR(st->dict);
+    Py_CLEAR(st->mutex);
+    Py_CLEAR(st->keys);
+    Py_CLEAR(st->vals);
+}
+
+/* An attribute of the registry, from its __dict__ (new reference; NULL with an error). */
+static PyObject *
+registry_attr(State *st, PyObject *name)
+{
+    PyObject *v = PyDict_GetItemWithError(st->dict, name);
+    if (v == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetObject(PyExc_AttributeError, name);
+        return NULL;
+    }
+    Py_INCREF(v);
+    return v;
+}
+
+/* Call the mutex's acquire or release; with the GIL, the bound methods are cached per
+ * mutex (a forked child gets a new one). -1 on error. */
+static int
+mutex_call(FastPath *fp, PyObject *mutex, int acquire)
+{
+#ifdef Py_GIL_DISABLED
+    /* No cache: two threads could refresh it at once. */
+    (void)fp;
+    PyObject *r = PyObject_CallMethodNoArgs(mutex, acquire ? s_acquire : s_release);
+#else
+    if (mutex != fp->mutex) {
+        PyObject *acq = PyObject_GetAttr(mutex, s_acquire);
+        PyObject *rel = acq ? PyObject_GetAttr(mutex, s_release) : NULL;
+        if (rel == NULL) {
+            Py_XDECREF(acq);
+            return -1;
+        }
+        Py_INCREF(mutex);
+        Py_XSETREF(fp->mutex, mutex);
+        Py_XSETREF(fp->mutex_acquire, acq);
+        Py_XSETREF(fp->mutex_release, rel);
+    }
+    PyObject *r = PyObject_CallNoArgs(acquire ? fp->mutex_acquire : fp->mutex_release);
+#endif
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Take the registry's mutex and read its maps. 1: taken; 0: not the fast case (nothing
+ * held); -1: error (nothing held). The fast case needs no queued releases and no
+ * lock_all() in force. */
+static int
+state_enter(FastPath *fp, State *st)
+{
+    st->mutex = st->keys = st->vals = NULL;
+    st->dict = PyObject_GenericGetDict(fp->registry, NULL);
+    if (st->dict == NULL)
+        return -1;
+    st->mutex = registry_attr(st, s_mutex);
+    if (st->mutex == NULL || mutex_call(fp, st->mutex, 1) < 0) {
+        state_clear(st);
+        return -1;
+    }
+    int fast = -1;
+    PyObject *pending = registry_attr(st, s_pending);
+    PyObject *flags = pending ? registry_attr(st, s_lock_all_flags) : NULL;
+    if (flags != NULL) {
+        st->keys = registry_attr(st, s_keys);
+        st->vals = st->keys ? registry_attr(st, s_vals) : NULL;
+    }
+    if (st->vals != NULL) {
+        int busy = PyObject_IsTrue(pending);
+        int all = PyObject_IsTrue(flags);
+        if (busy >= 0 && all >= 0)
+            fast = !busy && !all && PyList_CheckExact(st->keys) && PyList_CheckExact(st->vals)
+                   && PyList_GET_SIZE(st->keys) == PyList_GET_SIZE(st->vals);
+    }
+    Py_XDECREF(pending);
+    Py_XDECREF(flags);
+    if (fast != 1) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (mutex_call(fp, st->mutex, 0) < 0)
+            PyErr_Clear();
+        if (type != NULL)
+            PyErr_Restore(type, value, tb); /* the first error wins */
+        state_clear(st);
+    }
+    return fast;
+}
+
+/* Release the mutex; keeps a pending exception (if any) in place. -1 if either failed. */
+static int
+state_leave(FastPath *fp, State *st)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    int rc = mutex_call(fp, st->mutex, 0);
+    state_clear(st);
+    if (type != NULL) {
+        PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+        return -1;
+    }
+    return rc;
+}
+
+/* An int as uint64_t; -1 with an error (negative, too big, not an int). */
+static int
+as_u64(PyObject *v, uint64_t *out)
+{
+#if ULONG_MAX >= UINT64_MAX
+    unsigned long x = PyLong_AsUnsignedLong(v); /* a fast loop over the digits */
+    if (x == ULONG_MAX && PyErr_Occurred())
+        return -1;
+#else
+    unsigned long long x = PyLong_AsUnsignedLongLong(v);
+    if (x == ULLONG_MAX && PyErr_Occurred())
+        return -1;
+#endif
+    *out = (uint64_t)x;
+    return 0;
+}
+
+static int
+key_at(PyObject *keys, Py_ssize_t i, uint64_t *out)
+{
+    return as_u64(PyList_GET_ITEM(keys, i), out);
+}
+
+/* bisect_left(keys, x); -1 on error. */
+static Py_ssize_t
+bisect_left(PyObject *keys, uint64_t x)
+{
+    Py_ssize_t lo = 0, hi = PyList_GET_SIZE(keys);
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        uint64_t k;
+        if (key_at(keys, mid, &k) < 0)
+            return -1;
+        if (k < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int
+value_is(PyObject *vals, Py_ssize_t i, PyObject *expected)
+{
+    PyObject *v = PyList_GET_ITEM(vals, i);
+    if (v == expected)
+        return 1;
+    return PyObject_RichCompareBool(v, expected, Py_EQ);
+}
+
+static int
+sys_lock(FastPath *fp, int lock, uint64_t start, uint64_t len)
+{
+    int rc, err = 0;
+    if (len >= fp->nogil_bytes) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = lock ? mlock((void *)(uintptr_t)start, len) : munlock((void *)(uintptr_t)start, len);
+        if (rc)
+            err = errno;
+        Py_END_ALLOW_THREADS
+    } else {
+        rc = lock ? mlock((void *)(uintptr_t)start, len) : munlock((void *)(uintptr_t)start, len);
+        if (rc)
+            err = errno;
+    }
+    return rc ? (err ? err : EINVAL) : 0;
+}
+
+/* -- lock ------------------------------------------------------------------------------ */
+
+/* Record a fresh full lock of [start, end) at index i of the maps (mutex held), exactly as
+ * PageRegistry.acquire's fast path does. -1 on error (maps unchanged). */
+static int
+record_fresh(FastPath *fp, State *st, Py_ssize_t i, uint64_t start, uint64_t end)
+{
+    PyObject *keys = st->keys, *vals = st->vals;
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    uint64_t k = 0;
+    if (i < n && key_at(keys, i, &k) < 0)
+        return -1;
+    PyObject *start_obj = PyLong_FromUnsignedLongLong(start);
+    if (start_obj == NULL)
+        return -1;
+    if (i < n && k == end) {
+        /* [start, end) ends where a held range begins: one new breakpoint. */
+        int same = value_is(vals, i, fp->one_full);
+        if (same < 0 || PyList_Insert(keys, i, start_obj) < 0) {
+            Py_DECREF(start_obj);
+            return -1;
+        }
+        Py_DECREF(start_obj);
+        if (PyList_Insert(vals, i, fp->one_full) < 0) {
+            (void)PyList_SetSlice(keys, i, i + 1, NULL);
+            return -1;
+        }
+        if (same) { /* the next range has the same counts: merge */
+            (void)PyList_SetSlice(keys, i + 1, i + 2, NULL);
+            (void)PyList_SetSlice(vals, i + 1, i + 2, NULL);
+        }
+        return 0;
+    }
+    PyObject *end_obj = PyLong_FromUnsignedLongLong(end);
+    PyObject *new_keys = end_obj ? PyTuple_Pack(2, start_obj, end_obj) : NULL;
+    PyObject *new_vals = new_keys ? PyTuple_Pack(2, fp->one_full, fp->zero) : NULL;
+    Py_DECREF(start_obj);
+    Py_XDECREF(end_obj);
+    int rc = -1;
+    if (new_vals != NULL && PyList_SetSlice(keys, i, i, new_keys) == 0) {
+        if (PyList_SetSlice(vals, i, i, new_vals) == 0)
+            rc = 0;
+        else
+            (void)PyList_SetSlice(keys, i, i + 2, NULL);
+    }
+    Py_XDECREF(new_keys);
+    Py_XDECREF(new_vals);
+    return rc;
+}
+
+/* lock(obj, offset, length) -> Lock, or None where the Python path must decide. */
+static PyObject *
+fastpath_lock(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "lock(obj, offset, length)");
+        return NULL;
+    }
+    PyObject *obj = args[0], *offset_obj = args[1], *length_obj = args[2];
+    if (!PyLong_CheckExact(offset_obj) || (length_obj != Py_None && !PyLong_CheckExact(length_obj)))
+        Py_RETURN_NONE;
+    if (!PyObject_CheckBuffer(obj))
+        Py_RETURN_NONE;
+    PyObject *pinned = PyMemoryView_FromObject(obj);
+    if (pinned == NULL) {
+        PyErr_Clear(); /* the Python path raises the right error */
+        Py_RETURN_NONE;
+    }
+    Py_buffer *view = PyMemoryView_GET_BUFFER(pinned);
+    Py_ssize_t total = view->len;
+    long long offset = PyLong_AsLongLong(offset_obj);
+    long long length = length_obj == Py_None ? -1 : PyLong_AsLongLong(length_obj);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        goto python_path;
+    }
+    if (length_obj == Py_None)
+        length = total - offset;
+    if (view->buf == NULL || total <= 0 || !PyBuffer_IsContiguous(view, 'C') || offset < 0
+        || offset > total || length <= 0 || length > total - offset)
+        goto python_path;
+    uint64_t address = (uint64_t)(uintptr_t)view->buf + (uint64_t)offset;
+    uint64_t start = address - address % fp->page_size;
+    uint64_t end = address + (uint64_t)length;
+    end += (fp->page_size - end % fp->page_size) % fp->page_size;
+    if (end - start >= fp->max_bytes)
+        goto python_path;
+
+    State st;
+    int fast = state_enter(fp, &st);
+    if (fast < 0)
+        goto error;
+    if (fast == 0)
+        goto python_path;
+    Py_ssize_t n = PyList_GET_SIZE(st.keys);
+    Py_ssize_t i = bisect_left(st.keys, start);
+    if (i < 0)
+        goto leave_error;
+    int fresh = 1;
+    if (i < n) {
+        uint64_t k;
+        if (key_at(st.keys, i, &k) < 0)
+            goto leave_error;
+        fresh = k >= end;
+    }
+    if (fresh && i > 0) {
+        fresh = value_is(st.vals, i - 1, fp->zero);
+        if (fresh < 0)
+            goto leave_error;
+    }
+    if (!fresh) {
+        if (state_leave(fp, &st) < 0)
+            goto error;
+        goto python_path;
+    }
+    int err = sys_lock(fp, 1, start, end - start);
+    if (err) {
+        /* Undo and build the error in Python, still under the mutex: all or nothing. */
+        PyObject *exc = PyObject_CallMethod(fp->registry, "_fresh_lock_failed", "KKi",
+                                            (unsigned long long)start,
+                                            (unsigned long long)end, err);
+        if (exc != NULL) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        goto leave_error;
+    }
+    if (record_fresh(fp, &st, i, start, end) < 0) {
+        (void)sys_lock(fp, 0, start, end - start);
+        goto leave_error;
+    }
+    PyObject *generation = registry_attr(&st, s_generation);
+    if (state_leave(fp, &st) < 0) {
+        Py_XDECREF(generation);
+        goto error;  /* cannot happen: a held threading.Lock always releases */
+    }
+    if (generation == NULL)
+        goto error;
+    PyObject *start_obj = PyLong_FromUnsignedLongLong(start);
+    PyObject *end_obj = PyLong_FromUnsignedLongLong(end);
+    PyObject *mode = PyLong_FromLong(0);
+    PyObject *held = NULL;
+    if (start_obj && end_obj && mode) {
+        PyObject *lock_args[5] = {pinned, start_obj, end_obj, mode, generation};
+        held = PyObject_Vectorcall(fp->lock_type, lock_args, 5, NULL);
+    }
+    Py_XDECREF(start_obj);
+    Py_XDECREF(end_obj);
+    Py_XDECREF(mode);
+    Py_DECREF(generation);
+    Py_DECREF(pinned);
+    /* Lock() only stores its arguments; if it failed anyway, the pages stay counted and
+     * locked with nothing to release them: report it loudly rather than hide it. */
+    return held;
+
+leave_error:
+    (void)state_leave(fp, &st);
+error:
+    Py_DECREF(pinned);
+    return NULL;
+python_path:
+    (void)PyObject_CallMethod(pinned, "release", NULL);
+    PyErr_Clear();
+    Py_DECREF(pinned);
+    Py_RETURN_NONE;
+}
+
+/* -- release -------------------------------------------------------------------------- */
+
+/* release(start, end, mode, generation) -> bool: PageRegistry.release, fast when this is
+ * the only full lock on an isolated range. */
+static PyObject *
+fastpath_release(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "release(start, end, mode, generation)");
+        return NULL;
+    }
+    uint64_t start, end;
+    long mode = -1;
+    if (as_u64(args[0], &start) < 0 || as_u64(args[1], &end) < 0
+        || ((mode = PyLong_AsLong(args[2])) == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        goto python_path;
+    }
+    if (mode != 0 || start >= end)
+        goto python_path;
+    State st;
+    int fast = state_enter(fp, &st);
+    if (fast < 0)
+        return NULL;
+    if (fast == 0)
+        goto python_path;
+    PyObject *generation = registry_attr(&st, s_generation);
+    int current = generation ? PyObject_RichCompareBool(generation, args[3], Py_EQ) : -1;
+    Py_XDECREF(generation);
+    if (current < 0)
+        goto leave_error;
+    Py_ssize_t n = PyList_GET_SIZE(st.keys);
+    Py_ssize_t i = current ? bisect_left(st.keys, start) : 0;
+    if (i < 0)
+        goto leave_error;
+    int isolated = 0;
+    if (current && i + 1 < n) {
+        uint64_t k0, k1;
+        if (key_at(st.keys, i, &k0) < 0 || key_at(st.keys, i + 1, &k1) < 0)
+            goto leave_error;
+        if (k0 == start && k1 == end) {
+            isolated = value_is(st.vals, i, fp->one_full);
+            if (isolated > 0 && i > 0)
+                isolated = value_is(st.vals, i - 1, fp->zero);
+            if (isolated < 0)
+                goto leave_error;
+        }
+    }
+    if (!isolated) {
+        if (state_leave(fp, &st) < 0)
+            return NULL;
+        goto python_path;
+    }
+    int last = value_is(st.vals, i + 1, fp->zero);
+    if (last < 0)
+        goto leave_error;
+    Py_ssize_t stop = last ? i + 2 : i + 1;
+    if (PyList_SetSlice(st.keys, i, stop, NULL) < 0)
+        goto leave_error;
+    if (PyList_SetSlice(st.vals, i, stop, NULL) < 0)
+        goto leave_error; /* MemoryError shrinking a list: cannot happen */
+    (void)sys_lock(fp, 0, start, end - start); /* pinned pages: cannot fail */
+    if (state_leave(fp, &st) < 0)
+        return NULL;
+    Py_RETURN_TRUE;
+
+leave_error:
+    (void)state_leave(fp, &st);
+    return NULL;
+python_path:
+    return PyObject_Vectorcall(fp->release_fallback, args, 4, NULL);
+}
+
+/* -- the type and the module ----------------------------------------------------------- */
+
+static int
+fastpath_init(FastPath *fp, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"registry", "lock_type", "zero", "one_full", "page_size",
+                            "max_bytes", "nogil_bytes", NULL};
+    PyObject *registry, *lock_type, *zero, *one_full;
+    unsigned long long page_size, max_bytes, nogil_bytes;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOKKK", names, &registry, &lock_type,
+                                     &zero, &one_full, &page_size, &max_bytes, &nogil_bytes))
+        return -1;
+    if (page_size == 0 || (page_size & (page_size - 1))) {
+        PyErr_SetString(PyExc_ValueError, "page_size must be a power of two");
+        return -1;
+    }
+    PyObject *fallback = PyObject_GetAttrString(registry, "release");
+    if (fallback == NULL)
+        return -1;
+    Py_XSETREF(fp->release_fallback, fallback);
+    Py_INCREF(registry);
+    Py_XSETREF(fp->registry, registry);
+    Py_INCREF(lock_type);
+    Py_XSETREF(fp->lock_type, lock_type);
+    Py_INCREF(zero);
+    Py_XSETREF(fp->zero, zero);
+    Py_INCREF(one_full);
+    Py_XSETREF(fp->one_full, one_full);
+    fp->page_size = page_size;
+    fp->max_bytes = max_bytes;
+    fp->nogil_bytes = nogil_bytes;
+    return 0;
+}
+
+static int
+fastpath_traverse(FastPath *fp, visitproc visit, void *arg)
+{
+    Py_VISIT(fp->registry);
+    Py_VISIT(fp->lock_type);
+    Py_VISIT(fp->zero);
+    Py_VISIT(fp->one_full);
+    Py_VISIT(fp->release_fallback);
+    Py_VISIT(fp->mutex);
+    Py_VISIT(fp->mutex_acquire);
+    Py_VISIT(fp->mutex_release);
+    return 0;
+}
+
+static int
+fastpath_clear(FastPath *fp)
+{
+    Py_CLEAR(fp->registry);
+    Py_CLEAR(fp->lock_type);
+    Py_CLEAR(fp->zero);
+    Py_CLEAR(fp->one_full);
+    Py_CLEAR(fp->release_fallback);
+    Py_CLEAR(fp->mutex);
+    Py_CLEAR(fp->mutex_acquire);
+    Py_CLEAR(fp->mutex_release);
+    return 0;
+}
+
+static void
+fastpath_dealloc(FastPath *fp)
+{
+    PyObject_GC_UnTrack(fp);
+    (void)fastpath_clear(fp);
+    Py_TYPE(fp)->tp_free((PyObject *)fp);
+}
+
+static PyMethodDef fastpath_methods[] = {
+    {"lock", (PyCFunction)(void (*)(void))fastpath_lock, METH_FASTCALL,
+     "lock(obj, offset, length) -> Lock | None: the common case of memlock.lock()."},
+    {"release", (PyCFunction)(void (*)(void))fastpath_release, METH_FASTCALL,
+     "release(start, end, mode, generation) -> bool: PageRegistry.release()."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FastPathType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "memlock._speedups.FastPath",
+    .tp_basicsize = sizeof(FastPath),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The C fast path of lock() and unlock() over one PageRegistry.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)fastpath_init,
+    .tp_dealloc = (destructor)fastpath_dealloc,
+    .tp_traverse = (traverseproc)fastpath_traverse,
+    .tp_clear = (inquiry)fastpath_clear,
+    .tp_methods = fastpath_methods,
+};
+
+static int
+intern(PyObject **slot, const char *name)
+{
+    *slot = PyUnicode_InternFromString(name);
+    return *slot == NULL ? -1 : 0;
+}
+
+static int
+speedups_exec(PyObject *module)
+{
+    if (intern(&s_mutex, "_mutex") < 0 || intern(&s_pending, "_pending") < 0
+        || intern(&s_keys, "_keys") < 0 || intern(&s_vals, "_vals") < 0
+        || intern(&s_lock_all_flags, "_lock_all_flags") < 0
+        || intern(&s_generation, "generation") < 0 || intern(&s_acquire, "acquire") < 0
+        || intern(&s_release, "release") < 0)
+        return -1;
+    if (PyType_Ready(&FastPathType) < 0)
+        return -1;
+    Py_INCREF(&FastPathType);
+    if (PyModule_AddObject(module, "FastPath", (PyObject *)&FastPathType) < 0) {
+        Py_DECREF(&FastPathType);
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot speedups_slots[] = {
+    {Py_mod_exec, speedups_exec},
+#ifdef Py_GIL_DISABLED
+    /* Every shared structure is touched only under the registry's mutex. */
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "memlock._speedups",
+    .m_doc = "Optional C fast path of memlock.lock() (see _speedups.c).",
+    .m_size = 0,
+    .m_slots = speedups_slots,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    return PyModuleDef_Init(&speedups_module);
+}
