@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import sysconfig
 import threading
 
@@ -20,7 +21,7 @@ from memlock import _lock
 from memlock._lock import REGISTRY
 
 from .conftest import c_path_built
-from .kernel import PAGE, REPO, address_of, anon, page_state, page_states, vmlck
+from .kernel import PAGE, REPO, address_of, anon, page_state, page_states, run_child, vmlck
 
 
 def test_c_fast_path_is_built_where_it_can_be() -> None:
@@ -116,3 +117,161 @@ def test_c_fast_path_compiles_without_warnings(tmp_path: os.PathLike[str]) -> No
         capture_output=True, text=True, check=False,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_c_fast_path_keeps_no_reference_on_the_way_back_to_python() -> None:
+    if _lock._speedups is None:
+        pytest.skip("the C fast path is not built here, or MEMLOCK_PURE_PYTHON is set")
+    was_c = _lock._fast_lock is not None
+    _lock._use_c(True)
+    fast = _lock._fast_lock
+    assert fast is not None
+    m = anon(4)
+    outer = memlock.lock(m)
+    try:
+        for case in ((m, 5 * PAGE, None), (m, 0, PAGE), (m, 0, 0), (object(), 0, None)):
+            nones, blocks = sys.getrefcount(None), sys.getallocatedblocks()
+            for _ in range(20_000):
+                assert fast(*case) is None
+            assert abs(sys.getrefcount(None) - nones) < 100, case
+            assert abs(sys.getallocatedblocks() - blocks) < 100, case
+    finally:
+        outer.unlock()
+        _lock._use_c(was_c)
+
+
+def test_uninitialised_c_fast_path_raises_instead_of_crashing() -> None:
+    if not c_path_built():
+        pytest.skip("the C fast path is not built here (no C compiler or Python headers)")
+    proc = run_child("""
+        from memlock._speedups import FastPath
+        bare = FastPath.__new__(FastPath)
+        for call in (lambda: bare.release(4096, 8192, 0, 0), lambda: bare.lock(b"x", 0, None)):
+            try:
+                call()
+            except TypeError as e:
+                print(e)
+    """)
+    assert proc.returncode == 0, proc.stderr  # a crash is a signal: -11, -8
+    assert proc.stdout.count("__init__") == 2, proc.stdout
+
+
+# A child whose buffer's pages are served by a Python thread through userfaultfd: each page
+# fault taken by mlock needs that thread to run, so lock() must not hold the GIL meanwhile.
+# With SIGINT=1, the thread also interrupts the main thread at the first fault, while its
+# mlock is in the kernel.
+USERFAULTFD_CHILD = """
+import ctypes, gc, mmap, os, signal, struct, sys, threading
+import memlock
+from memlock._lock import REGISTRY
+from tests.kernel import PAGE, page_state
+NPAGES, SIGINT = int(sys.argv[1]), sys.argv[2] == "1"
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+uffd = libc.syscall(323, os.O_CLOEXEC)  # userfaultfd(2), x86_64
+if uffd < 0:
+    print("SKIP userfaultfd:", os.strerror(ctypes.get_errno())); sys.exit(0)
+assert libc.ioctl(uffd, 0xC018AA3F, struct.pack("QQQ", 0xAA, 0, 0)) == 0  # UFFDIO_API
+m = mmap.mmap(-1, NPAGES * PAGE)
+addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+register = struct.pack("QQQQ", addr, NPAGES * PAGE, 1, 0)  # UFFDIO_REGISTER, MODE_MISSING
+assert libc.ioctl(uffd, 0xC020AA00, register) == 0
+page = ctypes.create_string_buffer(b"A" * PAGE)
+main = threading.main_thread().ident
+served = []
+def serve():
+    while True:
+        fault = struct.unpack_from("Q", os.read(uffd, 32), 16)[0] & ~(PAGE - 1)
+        if SIGINT and not served:
+            signal.pthread_kill(main, signal.SIGINT)
+        served.append(fault)  # needs the GIL
+        copy = struct.pack("QQQQq", fault, ctypes.addressof(page), PAGE, 0, 0)
+        libc.ioctl(uffd, 0xC028AA03, copy)  # UFFDIO_COPY
+threading.Thread(target=serve, daemon=True).start()
+try:
+    with memlock.lock(m) as held:
+        print("locked", held.nbytes, page_state(addr), m[:1] == b"A")
+except KeyboardInterrupt:
+    print("interrupted")
+gc.collect()
+print("after", REGISTRY.counts(addr, addr + NPAGES * PAGE)[0][2], page_state(addr), len(served))
+"""
+
+
+@pytest.mark.parametrize("npages", [4, 16])
+def test_lock_runs_while_a_python_thread_serves_its_page_faults(
+        lock_path: str, npages: int) -> None:
+    if os.uname().machine != "x86_64":
+        pytest.skip("the userfaultfd syscall number used here is x86_64's")
+    proc = run_child(USERFAULTFD_CHILD, args=[str(npages), "0"], cwd=REPO, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    if proc.stdout.startswith("SKIP"):
+        pytest.skip(proc.stdout.strip())
+    assert proc.stdout.split("\n")[:2] == [
+        f"locked {npages * PAGE} full True", f"after 0 none {npages}"]
+
+
+def test_interrupt_while_mlock_is_in_the_kernel_leaves_nothing_locked(lock_path: str) -> None:
+    if os.uname().machine != "x86_64":
+        pytest.skip("the userfaultfd syscall number used here is x86_64's")
+    proc = run_child(USERFAULTFD_CHILD, args=["4", "1"], cwd=REPO, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    if proc.stdout.startswith("SKIP"):
+        pytest.skip(proc.stdout.strip())
+    lines = proc.stdout.split("\n")
+    assert lines[0] == "interrupted", proc.stdout
+    assert lines[1].startswith("after 0 none "), proc.stdout  # not counted, not locked
+
+
+def test_the_c_mutex_behaves_like_threading_lock() -> None:
+    if _lock._speedups is None:
+        pytest.skip("the C fast path is not built here, or MEMLOCK_PURE_PYTHON is set")
+    assert type(REGISTRY._mutex) is _lock._speedups.Mutex
+    proc = run_child("""
+        import signal, threading, time
+        from memlock._speedups import Mutex
+        m = Mutex()
+        with m:
+            print(m.locked(), m.acquire(False), m.acquire(blocking=False))
+        print(m.locked(), m.acquire(), m.locked())
+        m.release()
+        try:
+            m.release()
+        except RuntimeError:
+            print("unlocked release refused")
+        # A waiter gets the mutex once another thread gives it up...
+        m.acquire()
+        got = []
+        t = threading.Thread(target=lambda: got.append(m.acquire()))
+        t.start(); time.sleep(0.2); print("waiting", got); m.release(); t.join()
+        print("then", got)
+        # ...and a signal handler runs while the main thread waits (Ctrl-C works).
+        def alarm(*_):
+            raise TimeoutError("interrupted")
+        signal.signal(signal.SIGALRM, alarm)
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        try:
+            m.acquire()
+        except TimeoutError as e:
+            print(e)
+    """, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:6] == [
+        "True False False", "False True True", "unlocked release refused",
+        "waiting []", "then [True]", "interrupted"], proc.stdout
+
+
+def test_memlock_pure_python_keeps_every_c_part_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEMLOCK_PURE_PYTHON", "1")
+    proc = run_child("""
+        import sys
+        import memlock
+        from memlock import _lock
+        with memlock.lock(bytearray(10000)):
+            pass
+        print(type(_lock.REGISTRY._mutex).__module__, _lock._use_c(True),
+              "memlock._speedups" in sys.modules)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["_thread", "False", "False"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -15,8 +16,15 @@ from .errors import UnsupportedOperation
 
 __all__ = ["REGISTRY", "Lock", "lock"]
 
-#: The one registry of this process.
-REGISTRY = PageRegistry(BACKEND)
+try:  # the optional C fast path (see _use_c), unless MEMLOCK_PURE_PYTHON is set
+    if os.environ.get("MEMLOCK_PURE_PYTHON", "") not in ("", "0"):
+        raise ImportError("MEMLOCK_PURE_PYTHON")
+    from . import _speedups
+except ImportError:
+    _speedups = None  # type: ignore[assignment]
+
+#: The one registry of this process. With the C fast path, its mutex is the C one.
+REGISTRY = PageRegistry(BACKEND, threading.Lock if _speedups is None else _speedups.Mutex)
 os.register_at_fork(after_in_child=REGISTRY._after_fork_in_child)
 
 _acquire = REGISTRY.acquire
@@ -40,6 +48,8 @@ class Lock(ReleasedOnExit):
     __slots__ = ("_generation", "_mode", "_pinned", "address", "nbytes")
 
     def __init__(self, pinned: memoryview, start: int, end: int, mode: int, gen: int) -> None:
+        # The C fast path makes Locks without calling this and sets the same five slots
+        # (new_lock in _speedups.c): keep the two in step.
         self._pinned: memoryview | None = pinned
         self._mode = mode
         self._generation = gen
@@ -172,25 +182,16 @@ def _use_c(enable: bool) -> bool:
 
     The C path handles only the common case (one full lock on pages nobody holds, and its
     release) and hands everything else to the Python registry; both share its data and
-    mutex. Returns whether the C path is now in use: False if it was not built.
+    mutex. Returns whether the C path is now in use: False if it was not built, or if
+    MEMLOCK_PURE_PYTHON was set when memlock was imported.
     """
     global _fast_lock, _release
     fast = None
-    if enable:
-        try:
-            from ._speedups import FastPath
-        except ImportError:
-            pass
-        else:
-            fast = FastPath(REGISTRY, Lock, ZERO, ONE_FULL, PAGE_SIZE,
-                            PARALLEL_MIN_BYTES, NOGIL_BYTES)
+    if enable and _speedups is not None:
+        fast = _speedups.FastPath(REGISTRY, Lock, ZERO, ONE_FULL, PAGE_SIZE, PARALLEL_MIN_BYTES)
     _fast_lock = fast.lock if fast is not None else None
     _release = fast.release if fast is not None else REGISTRY.release
     return fast is not None
 
 
-#: System calls on at least this many bytes release the GIL in the C fast path: below it,
-#: releasing and taking the GIL back costs more than the call itself.
-NOGIL_BYTES = 64 * 1024
-
-_use_c(os.environ.get("MEMLOCK_PURE_PYTHON", "") in ("", "0"))
+_use_c(True)

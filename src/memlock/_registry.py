@@ -35,7 +35,24 @@ from ._parallel import run_parallel
 from ._platform import Backend
 from .errors import MemlockError
 
-__all__ = ["FULL", "ONE_FULL", "ONFAULT", "ZERO", "PageRegistry"]
+TYPE_CHECKING = False  # typing costs ~12 ms at import; mypy reads the first branch
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Protocol
+else:
+    Protocol = object
+
+
+class Mutex(Protocol):
+    """What the registry needs of its mutex (threading.Lock has it)."""
+
+    def acquire(self, blocking: bool = ...) -> bool: ...
+    def release(self) -> None: ...
+    def __enter__(self) -> bool: ...
+    def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+__all__ = ["FULL", "ONE_FULL", "ONFAULT", "ZERO", "Mutex", "PageRegistry"]
 
 FULL, ONFAULT = 0, 1
 #: Counts (full, onfault) of a page nobody holds, and of one held by one full lock.
@@ -67,12 +84,15 @@ def _merge_runs(runs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
 class PageRegistry:
     """The process-wide page reference counts. Use the module's ``REGISTRY``."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, mutex_type: Callable[[], Mutex] = threading.Lock) -> None:
         self._backend = backend
+        #: Makes the mutex (again in a forked child): threading.Lock, or the C fast path's
+        #: Mutex, which that path takes without a Python call.
+        self._mutex_type = mutex_type
         # The libc calls themselves (0 or errno) for the fast paths: one frame less each,
         # and cheaper arguments; only ever called with the mutex held.
         self._libc_mlock, self._libc_munlock = backend.libc.serial_lock_calls()
-        self._mutex = threading.Lock()
+        self._mutex = mutex_type()
         self._keys: list[int] = []
         self._vals: list[tuple[int, int]] = []
         self.generation = 0
@@ -183,7 +203,11 @@ class PageRegistry:
                 # Fast path: the whole range lies in a region nobody holds.
                 value = (1, 0) if mode == FULL else (0, 1)
                 if mode == FULL and end - start < PARALLEL_MIN_BYTES:
-                    err = self._libc_mlock(start, end - start)
+                    try:
+                        err = self._libc_mlock(start, end - start)
+                    except BaseException:  # e.g. KeyboardInterrupt as the call returned
+                        self._undo([(start, end, _NONE)])
+                        raise
                     if err:
                         raise self._fresh_lock_failed(start, end, err)
                 else:
@@ -326,7 +350,11 @@ class PageRegistry:
                         del keys[i : i + 2], vals[i : i + 2]
                     else:
                         del keys[i], vals[i]
-                    self._libc_munlock(start, end - start)  # pinned pages: cannot fail
+                    try:
+                        self._libc_munlock(start, end - start)  # pinned pages: cannot fail
+                    except BaseException:  # interrupted around the call: make sure
+                        self._libc_munlock(start, end - start)
+                        raise
                     return True
             return self._release_held(start, end, mode, generation)
 
@@ -424,7 +452,7 @@ class PageRegistry:
             fn()
 
     def _after_fork_in_child(self) -> None:
-        self._mutex = threading.Lock()
+        self._mutex = self._mutex_type()
         self._keys = []
         self._vals = []
         self.generation += 1

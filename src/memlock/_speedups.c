@@ -29,15 +29,166 @@ typedef struct {
     PyObject *zero;       /* the registry's (0, 0) */
     PyObject *one_full;   /* the registry's (1, 0) */
     PyObject *release_fallback; /* registry.release */
-    PyObject *mutex;            /* the registry's mutex last seen, and its bound methods */
-    PyObject *mutex_acquire, *mutex_release;
     uint64_t page_size;
     uint64_t max_bytes;   /* ranges this long or longer take the Python path */
-    uint64_t nogil_bytes; /* system calls on this many bytes or more release the GIL */
 } FastPath;
 
 static PyObject *s_mutex, *s_pending, *s_keys, *s_vals, *s_lock_all_flags, *s_generation;
-static PyObject *s_acquire, *s_release;
+static PyObject *s_pinned, *s_mode, *s_lock_generation, *s_address, *s_nbytes;
+
+/* -- Mutex: the registry's mutex, usable from Python and directly from C --------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyThread_type_lock lock;
+    int locked;
+} Mutex;
+
+static PyTypeObject MutexType;
+
+/* Take the mutex, waiting with the GIL released; signal handlers run while waiting (as in
+ * threading.Lock). 1: taken; 0: busy (only when !blocking); -1: error (an exception). */
+static int
+mutex_take(Mutex *m, int blocking)
+{
+    if (PyThread_acquire_lock(m->lock, NOWAIT_LOCK)) {
+        m->locked = 1;
+        return 1;
+    }
+    if (!blocking)
+        return 0;
+    for (;;) {
+        PyLockStatus r;
+        Py_BEGIN_ALLOW_THREADS
+        r = PyThread_acquire_lock_timed(m->lock, -1, 1);
+        Py_END_ALLOW_THREADS
+        if (r == PY_LOCK_ACQUIRED) {
+            m->locked = 1;
+            return 1;
+        }
+        if (r != PY_LOCK_INTR) {
+            PyErr_SetString(PyExc_RuntimeError, "cannot take the mutex");
+            return -1;
+        }
+        if (Py_MakePendingCalls() < 0)
+            return -1;
+    }
+}
+
+static int
+mutex_give(Mutex *m)
+{
+    if (!m->locked) {
+        PyErr_SetString(PyExc_RuntimeError, "release of an unlocked mutex");
+        return -1;
+    }
+    m->locked = 0;
+    PyThread_release_lock(m->lock);
+    return 0;
+}
+
+static PyObject *
+mutex_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "Mutex() takes no arguments");
+        return NULL;
+    }
+    Mutex *m = (Mutex *)type->tp_alloc(type, 0);
+    if (m == NULL)
+        return NULL;
+    m->lock = PyThread_allocate_lock();
+    if (m->lock == NULL) {
+        Py_DECREF(m);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)m;
+}
+
+static void
+mutex_dealloc(Mutex *m)
+{
+    if (m->lock != NULL) {
+        if (m->locked)
+            PyThread_release_lock(m->lock);
+        PyThread_free_lock(m->lock);
+    }
+    Py_TYPE(m)->tp_free((PyObject *)m);
+}
+
+/* acquire(blocking=True) -> bool */
+static PyObject *
+mutex_acquire(Mutex *m, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    int blocking = 1;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw > 1) {
+        PyErr_SetString(PyExc_TypeError, "acquire(blocking=True)");
+        return NULL;
+    }
+    if (nkw && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "blocking") != 0) {
+        PyErr_SetString(PyExc_TypeError, "acquire(blocking=True)");
+        return NULL;
+    }
+    if (nargs + nkw == 1 && (blocking = PyObject_IsTrue(args[0])) < 0)
+        return NULL;
+    int taken = mutex_take(m, blocking);
+    if (taken < 0)
+        return NULL;
+    return PyBool_FromLong(taken);
+}
+
+static PyObject *
+mutex_enter(Mutex *m, PyObject *Py_UNUSED(ignored))
+{
+    if (mutex_take(m, 1) < 0)
+        return NULL;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+mutex_release(Mutex *m, PyObject *Py_UNUSED(ignored))
+{
+    if (mutex_give(m) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mutex_exit(Mutex *m, PyObject *const *Py_UNUSED(args), Py_ssize_t Py_UNUSED(nargs))
+{
+    if (mutex_give(m) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mutex_locked(Mutex *m, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(m->locked);
+}
+
+static PyMethodDef mutex_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))mutex_acquire, METH_FASTCALL | METH_KEYWORDS,
+     "acquire(blocking=True) -> bool"},
+    {"release", (PyCFunction)mutex_release, METH_NOARGS, "release()"},
+    {"locked", (PyCFunction)mutex_locked, METH_NOARGS, "locked() -> bool"},
+    {"__enter__", (PyCFunction)mutex_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))mutex_exit, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject MutexType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "memlock._speedups.Mutex",
+    .tp_basicsize = sizeof(Mutex),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A non-reentrant mutex like threading.Lock that the C fast path takes "
+              "without a Python call.",
+    .tp_new = mutex_new,
+    .tp_dealloc = (destructor)mutex_dealloc,
+    .tp_methods = mutex_methods,
+};
 
 /* -- the registry's state ------------------------------------------------------------ */
 
@@ -59,6 +210,13 @@ state_clear(State *st)
 static PyObject *
 registry_attr(State *st, PyObject *name)
 {
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *v;
+    int found = PyDict_GetItemRef(st->dict, name, &v); /* a strong reference, atomically */
+    if (found == 0)
+        PyErr_SetObject(PyExc_AttributeError, name);
+    return found > 0 ? v : NULL;
+#else
     PyObject *v = PyDict_GetItemWithError(st->dict, name);
     if (v == NULL) {
         if (!PyErr_Occurred())
@@ -67,36 +225,7 @@ registry_attr(State *st, PyObject *name)
     }
     Py_INCREF(v);
     return v;
-}
-
-/* Call the mutex's acquire or release; with the GIL, the bound methods are cached per
- * mutex (a forked child gets a new one). -1 on error. */
-static int
-mutex_call(FastPath *fp, PyObject *mutex, int acquire)
-{
-#ifdef Py_GIL_DISABLED
-    /* No cache: two threads could refresh it at once. */
-    (void)fp;
-    PyObject *r = PyObject_CallMethodNoArgs(mutex, acquire ? s_acquire : s_release);
-#else
-    if (mutex != fp->mutex) {
-        PyObject *acq = PyObject_GetAttr(mutex, s_acquire);
-        PyObject *rel = acq ? PyObject_GetAttr(mutex, s_release) : NULL;
-        if (rel == NULL) {
-            Py_XDECREF(acq);
-            return -1;
-        }
-        Py_INCREF(mutex);
-        Py_XSETREF(fp->mutex, mutex);
-        Py_XSETREF(fp->mutex_acquire, acq);
-        Py_XSETREF(fp->mutex_release, rel);
-    }
-    PyObject *r = PyObject_CallNoArgs(acquire ? fp->mutex_acquire : fp->mutex_release);
 #endif
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
 }
 
 /* Take the registry's mutex and read its maps. 1: taken; 0: not the fast case (nothing
@@ -110,7 +239,15 @@ state_enter(FastPath *fp, State *st)
     if (st->dict == NULL)
         return -1;
     st->mutex = registry_attr(st, s_mutex);
-    if (st->mutex == NULL || mutex_call(fp, st->mutex, 1) < 0) {
+    if (st->mutex == NULL) {
+        state_clear(st);
+        return -1;
+    }
+    if (!Py_IS_TYPE(st->mutex, &MutexType)) { /* a registry this module did not set up */
+        state_clear(st);
+        return 0;
+    }
+    if (mutex_take((Mutex *)st->mutex, 1) < 0) {
         state_clear(st);
         return -1;
     }
@@ -131,31 +268,20 @@ state_enter(FastPath *fp, State *st)
     Py_XDECREF(pending);
     Py_XDECREF(flags);
     if (fast != 1) {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        if (mutex_call(fp, st->mutex, 0) < 0)
-            PyErr_Clear();
-        if (type != NULL)
-            PyErr_Restore(type, value, tb); /* the first error wins */
+        (void)mutex_give((Mutex *)st->mutex); /* taken above: cannot fail */
         state_clear(st);
     }
     return fast;
 }
 
-/* Release the mutex; keeps a pending exception (if any) in place. -1 if either failed. */
+/* Release the mutex; -1 if an exception is pending (it stays in place). */
 static int
-state_leave(FastPath *fp, State *st)
+state_leave(State *st)
 {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    int rc = mutex_call(fp, st->mutex, 0);
+    int failed = PyErr_Occurred() != NULL;
+    (void)mutex_give((Mutex *)st->mutex); /* taken by state_enter: cannot fail */
     state_clear(st);
-    if (type != NULL) {
-        PyErr_Clear();
-        PyErr_Restore(type, value, tb);
-        return -1;
-    }
-    return rc;
+    return failed ? -1 : 0;
 }
 
 /* An int as uint64_t; -1 with an error (negative, too big, not an int). */
@@ -208,21 +334,18 @@ value_is(PyObject *vals, Py_ssize_t i, PyObject *expected)
     return PyObject_RichCompareBool(v, expected, Py_EQ);
 }
 
+/* mlock or munlock; 0 or errno. The GIL is released: a page fault taken by mlock may need
+ * another Python thread of this process (a userfaultfd handler, an in-process FUSE
+ * server), and munlock may wait for the mapping lock held by such a fault. */
 static int
-sys_lock(FastPath *fp, int lock, uint64_t start, uint64_t len)
+sys_lock(int lock, uint64_t start, uint64_t len)
 {
     int rc, err = 0;
-    if (len >= fp->nogil_bytes) {
-        Py_BEGIN_ALLOW_THREADS
-        rc = lock ? mlock((void *)(uintptr_t)start, len) : munlock((void *)(uintptr_t)start, len);
-        if (rc)
-            err = errno;
-        Py_END_ALLOW_THREADS
-    } else {
-        rc = lock ? mlock((void *)(uintptr_t)start, len) : munlock((void *)(uintptr_t)start, len);
-        if (rc)
-            err = errno;
-    }
+    Py_BEGIN_ALLOW_THREADS
+    rc = lock ? mlock((void *)(uintptr_t)start, len) : munlock((void *)(uintptr_t)start, len);
+    if (rc)
+        err = errno;
+    Py_END_ALLOW_THREADS
     return rc ? (err ? err : EINVAL) : 0;
 }
 
@@ -276,6 +399,43 @@ record_fresh(FastPath *fp, State *st, Py_ssize_t i, uint64_t start, uint64_t end
     return rc;
 }
 
+static PyObject *
+not_initialised(void)
+{
+    PyErr_SetString(PyExc_TypeError, "FastPath.__init__() was not called");
+    return NULL;
+}
+
+/* A Lock that owns nothing yet (mutex held): Lock(None, start, end, FULL, generation),
+ * with its slots set here rather than by Lock.__init__, so that no Python code runs while
+ * the mutex is held. Lock.__init__ sets the same five slots. */
+static PyObject *
+new_lock(FastPath *fp, State *st, uint64_t start, uint64_t end)
+{
+    PyTypeObject *type = (PyTypeObject *)fp->lock_type;
+    PyObject *held = type->tp_alloc(type, 0);
+    if (held == NULL)
+        return NULL;
+    PyObject *generation = registry_attr(st, s_generation);
+    PyObject *address = generation ? PyLong_FromUnsignedLongLong(start) : NULL;
+    PyObject *nbytes = address ? PyLong_FromUnsignedLongLong(end - start) : NULL;
+    PyObject *mode = nbytes ? PyLong_FromLong(0) : NULL;
+    int rc = -1;
+    if (mode != NULL && PyObject_SetAttr(held, s_pinned, Py_None) == 0
+        && PyObject_SetAttr(held, s_mode, mode) == 0
+        && PyObject_SetAttr(held, s_lock_generation, generation) == 0
+        && PyObject_SetAttr(held, s_address, address) == 0
+        && PyObject_SetAttr(held, s_nbytes, nbytes) == 0)
+        rc = 0;
+    Py_XDECREF(generation);
+    Py_XDECREF(address);
+    Py_XDECREF(nbytes);
+    Py_XDECREF(mode);
+    if (rc < 0)
+        Py_CLEAR(held);
+    return held;
+}
+
 /* lock(obj, offset, length) -> Lock, or None where the Python path must decide. */
 static PyObject *
 fastpath_lock(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
@@ -284,14 +444,22 @@ fastpath_lock(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "lock(obj, offset, length)");
         return NULL;
     }
+    if (fp->registry == NULL)
+        return not_initialised();
     PyObject *obj = args[0], *offset_obj = args[1], *length_obj = args[2];
+    PyObject *held = NULL;
     if (!PyLong_CheckExact(offset_obj) || (length_obj != Py_None && !PyLong_CheckExact(length_obj)))
         Py_RETURN_NONE;
     if (!PyObject_CheckBuffer(obj))
         Py_RETURN_NONE;
     PyObject *pinned = PyMemoryView_FromObject(obj);
     if (pinned == NULL) {
-        PyErr_Clear(); /* the Python path raises the right error */
+        /* The Python path raises the right error for a bad buffer; anything else (a
+         * MemoryError, an interrupt) is raised here. */
+        if (!PyErr_ExceptionMatches(PyExc_TypeError) && !PyErr_ExceptionMatches(PyExc_ValueError)
+            && !PyErr_ExceptionMatches(PyExc_BufferError))
+            return NULL;
+        PyErr_Clear();
         Py_RETURN_NONE;
     }
     Py_buffer *view = PyMemoryView_GET_BUFFER(pinned);
@@ -299,7 +467,9 @@ fastpath_lock(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
     long long offset = PyLong_AsLongLong(offset_obj);
     long long length = length_obj == Py_None ? -1 : PyLong_AsLongLong(length_obj);
     if (PyErr_Occurred()) {
-        PyErr_Clear();
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            goto error;
+        PyErr_Clear(); /* the Python path says what is out of range */
         goto python_path;
     }
     if (length_obj == Py_None)
@@ -337,11 +507,17 @@ fastpath_lock(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
             goto leave_error;
     }
     if (!fresh) {
-        if (state_leave(fp, &st) < 0)
+        if (state_leave(&st) < 0)
             goto error;
         goto python_path;
     }
-    int err = sys_lock(fp, 1, start, end - start);
+    /* The Lock is made before the mlock, still owning nothing (_pinned None): from the
+     * mlock to the return, no Python code runs, so no signal handler or other
+     * asynchronous exception can leave pages counted with no Lock to release them. */
+    held = new_lock(fp, &st, start, end);
+    if (held == NULL)
+        goto leave_error;
+    int err = sys_lock(1, start, end - start);
     if (err) {
         /* Undo and build the error in Python, still under the mutex: all or nothing. */
         PyObject *exc = PyObject_CallMethod(fp->registry, "_fresh_lock_failed", "KKi",
@@ -353,43 +529,34 @@ fastpath_lock(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
         }
         goto leave_error;
     }
-    if (record_fresh(fp, &st, i, start, end) < 0) {
-        (void)sys_lock(fp, 0, start, end - start);
+    /* Setting a slot runs no Python code. */
+    if (PyObject_SetAttr(held, s_pinned, pinned) < 0) {
+        (void)sys_lock(0, start, end - start);
         goto leave_error;
     }
-    PyObject *generation = registry_attr(&st, s_generation);
-    if (state_leave(fp, &st) < 0) {
-        Py_XDECREF(generation);
-        goto error;  /* cannot happen: a held threading.Lock always releases */
+    if (record_fresh(fp, &st, i, start, end) < 0) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        (void)PyObject_SetAttr(held, s_pinned, Py_None); /* owns nothing again */
+        PyErr_Restore(type, value, tb);
+        (void)sys_lock(0, start, end - start);
+        goto leave_error;
     }
-    if (generation == NULL)
-        goto error;
-    PyObject *start_obj = PyLong_FromUnsignedLongLong(start);
-    PyObject *end_obj = PyLong_FromUnsignedLongLong(end);
-    PyObject *mode = PyLong_FromLong(0);
-    PyObject *held = NULL;
-    if (start_obj && end_obj && mode) {
-        PyObject *lock_args[5] = {pinned, start_obj, end_obj, mode, generation};
-        held = PyObject_Vectorcall(fp->lock_type, lock_args, 5, NULL);
-    }
-    Py_XDECREF(start_obj);
-    Py_XDECREF(end_obj);
-    Py_XDECREF(mode);
-    Py_DECREF(generation);
     Py_DECREF(pinned);
-    /* Lock() only stores its arguments; if it failed anyway, the pages stay counted and
-     * locked with nothing to release them: report it loudly rather than hide it. */
+    if (state_leave(&st) < 0) { /* cannot happen: a held threading.Lock releases */
+        Py_DECREF(held);
+        return NULL;
+    }
     return held;
 
 leave_error:
-    (void)state_leave(fp, &st);
+    (void)state_leave(&st);
 error:
+    Py_XDECREF(held); /* owns nothing yet: its finalizer does nothing */
     Py_DECREF(pinned);
     return NULL;
 python_path:
-    (void)PyObject_CallMethod(pinned, "release", NULL);
-    PyErr_Clear();
-    Py_DECREF(pinned);
+    Py_DECREF(pinned); /* the only reference: releases the buffer export */
     Py_RETURN_NONE;
 }
 
@@ -404,6 +571,8 @@ fastpath_release(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "release(start, end, mode, generation)");
         return NULL;
     }
+    if (fp->registry == NULL)
+        return not_initialised();
     uint64_t start, end;
     long mode = -1;
     if (as_u64(args[0], &start) < 0 || as_u64(args[1], &end) < 0
@@ -442,7 +611,7 @@ fastpath_release(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     if (!isolated) {
-        if (state_leave(fp, &st) < 0)
+        if (state_leave(&st) < 0)
             return NULL;
         goto python_path;
     }
@@ -454,13 +623,13 @@ fastpath_release(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
         goto leave_error;
     if (PyList_SetSlice(st.vals, i, stop, NULL) < 0)
         goto leave_error; /* MemoryError shrinking a list: cannot happen */
-    (void)sys_lock(fp, 0, start, end - start); /* pinned pages: cannot fail */
-    if (state_leave(fp, &st) < 0)
+    (void)sys_lock(0, start, end - start); /* pinned pages: cannot fail */
+    if (state_leave(&st) < 0)
         return NULL;
     Py_RETURN_TRUE;
 
 leave_error:
-    (void)state_leave(fp, &st);
+    (void)state_leave(&st);
     return NULL;
 python_path:
     return PyObject_Vectorcall(fp->release_fallback, args, 4, NULL);
@@ -472,14 +641,18 @@ static int
 fastpath_init(FastPath *fp, PyObject *args, PyObject *kwds)
 {
     static char *names[] = {"registry", "lock_type", "zero", "one_full", "page_size",
-                            "max_bytes", "nogil_bytes", NULL};
+                            "max_bytes", NULL};
     PyObject *registry, *lock_type, *zero, *one_full;
-    unsigned long long page_size, max_bytes, nogil_bytes;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOKKK", names, &registry, &lock_type,
-                                     &zero, &one_full, &page_size, &max_bytes, &nogil_bytes))
+    unsigned long long page_size, max_bytes;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOKK", names, &registry, &lock_type,
+                                     &zero, &one_full, &page_size, &max_bytes))
         return -1;
     if (page_size == 0 || (page_size & (page_size - 1))) {
         PyErr_SetString(PyExc_ValueError, "page_size must be a power of two");
+        return -1;
+    }
+    if (!PyType_Check(lock_type)) {
+        PyErr_SetString(PyExc_TypeError, "lock_type must be a class");
         return -1;
     }
     PyObject *fallback = PyObject_GetAttrString(registry, "release");
@@ -496,7 +669,6 @@ fastpath_init(FastPath *fp, PyObject *args, PyObject *kwds)
     Py_XSETREF(fp->one_full, one_full);
     fp->page_size = page_size;
     fp->max_bytes = max_bytes;
-    fp->nogil_bytes = nogil_bytes;
     return 0;
 }
 
@@ -508,9 +680,6 @@ fastpath_traverse(FastPath *fp, visitproc visit, void *arg)
     Py_VISIT(fp->zero);
     Py_VISIT(fp->one_full);
     Py_VISIT(fp->release_fallback);
-    Py_VISIT(fp->mutex);
-    Py_VISIT(fp->mutex_acquire);
-    Py_VISIT(fp->mutex_release);
     return 0;
 }
 
@@ -522,9 +691,6 @@ fastpath_clear(FastPath *fp)
     Py_CLEAR(fp->zero);
     Py_CLEAR(fp->one_full);
     Py_CLEAR(fp->release_fallback);
-    Py_CLEAR(fp->mutex);
-    Py_CLEAR(fp->mutex_acquire);
-    Py_CLEAR(fp->mutex_release);
     return 0;
 }
 
@@ -571,11 +737,17 @@ speedups_exec(PyObject *module)
     if (intern(&s_mutex, "_mutex") < 0 || intern(&s_pending, "_pending") < 0
         || intern(&s_keys, "_keys") < 0 || intern(&s_vals, "_vals") < 0
         || intern(&s_lock_all_flags, "_lock_all_flags") < 0
-        || intern(&s_generation, "generation") < 0 || intern(&s_acquire, "acquire") < 0
-        || intern(&s_release, "release") < 0)
+        || intern(&s_generation, "generation") < 0 || intern(&s_pinned, "_pinned") < 0
+        || intern(&s_mode, "_mode") < 0 || intern(&s_lock_generation, "_generation") < 0
+        || intern(&s_address, "address") < 0 || intern(&s_nbytes, "nbytes") < 0)
         return -1;
-    if (PyType_Ready(&FastPathType) < 0)
+    if (PyType_Ready(&FastPathType) < 0 || PyType_Ready(&MutexType) < 0)
         return -1;
+    Py_INCREF(&MutexType);
+    if (PyModule_AddObject(module, "Mutex", (PyObject *)&MutexType) < 0) {
+        Py_DECREF(&MutexType);
+        return -1;
+    }
     Py_INCREF(&FastPathType);
     if (PyModule_AddObject(module, "FastPath", (PyObject *)&FastPathType) < 0) {
         Py_DECREF(&FastPathType);
@@ -587,7 +759,7 @@ speedups_exec(PyObject *module)
 static PyModuleDef_Slot speedups_slots[] = {
     {Py_mod_exec, speedups_exec},
 #ifdef Py_GIL_DISABLED
-    /* Every shared structure is touched only under the registry's mutex. */
+    /* Shared structures are read and changed only under the registry's mutex. */
     {Py_mod_gil, Py_MOD_GIL_NOT_USED},
 #endif
     {0, NULL},
