@@ -26,7 +26,9 @@ from .kernel import PAGE, REPO, address_of, anon, page_state, page_states, run_c
 
 def test_c_fast_path_is_built_where_it_can_be() -> None:
     headers = os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))
-    if shutil.which("cc") or shutil.which("gcc"):
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        assert not c_path_built()  # setup.py builds no C for free-threaded Pythons
+    elif shutil.which("cc") or shutil.which("gcc"):
         assert c_path_built() or not headers, "a compiler and Python.h, but no _speedups"
 
 
@@ -145,15 +147,24 @@ def test_uninitialised_c_fast_path_raises_instead_of_crashing() -> None:
         pytest.skip("the C fast path is not built here (no C compiler or Python headers)")
     proc = run_child("""
         from memlock._speedups import FastPath
+        from memlock._lock import REGISTRY
         bare = FastPath.__new__(FastPath)
         for call in (lambda: bare.release(4096, 8192, 0, 0), lambda: bare.lock(b"x", 0, None)):
             try:
                 call()
             except TypeError as e:
                 print(e)
+        class Other:
+            pass
+        for cls in (type, Other):  # Locks are made from their slots: only Lock will do
+            try:
+                FastPath(REGISTRY, cls, (0, 0), (1, 0), 4096, 1 << 26)
+            except TypeError as e:
+                print(e)
     """)
     assert proc.returncode == 0, proc.stderr  # a crash is a signal: -11, -8
     assert proc.stdout.count("__init__") == 2, proc.stdout
+    assert proc.stdout.count("must be memlock.Lock") == 2, proc.stdout
 
 
 # A child whose buffer's pages are served by a Python thread through userfaultfd: each page
@@ -275,3 +286,49 @@ def test_memlock_pure_python_keeps_every_c_part_out(monkeypatch: pytest.MonkeyPa
     """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["_thread", "False", "False"]
+
+
+def test_interrupt_as_a_failed_mlock_returns_leaves_nothing_locked(
+        lock_path: str, tmp_path: os.PathLike[str]) -> None:
+    """mlock fails after locking part of the range (the last page of the mapping lies past
+    the end of its file); an asynchronous exception raised meanwhile must not stop the
+    undo: nothing counted, nothing locked."""
+    path = os.path.join(tmp_path, "short")
+    proc = run_child("""
+        import ctypes, os, sys, threading, time
+        import memlock
+        from memlock._lock import REGISTRY
+        from tests.kernel import PAGE, page_state
+        N = 8192  # 32 MiB: under the C fast path's 64 MiB
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_int, ctypes.c_long]
+        fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+        os.ftruncate(fd, (N - 1) * PAGE)
+        base = libc.mmap(None, N * PAGE, 1, 1, fd, 0)  # PROT_READ, MAP_SHARED
+        buf = (ctypes.c_char * (N * PAGE)).from_address(base)
+        main = threading.get_ident()
+        def interrupt():
+            deadline = time.monotonic() + 10
+            while not REGISTRY._mutex.locked() and time.monotonic() < deadline:
+                pass
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(main),
+                                                       ctypes.py_object(KeyboardInterrupt))
+        t = threading.Thread(target=interrupt)
+        t.start()
+        try:
+            memlock.lock(buf)
+        except BaseException as e:
+            print(type(e).__name__)
+        t.join()
+        try:
+            time.sleep(0.01)  # the interrupt, if it has not fired yet
+        except KeyboardInterrupt:
+            pass
+        print(page_state(base), REGISTRY.counts(base, base + N * PAGE)[0][2:])
+    """, args=[path], cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.split("\n")
+    assert lines[0] in ("KeyboardInterrupt", "MemlockError"), proc.stdout
+    assert lines[1] == "none (0, 0)", proc.stdout

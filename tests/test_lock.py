@@ -321,6 +321,26 @@ def test_collected_lock_warns_and_unlocks() -> None:
     assert page_state(addr) == "none"
 
 
+def test_collected_lock_unlocks_even_when_its_warning_is_an_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+    import sys
+    import warnings
+
+    m = anon(1)
+    addr = address_of(m)
+    lk = memlock.lock(m)
+    raised: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: raised.append(u.exc_value))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)  # as under -W error
+        del lk
+        gc.collect()
+    assert any(isinstance(e, ResourceWarning) for e in raised)
+    assert page_state(addr) == "none"
+    assert REGISTRY.counts(addr, addr + PAGE) == [(addr, addr + PAGE, 0, 0)]
+
+
 def test_repr() -> None:
     m = anon(1)
     with memlock.lock(m) as lk:

@@ -281,6 +281,23 @@ def test_collected_open_buffer_warns_then_wipes(backend: str) -> None:
     keep.close()
 
 
+def test_collected_open_buffer_is_wiped_even_when_its_warning_is_an_error(
+        backend: str) -> None:
+    keep = SecureBuffer(32, backend=backend)
+    sb = SecureBuffer(32, backend=backend)
+    fill_random(sb)
+    a = addr(sb)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)  # as under -W error
+        del sb
+        gc.collect()
+    assert ctypes.string_at(a, 32) == bytes(32)
+    again = SecureBuffer(32, backend=backend)  # the slot went back, intact
+    assert addr(again) == a and bytes(again.view()) == bytes(32)
+    again.close()
+    keep.close()
+
+
 def test_canary_overrun_detected_at_close(backend: str) -> None:
     keep = SecureBuffer(24, backend=backend)
     sb = SecureBuffer(24, backend=backend)

@@ -440,15 +440,17 @@ class LockedFile(ReleasedOnExit):
 
     def __del__(self) -> None:
         if getattr(self, "_unlocked", True) is False and self._lock is not None:
-            if self._lock.locked:
-                warnings.warn(f"unreleased {self!r}; use unlock() or a with block",
-                              ResourceWarning, stacklevel=2, source=self)
-            # Never wait on the registry here (see Lock._release_from_finalizer); the
-            # mapping closes once the lock's buffer export is released.
-            self._unlocked = True
-            lk, self._lock = self._lock, None
-            m, self._map = self._map, None
-            lk._release_from_finalizer(m.close if m is not None else None)
+            try:  # the warning may raise (-W error, a signal): release anyway
+                if self._lock.locked:
+                    warnings.warn(f"unreleased {self!r}; use unlock() or a with block",
+                                  ResourceWarning, stacklevel=2, source=self)
+            finally:
+                # Never wait on the registry here (see Lock._release_from_finalizer); the
+                # mapping closes once the lock's buffer export is released.
+                self._unlocked = True
+                lk, self._lock = self._lock, None
+                m, self._map = self._map, None
+                lk._release_from_finalizer(m.close if m is not None else None)
 
     def __repr__(self) -> str:
         state = "locked" if self.locked else "unlocked"

@@ -107,14 +107,16 @@ class Lock(ReleasedOnExit):
         except AttributeError:  # __init__ never ran
             return
         if pinned is not None:
-            if self._generation == REGISTRY.generation:
-                warnings.warn(
-                    f"unreleased {self!r}; use unlock() or a with block",
-                    ResourceWarning,
-                    stacklevel=2,
-                    source=self,
-                )
-            self._release_from_finalizer()
+            try:  # the warning may raise (-W error, a signal): release anyway
+                if self._generation == REGISTRY.generation:
+                    warnings.warn(
+                        f"unreleased {self!r}; use unlock() or a with block",
+                        ResourceWarning,
+                        stacklevel=2,
+                        source=self,
+                    )
+            finally:
+                self._release_from_finalizer()
 
     def __repr__(self) -> str:
         state = "locked" if self.locked else "unlocked"

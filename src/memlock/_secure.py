@@ -398,28 +398,30 @@ class SecureBuffer(ReleasedOnExit):
             home = self._home
             if home is None or self._gen != _mem.state.gen:
                 return
-            warnings.warn(
-                f"unclosed {self!r}: close it or use a with block; wiped by the finalizer",
-                ResourceWarning, stacklevel=2, source=self)
-            # Last resort, after the warning: wipe now; the memory goes back at the next
-            # operation of this module (a finalizer may run with any lock held).
+            unclosed = f"unclosed {self!r}: close it or use a with block; wiped by the finalizer"
+            # Last resort: wipe now, then warn (the warning may raise: -W error); the memory
+            # goes back at the next operation of this module (a finalizer may run with any
+            # lock held).
             self._home = None
+            overrun = None
             if isinstance(home, _Chunk):
                 off, n = self._off, self._size
                 intact = home.view[off + n:off + home.stride] == (_TAILS.get(n) or _tail(n))
-                if not intact:  # as close() does: retire the slot, never blame its next owner
+                if intact:
+                    _wipe(home.base + off, home.size)  # the canary stays
+                    _mem.state.pending.append((home, off))
+                else:  # as close() does: retire the slot, never blame its next owner
                     _wipe(home.base + off, home.stride)
-                    warnings.warn(f"SecureBuffer canary overwritten past a collected "
-                                  f"{n}-byte secret; its slot is retired", RuntimeWarning,
-                                  stacklevel=2)
-                    return
-                _wipe(home.base + off, home.size)  # the canary stays
-                _mem.state.pending.append((home, off))
+                    overrun = (f"SecureBuffer canary overwritten past a collected {n}-byte "
+                               f"secret; its slot is retired")
             else:
                 if self._prot != _RW:
                     _LIBC.mprotect(home.base, home.size, _RW)
                 _wipe(home.base, home.size)
                 _mem.state.pending.append((home, -1))
+            warnings.warn(unclosed, ResourceWarning, stacklevel=2, source=self)
+            if overrun:
+                warnings.warn(overrun, RuntimeWarning, stacklevel=2)
         except Exception:  # interpreter shutdown: modules may be half torn down
             pass
 

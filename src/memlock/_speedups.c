@@ -406,11 +406,11 @@ not_initialised(void)
     return NULL;
 }
 
-/* A Lock that owns nothing yet (mutex held): Lock(None, start, end, FULL, generation),
- * with its slots set here rather than by Lock.__init__, so that no Python code runs while
- * the mutex is held. Lock.__init__ sets the same five slots. */
+/* Lock(pinned, start, end, FULL, generation) (mutex held), with its slots set here rather
+ * than by Lock.__init__, so that no Python code runs. Lock.__init__ sets the same five
+ * slots; FastPath.__init__ checks the class has exactly those. */
 static PyObject *
-new_lock(FastPath *fp, State *st, uint64_t start, uint64_t end)
+new_lock(FastPath *fp, State *st, PyObject *pinned, uint64_t start, uint64_t end)
 {
     PyTypeObject *type = (PyTypeObject *)fp->lock_type;
     PyObject *held = type->tp_alloc(type, 0);
@@ -421,7 +421,7 @@ new_lock(FastPath *fp, State *st, uint64_t start, uint64_t end)
     PyObject *nbytes = address ? PyLong_FromUnsignedLongLong(end - start) : NULL;
     PyObject *mode = nbytes ? PyLong_FromLong(0) : NULL;
     int rc = -1;
-    if (mode != NULL && PyObject_SetAttr(held, s_pinned, Py_None) == 0
+    if (mode != NULL && PyObject_SetAttr(held, s_pinned, pinned) == 0
         && PyObject_SetAttr(held, s_mode, mode) == 0
         && PyObject_SetAttr(held, s_lock_generation, generation) == 0
         && PyObject_SetAttr(held, s_address, address) == 0
@@ -465,7 +465,9 @@ fastpath_lock(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
     Py_buffer *view = PyMemoryView_GET_BUFFER(pinned);
     Py_ssize_t total = view->len;
     long long offset = PyLong_AsLongLong(offset_obj);
-    long long length = length_obj == Py_None ? -1 : PyLong_AsLongLong(length_obj);
+    long long length = -1;
+    if (!PyErr_Occurred() && length_obj != Py_None)
+        length = PyLong_AsLongLong(length_obj);
     if (PyErr_Occurred()) {
         if (!PyErr_ExceptionMatches(PyExc_OverflowError))
             goto error;
@@ -511,15 +513,13 @@ fastpath_lock(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
             goto error;
         goto python_path;
     }
-    /* The Lock is made before the mlock, still owning nothing (_pinned None): from the
-     * mlock to the return, no Python code runs, so no signal handler or other
-     * asynchronous exception can leave pages counted with no Lock to release them. */
-    held = new_lock(fp, &st, start, end);
-    if (held == NULL)
-        goto leave_error;
     int err = sys_lock(1, start, end - start);
     if (err) {
-        /* Undo and build the error in Python, still under the mutex: all or nothing. */
+        /* Linux may leave the part before the failure locked: unlock it here, before any
+         * Python code can run (state_enter saw no lock_all() in force). The registry then
+         * undoes what is left (holes on other systems) and builds the error, still under
+         * the mutex: all or nothing. */
+        (void)sys_lock(0, start, end - start);
         PyObject *exc = PyObject_CallMethod(fp->registry, "_fresh_lock_failed", "KKi",
                                             (unsigned long long)start,
                                             (unsigned long long)end, err);
@@ -529,8 +529,11 @@ fastpath_lock(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
         }
         goto leave_error;
     }
-    /* Setting a slot runs no Python code. */
-    if (PyObject_SetAttr(held, s_pinned, pinned) < 0) {
+    /* From the mlock to the return, no Python code runs: allocating and filling the Lock
+     * and the registry's lists are C calls. So no signal handler or other asynchronous
+     * exception can leave pages locked and counted with no Lock to release them. */
+    held = new_lock(fp, &st, pinned, start, end);
+    if (held == NULL) {
         (void)sys_lock(0, start, end - start);
         goto leave_error;
     }
@@ -552,7 +555,7 @@ fastpath_lock(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
 leave_error:
     (void)state_leave(&st);
 error:
-    Py_XDECREF(held); /* owns nothing yet: its finalizer does nothing */
+    Py_XDECREF(held); /* owns nothing: its finalizer does nothing */
     Py_DECREF(pinned);
     return NULL;
 python_path:
@@ -651,8 +654,18 @@ fastpath_init(FastPath *fp, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "page_size must be a power of two");
         return -1;
     }
-    if (!PyType_Check(lock_type)) {
-        PyErr_SetString(PyExc_TypeError, "lock_type must be a class");
+    /* Locks are made with tp_alloc and their slots set directly (new_lock): accept only
+     * a class whose instances are exactly those five slots. */
+    PyObject *slots = PyType_Check(lock_type) ? PyObject_GetAttrString(lock_type, "__slots__")
+                                              : NULL;
+    PyObject *want = slots ? Py_BuildValue("(sssss)", "_generation", "_mode", "_pinned",
+                                           "address", "nbytes") : NULL;
+    int same = want ? PyObject_RichCompareBool(slots, want, Py_EQ) : -1;
+    Py_XDECREF(slots);
+    Py_XDECREF(want);
+    if (same != 1 || ((PyTypeObject *)lock_type)->tp_dictoffset != 0) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_TypeError, "lock_type must be memlock.Lock");
         return -1;
     }
     PyObject *fallback = PyObject_GetAttrString(registry, "release");
@@ -758,9 +771,9 @@ speedups_exec(PyObject *module)
 
 static PyModuleDef_Slot speedups_slots[] = {
     {Py_mod_exec, speedups_exec},
-#ifdef Py_GIL_DISABLED
-    /* Shared structures are read and changed only under the registry's mutex. */
-    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#ifdef Py_mod_multiple_interpreters
+    /* Static types and interned names: one interpreter (3.12+). */
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
 #endif
     {0, NULL},
 };
