@@ -18,6 +18,12 @@ def c_path_built() -> bool:
     return True
 
 
+def require_c_path() -> None:
+    """Skip the calling test unless lock()'s C fast path is in use in this process."""
+    if _lock._speedups is None:
+        pytest.skip("the C fast path is not built here, or MEMLOCK_PURE_PYTHON is set")
+
+
 @pytest.fixture(params=["c", "python"])
 def lock_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Run the test through lock()'s C fast path, then through the pure-Python path.
@@ -25,8 +31,8 @@ def lock_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     Children started by the test inherit the choice (MEMLOCK_PURE_PYTHON).
     """
     c = request.param == "c"
-    if c and _lock._speedups is None:
-        pytest.skip("the C fast path is not built here, or MEMLOCK_PURE_PYTHON is set")
+    if c:
+        require_c_path()
     monkeypatch.setenv("MEMLOCK_PURE_PYTHON", "0" if c else "1")
     was = _lock._fast_lock is not None
     _lock._use_c(c)

@@ -20,7 +20,7 @@ import memlock
 from memlock import _lock
 from memlock._lock import REGISTRY
 
-from .conftest import c_path_built
+from .conftest import c_path_built, require_c_path
 from .kernel import PAGE, REPO, address_of, anon, page_state, page_states, run_child, vmlck
 
 
@@ -122,8 +122,7 @@ def test_c_fast_path_compiles_without_warnings(tmp_path: os.PathLike[str]) -> No
 
 
 def test_c_fast_path_keeps_no_reference_on_the_way_back_to_python() -> None:
-    if _lock._speedups is None:
-        pytest.skip("the C fast path is not built here, or MEMLOCK_PURE_PYTHON is set")
+    require_c_path()
     was_c = _lock._fast_lock is not None
     _lock._use_c(True)
     fast = _lock._fast_lock
@@ -236,8 +235,7 @@ def test_interrupt_while_mlock_is_in_the_kernel_leaves_nothing_locked(lock_path:
 
 
 def test_the_c_mutex_behaves_like_threading_lock() -> None:
-    if _lock._speedups is None:
-        pytest.skip("the C fast path is not built here, or MEMLOCK_PURE_PYTHON is set")
+    require_c_path()
     assert type(REGISTRY._mutex) is _lock._speedups.Mutex
     proc = run_child("""
         import signal, threading, time

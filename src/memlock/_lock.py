@@ -16,8 +16,10 @@ from .errors import UnsupportedOperation
 
 __all__ = ["REGISTRY", "Lock", "lock"]
 
-try:  # the optional C fast path (see _use_c), unless MEMLOCK_PURE_PYTHON is set
-    if os.environ.get("MEMLOCK_PURE_PYTHON", "") not in ("", "0"):
+#: MEMLOCK_PURE_PYTHON is set: no C at all (no _speedups.Mutex, no fast path).
+PURE_PYTHON_REQUESTED = os.environ.get("MEMLOCK_PURE_PYTHON", "") not in ("", "0")
+try:  # the optional C fast path (see _use_c)
+    if PURE_PYTHON_REQUESTED:
         raise ImportError("MEMLOCK_PURE_PYTHON")
     from . import _speedups
 except ImportError:

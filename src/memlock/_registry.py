@@ -56,8 +56,8 @@ __all__ = ["FULL", "ONE_FULL", "ONFAULT", "ZERO", "Mutex", "PageRegistry"]
 
 FULL, ONFAULT = 0, 1
 #: Counts (full, onfault) of a page nobody holds, and of one held by one full lock.
-ZERO = _ZERO = (0, 0)
-ONE_FULL = _ONE_FULL = (1, 0)
+ZERO = (0, 0)
+ONE_FULL = (1, 0)
 _NONE, _ONF, _FULL = 0, 1, 2  # kernel states
 
 #: Runs at least this long are populated from several threads before they are locked.
@@ -113,14 +113,14 @@ class PageRegistry:
         if i < len(keys) and keys[i] == x:
             return i
         keys.insert(i, x)
-        self._vals.insert(i, self._vals[i - 1] if i else _ZERO)
+        self._vals.insert(i, self._vals[i - 1] if i else ZERO)
         return i
 
     def _compact(self, lo: int, hi: int) -> None:
         """Drop keys in [lo, hi] that repeat the value before them."""
         keys, vals = self._keys, self._vals
         for k in range(min(hi, len(keys) - 1), max(lo, 0) - 1, -1):
-            if vals[k] == (vals[k - 1] if k else _ZERO):
+            if vals[k] == (vals[k - 1] if k else ZERO):
                 del keys[k], vals[k]
 
     def counts(self, start: int, end: int) -> list[tuple[int, int, int, int]]:
@@ -131,7 +131,7 @@ class PageRegistry:
             out = []
             for a, b in pairwise(points):
                 idx = bisect_right(keys, a) - 1
-                full, onf = vals[idx] if idx >= 0 else _ZERO
+                full, onf = vals[idx] if idx >= 0 else ZERO
                 out.append((a, b, full, onf))
             return out
 
@@ -144,7 +144,7 @@ class PageRegistry:
         runs = [
             (self._keys[k], self._keys[k + 1], _kernel_state(self._vals[k]))
             for k in range(len(self._keys) - 1)
-            if self._vals[k] != _ZERO
+            if self._vals[k] != ZERO
         ]
         return _merge_runs(runs)
 
@@ -199,7 +199,7 @@ class PageRegistry:
                 return self.generation
             keys, vals = self._keys, self._vals
             i = bisect_left(keys, start)
-            if (i == len(keys) or keys[i] >= end) and (i == 0 or vals[i - 1] == _ZERO):
+            if (i == len(keys) or keys[i] >= end) and (i == 0 or vals[i - 1] == ZERO):
                 # Fast path: the whole range lies in a region nobody holds.
                 value = (1, 0) if mode == FULL else (0, 1)
                 if mode == FULL and end - start < PARALLEL_MIN_BYTES:
@@ -224,7 +224,7 @@ class PageRegistry:
                         del keys[i + 1], vals[i + 1]
                 else:
                     keys[i:i] = (start, end)
-                    vals[i:i] = (value, _ZERO)
+                    vals[i:i] = (value, ZERO)
                 return self.generation
             i = self._split(start)
             j = self._split(end)
@@ -336,26 +336,6 @@ class PageRegistry:
         with self._mutex:
             if self._pending:
                 self._drain()
-            keys = self._keys
-            i = bisect_left(keys, start)
-            if (
-                # Fast path (the common case, inlined): the only full lock on an isolated
-                # range, no lock_all() in force. _release_held() does the same in general.
-                mode == FULL and generation == self.generation and i + 1 < len(keys)
-                and keys[i] == start and keys[i + 1] == end and not self._lock_all_flags
-            ):
-                vals = self._vals
-                if vals[i] == _ONE_FULL and (i == 0 or vals[i - 1] == _ZERO):
-                    if vals[i + 1] == _ZERO:
-                        del keys[i : i + 2], vals[i : i + 2]
-                    else:
-                        del keys[i], vals[i]
-                    try:
-                        self._libc_munlock(start, end - start)  # pinned pages: cannot fail
-                    except BaseException:  # interrupted around the call: make sure
-                        self._libc_munlock(start, end - start)
-                        raise
-                    return True
             return self._release_held(start, end, mode, generation)
 
     def release_soon(self, start: int, end: int, mode: int, generation: int,
@@ -390,15 +370,19 @@ class PageRegistry:
         value = (1, 0) if mode == FULL else (0, 1)
         if (
             i + 1 < len(keys) and keys[i] == start and keys[i + 1] == end
-            and vals[i] == value and (i == 0 or vals[i - 1] == _ZERO)
+            and vals[i] == value and (i == 0 or vals[i - 1] == ZERO)
         ):
             # Fast path: the only lock on an isolated range.
-            if vals[i + 1] == _ZERO:
+            if vals[i + 1] == ZERO:
                 del keys[i : i + 2], vals[i : i + 2]
             else:
                 del keys[i], vals[i]
             if not self._lock_all_flags:
-                self._libc_munlock(start, end - start)  # pinned pages: cannot fail
+                try:
+                    self._libc_munlock(start, end - start)  # pinned pages: cannot fail
+                except BaseException:  # interrupted around the call: make sure
+                    self._libc_munlock(start, end - start)
+                    raise
                 return True
             changes = [(start, end, _NONE)]
         else:

@@ -274,14 +274,12 @@ state_enter(FastPath *fp, State *st)
     return fast;
 }
 
-/* Release the mutex; -1 if an exception is pending (it stays in place). */
-static int
+/* Release the mutex taken by state_enter (which cannot fail) and drop the references. */
+static void
 state_leave(State *st)
 {
-    int failed = PyErr_Occurred() != NULL;
-    (void)mutex_give((Mutex *)st->mutex); /* taken by state_enter: cannot fail */
+    (void)mutex_give((Mutex *)st->mutex);
     state_clear(st);
-    return failed ? -1 : 0;
 }
 
 /* An int as uint64_t; -1 with an error (negative, too big, not an int). */
@@ -509,8 +507,7 @@ fastpath_lock(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
             goto leave_error;
     }
     if (!fresh) {
-        if (state_leave(&st) < 0)
-            goto error;
+        state_leave(&st);
         goto python_path;
     }
     int err = sys_lock(1, start, end - start);
@@ -546,14 +543,11 @@ fastpath_lock(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
         goto leave_error;
     }
     Py_DECREF(pinned);
-    if (state_leave(&st) < 0) { /* cannot happen: a held threading.Lock releases */
-        Py_DECREF(held);
-        return NULL;
-    }
+    state_leave(&st);
     return held;
 
 leave_error:
-    (void)state_leave(&st);
+    state_leave(&st);
 error:
     Py_XDECREF(held); /* owns nothing: its finalizer does nothing */
     Py_DECREF(pinned);
@@ -614,8 +608,7 @@ fastpath_release(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     if (!isolated) {
-        if (state_leave(&st) < 0)
-            return NULL;
+        state_leave(&st);
         goto python_path;
     }
     int last = value_is(st.vals, i + 1, fp->zero);
@@ -627,12 +620,11 @@ fastpath_release(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
     if (PyList_SetSlice(st.vals, i, stop, NULL) < 0)
         goto leave_error; /* MemoryError shrinking a list: cannot happen */
     (void)sys_lock(0, start, end - start); /* pinned pages: cannot fail */
-    if (state_leave(&st) < 0)
-        return NULL;
+    state_leave(&st);
     Py_RETURN_TRUE;
 
 leave_error:
-    (void)state_leave(&st);
+    state_leave(&st);
     return NULL;
 python_path:
     return PyObject_Vectorcall(fp->release_fallback, args, 4, NULL);

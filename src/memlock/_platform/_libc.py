@@ -111,21 +111,19 @@ class RealLibc:
         serialise every call of the pair (the page registry holds its mutex).
         """
         addr, length = _sz(), _sz()
-        raw_lock = _NO_ARGTYPES(("mlock", self._dll))
-        raw_unlock = _NO_ARGTYPES(("munlock", self._dll))
         get_errno = ctypes.get_errno
 
-        def mlock(start: int, nbytes: int) -> int:
-            addr.value = start
-            length.value = nbytes
-            return get_errno() if raw_lock(addr, length) else 0
+        def serial(name: str) -> Callable[[int, int], int]:
+            raw = _NO_ARGTYPES((name, self._dll))
 
-        def munlock(start: int, nbytes: int) -> int:
-            addr.value = start
-            length.value = nbytes
-            return get_errno() if raw_unlock(addr, length) else 0
+            def call(start: int, nbytes: int) -> int:
+                addr.value = start
+                length.value = nbytes
+                return get_errno() if raw(addr, length) else 0
 
-        return mlock, munlock
+            return call
+
+        return serial("mlock"), serial("munlock")
 
     def mlock2(self, addr: int, length: int, flags: int, syscall_nr: int) -> int:
         """mlock2(2): the libc wrapper where present, else the raw system call."""

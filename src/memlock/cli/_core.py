@@ -240,7 +240,7 @@ def _fast_path_check() -> Check:
 
     if _lock._fast_lock is not None:
         return Check("C fast path", True, "lock()/unlock() of small buffers in one C call each")
-    if os.environ.get("MEMLOCK_PURE_PYTHON", "") not in ("", "0"):
+    if _lock.PURE_PYTHON_REQUESTED:
         why = "off (MEMLOCK_PURE_PYTHON is set)"
     else:
         why = "not built (memlock was installed without a C compiler or Python headers)"
