@@ -148,7 +148,7 @@ def test_uninitialised_c_fast_path_raises_instead_of_crashing() -> None:
         from memlock._speedups import FastPath
         from memlock._lock import REGISTRY
         bare = FastPath.__new__(FastPath)
-        for call in (lambda: bare.release(4096, 8192, 0, 0), lambda: bare.lock(b"x", 0, None)):
+        for call in (lambda: bare.release(object()), lambda: bare.lock(b"x", 0, None)):
             try:
                 call()
             except TypeError as e:

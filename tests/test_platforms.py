@@ -18,6 +18,8 @@ from memlock._platform.darwin import DarwinBackend
 from memlock._platform.freebsd import FreeBSDBackend
 from memlock._platform.sunos import SunOSBackend
 from memlock._registry import FULL, PARALLEL_MIN_BYTES, PageRegistry
+
+from .holds import acquire, release
 from memlock.errors import (
     LockLimitError,
     LockPermissionError,
@@ -281,10 +283,10 @@ def test_darwin_registry_lock_all_unsupported_and_state_kept() -> None:
     sim, b = darwin()
     reg = PageRegistry(b)
     addr = sim.mmap(2 * sim.page)
-    gen = reg.acquire(addr, addr + sim.page, FULL)
+    gen = acquire(reg, addr, addr + sim.page)
     with pytest.raises(UnsupportedOperation):
         reg.lock_all(1)
-    assert reg.release(addr, addr + sim.page, FULL, gen)  # normal unlock: the flag was not set
+    release(reg, gen)  # normal unlock: the flag was not set
     assert not sim.locked
 
 
@@ -345,12 +347,12 @@ def test_darwin_nested_wiring_through_the_registry() -> None:
     sim, b = darwin()
     reg = PageRegistry(b)
     addr = sim.mmap(2 * sim.page)
-    g1 = reg.acquire(addr, addr + 2 * sim.page, FULL)
-    g2 = reg.acquire(addr, addr + sim.page, FULL)
+    g1 = acquire(reg, addr, addr + 2 * sim.page)
+    g2 = acquire(reg, addr, addr + sim.page)
     assert sim.locked == {addr // sim.page: 1, addr // sim.page + 1: 1}
-    reg.release(addr, addr + 2 * sim.page, FULL, g1)
+    release(reg, g1)
     assert sim.locked_addresses() == {addr}
-    reg.release(addr, addr + sim.page, FULL, g2)
+    release(reg, g2)
     assert not sim.locked
 
 
@@ -457,18 +459,18 @@ def test_registry_failure_midway_leaves_no_new_locked_pages(make) -> None:  # ty
     reg = PageRegistry(b)
     addr = sim.mmap(4 * sim.page)
     page = sim.page
-    held = reg.acquire(addr + page, addr + 2 * page, FULL)  # page 1 held
+    held = acquire(reg, addr + page, addr + 2 * page)  # page 1 held
     before = dict(sim.locked)
     # pages 0 and 2-3 need two kernel calls: the first fits, the second goes over 3 pages
     with pytest.raises(LockLimitError) as info:
-        reg.acquire(addr, addr + 4 * page, FULL)
+        acquire(reg, addr, addr + 4 * page)
     assert info.value.requested == 3 * page
     assert sim.locked == before  # the first call was undone
     assert sim.syscall_names().count("mlock") == 3
     assert reg.counts(addr, addr + 4 * page) == [
         (addr, addr + page, 0, 0), (addr + page, addr + 2 * page, 1, 0),
         (addr + 2 * page, addr + 4 * page, 0, 0)]
-    reg.release(addr + page, addr + 2 * page, FULL, held)
+    release(reg, held)
     assert not sim.locked
 
 
@@ -478,13 +480,13 @@ def test_registry_hole_leaves_nothing_locked(make) -> None:  # type: ignore[no-u
     reg = PageRegistry(b)
     addr = sim.mmap(2 * sim.page)
     with pytest.raises(MemlockError) as info:
-        reg.acquire(addr, addr + 3 * sim.page, FULL)  # the hole after the mapping
+        acquire(reg, addr, addr + 3 * sim.page)  # the hole after the mapping
     exact(info.value, MemlockError)
     assert info.value.errno == errno.ENOMEM
     assert not sim.locked
-    gen = reg.acquire(addr, addr + 2 * sim.page, FULL)
+    gen = acquire(reg, addr, addr + 2 * sim.page)
     assert sim.is_locked(addr, 2 * sim.page)
-    reg.release(addr, addr + 2 * sim.page, FULL, gen)
+    release(reg, gen)
     assert not sim.locked
 
 
@@ -496,14 +498,14 @@ def test_registry_parallel_chunks_all_or_nothing(make) -> None:  # type: ignore[
     reg.parallel_workers = 4
     size = 2 * PARALLEL_MIN_BYTES
     addr = sim.mmap(size)
-    gen = reg.acquire(addr, addr + size, FULL)
+    gen = acquire(reg, addr, addr + size)
     assert len(sim.locked) == size // sim.page
-    reg.release(addr, addr + size, FULL, gen)
+    release(reg, gen)
     assert not sim.locked
     hole = addr + size * 3 // 4
     sim.munmap(hole, sim.page)  # a hole in a late chunk
     with pytest.raises(MemlockError):
-        reg.acquire(addr, addr + size, FULL)
+        acquire(reg, addr, addr + size)
     assert not sim.locked, f"{len(sim.locked)} pages left locked after a failed lock"
 
 
@@ -512,10 +514,10 @@ def test_registry_lock_all_and_unlock_all_relock_held(make) -> None:  # type: ig
     sim, b = make()
     reg = PageRegistry(b)
     a = sim.mmap(4 * sim.page)
-    gen = reg.acquire(a, a + sim.page, FULL)
+    gen = acquire(reg, a, a + sim.page)
     reg.lock_all(b.constants["MCL_CURRENT"])
     assert sim.is_locked(a, 4 * sim.page)
     reg.unlock_all()  # munlockall, then the live lock is locked again
     assert sim.locked_addresses() == {a}
-    reg.release(a, a + sim.page, FULL, gen)
+    release(reg, gen)
     assert not sim.locked

@@ -423,34 +423,30 @@ class LockedFile(ReleasedOnExit):
 
     def unlock(self) -> None:
         """Release the lock and unmap the file (idempotent)."""
-        if self._unlocked:
-            return
-        self._unlocked = True
-        lk, self._lock = self._lock, None
-        m, self._map = self._map, None
-        try:
-            if lk is not None:
-                lk.unlock()
-        finally:
-            if m is not None:
-                m.close()
+        lk, m = self._lock, self._map
+        if lk is not None:
+            lk.unlock()
+        if m is not None:
+            m.close()
+        # Last, in one statement: an interrupt above leaves a retryable unlock().
+        self._lock, self._map, self._unlocked = None, None, True
 
     def _release_on_exit(self) -> None:
         self.unlock()
 
     def __del__(self) -> None:
-        if getattr(self, "_unlocked", True) is False and self._lock is not None:
-            try:  # the warning may raise (-W error, a signal): release anyway
-                if self._lock.locked:
-                    warnings.warn(f"unreleased {self!r}; use unlock() or a with block",
-                                  ResourceWarning, stacklevel=2, source=self)
-            finally:
-                # Never wait on the registry here (see Lock._release_from_finalizer); the
-                # mapping closes once the lock's buffer export is released.
-                self._unlocked = True
-                lk, self._lock = self._lock, None
-                m, self._map = self._map, None
-                lk._release_from_finalizer(m.close if m is not None else None)
+        lk = getattr(self, "_lock", None)
+        if lk is None or getattr(self, "_unlocked", True):
+            return
+        try:  # the warning may raise (-W error, a signal): release anyway
+            if lk.locked:
+                warnings.warn(f"unreleased {self!r}; use unlock() or a with block",
+                              ResourceWarning, stacklevel=2, source=self)
+        finally:
+            # Never waits on the registry (a finalizer may run anywhere). If the lock
+            # cannot go now, it goes when its Lock dies with this object (see
+            # memlock._registry: Holds); the mapping stays until then.
+            lk._release_soon()
 
     def __repr__(self) -> str:
         state = "locked" if self.locked else "unlocked"

@@ -10,9 +10,21 @@ from collections.abc import Callable
 from ._buffer import fast_address, pin
 from ._context import ReleasedOnExit
 from ._pages import PAGE_SIZE, SIZE_MAX, as_size
-from ._platform import BACKEND
-from ._registry import FULL, ONE_FULL, ONFAULT, PARALLEL_MIN_BYTES, ZERO, PageRegistry
-from .errors import UnsupportedOperation
+from ._platform import BACKEND, FORK_WATCH
+from ._platform._fork import REGISTRY_SLOT
+from ._registry import (
+    FULL,
+    HANDED_OUT,
+    HELD,
+    ONE_FULL,
+    ONFAULT,
+    PARALLEL_MIN_BYTES,
+    ZERO,
+    HoldRecord,
+    PageRegistry,
+    watch_collections,
+)
+from .errors import MemlockError, UnsupportedOperation
 
 __all__ = ["REGISTRY", "Lock", "lock"]
 
@@ -26,13 +38,14 @@ except ImportError:
     _speedups = None  # type: ignore[assignment]
 
 #: The one registry of this process. With the C fast path, its mutex is the C one.
-REGISTRY = PageRegistry(BACKEND, threading.Lock if _speedups is None else _speedups.Mutex)
-os.register_at_fork(after_in_child=REGISTRY._after_fork_in_child)
+REGISTRY = PageRegistry(BACKEND, threading.Lock if _speedups is None else _speedups.Mutex,
+                        FORK_WATCH)
+watch_collections(REGISTRY)
 
-_acquire = REGISTRY.acquire
-_release: Callable[[int, int, int, int], bool] = REGISTRY.release
+_release: Callable[[HoldRecord], None] = REGISTRY.release
 #: The C fast path's lock(obj, offset, length) -> Lock | None, when in use (see _use_c).
 _fast_lock: Callable[[object, object, object], Lock | None] | None = None
+_new = object.__new__
 
 
 class Lock(ReleasedOnExit):
@@ -47,21 +60,28 @@ class Lock(ReleasedOnExit):
         nbytes: Bytes of the whole pages covered.
     """
 
-    __slots__ = ("_generation", "_mode", "_pinned", "address", "nbytes")
+    # The C fast path makes Locks without calling Python code and sets the same slots
+    # (new_lock in _speedups.c): keep the two in step.
+    __slots__ = ("__weakref__", "_hold", "_mode", "_pinned", "address", "nbytes")
 
-    def __init__(self, pinned: memoryview, start: int, end: int, mode: int, gen: int) -> None:
-        # The C fast path makes Locks without calling this and sets the same five slots
-        # (new_lock in _speedups.c): keep the two in step.
-        self._pinned: memoryview | None = pinned
-        self._mode = mode
-        self._generation = gen
-        self.address = start
-        self.nbytes = end - start
+    _hold: HoldRecord | None
+    _pinned: memoryview | None
+    _mode: int
+    address: int
+    nbytes: int
+
+    def __init__(self) -> None:
+        raise TypeError("Locks are made by memlock.lock()")
 
     @property
     def locked(self) -> bool:
         """True until unlocked; False in a forked child (locks are not inherited)."""
-        return self._pinned is not None and self._generation == REGISTRY.generation
+        hold = self._hold
+        if hold is None:
+            return False
+        state = hold.state
+        return (state == HANDED_OUT or state == HELD) and (
+            hold.generation == REGISTRY.current_generation())
 
     @property
     def onfault(self) -> bool:
@@ -70,55 +90,46 @@ class Lock(ReleasedOnExit):
 
     def unlock(self) -> None:
         """Release this lock (idempotent). Pages other Locks hold stay locked."""
+        hold = self._hold
+        if hold is not None:
+            _release(hold)
+            self._hold = None  # the hold is done: no callback when this Lock dies...
+            del hold  # ...not even while this frame is cleared (``self`` goes first)
         pinned, self._pinned = self._pinned, None
-        if pinned is None:
-            return
-        try:
-            start = self.address
-            _release(start, start + self.nbytes, self._mode, self._generation)
-        finally:
-            pinned.release()
+        if pinned is not None:
+            pinned.release()  # the buffer export goes
 
     def _release_on_exit(self) -> None:
         self.unlock()
 
-    def _release_from_finalizer(self, then: Callable[[], None] | None = None) -> None:
-        """unlock() for finalizers: never waits on the registry's mutex.
-
-        A finalizer may run in the thread that holds the mutex (garbage collection can
-        start inside any allocation), so the release is queued if the mutex is busy.
-        ``then`` runs after the buffer export is released (e.g. closing its mmap).
-        """
-        pinned, self._pinned = self._pinned, None
-        if pinned is None:
-            if then is not None:
-                then()
-            return
-
-        def cleanup() -> None:
-            pinned.release()
-            if then is not None:
-                then()
-
-        start = self.address
-        REGISTRY.release_soon(start, start + self.nbytes, self._mode, self._generation, cleanup)
-
     def __del__(self) -> None:
         try:
-            pinned = self._pinned
-        except AttributeError:  # __init__ never ran
+            hold = self._hold
+        except AttributeError:  # never filled in
             return
-        if pinned is not None:
-            try:  # the warning may raise (-W error, a signal): release anyway
-                if self._generation == REGISTRY.generation:
-                    warnings.warn(
-                        f"unreleased {self!r}; use unlock() or a with block",
-                        ResourceWarning,
-                        stacklevel=2,
-                        source=self,
-                    )
-            finally:
-                self._release_from_finalizer()
+        if hold is None:
+            return
+        try:  # the warning may raise (-W error, a signal): release anyway
+            if hold.state == HANDED_OUT and hold.generation == REGISTRY.generation:
+                warnings.warn(
+                    f"unreleased {self!r}; use unlock() or a with block",
+                    ResourceWarning,
+                    stacklevel=2,
+                    source=self,
+                )
+        finally:
+            self._release_soon()
+
+    def _release_soon(self) -> None:
+        """Release now if that needs no wait for another thread (for finalizers).
+
+        A finalizer may run anywhere, even in the thread that holds the registry's mutex.
+        If the release cannot happen now, this Lock's death queues its hold (see
+        memlock._registry: Holds).
+        """
+        hold = self._hold
+        if hold is not None and REGISTRY.release_soon(hold):
+            self._hold = None
 
     def __repr__(self) -> str:
         state = "locked" if self.locked else "unlocked"
@@ -142,20 +153,27 @@ def lock(obj: object, offset: int = 0, length: int | None = None, *,
         A :class:`Lock` holding the pages and the object's buffer export.
 
     Raises:
-        TypeError: ``obj`` is not a buffer, or offset/length are not integers.
+        TypeError: ``obj`` is not a buffer, offset/length are not integers, or
+            ``onfault`` is not a bool.
         ValueError: offset/length fall outside the object.
         LockPermissionError: This process may not lock memory at all.
         LockLimitError: Over RLIMIT_MEMLOCK (numbers and the fix in the message).
         UnsupportedOperation: ``onfault`` on an OS without it.
         MemlockError: Any other refusal. On every failure nothing stays locked.
     """
-    if _fast_lock is not None and not onfault:
-        held = _fast_lock(obj, offset, length)
-        if held is not None:
-            return held
+    if onfault is False:
+        if _fast_lock is not None:
+            held = _fast_lock(obj, offset, length)
+            if held is not None:
+                return held
+        mode = FULL
+    elif onfault is True:
+        if not BACKEND.supports_onfault:
+            raise UnsupportedOperation(f"lock on fault is not available on {BACKEND.name}")
+        mode = ONFAULT
+    else:
+        raise TypeError(f"onfault must be a bool, not {type(onfault).__name__}")
     off = offset if type(offset) is int and 0 <= offset <= SIZE_MAX else as_size(offset, "offset")
-    if onfault and not BACKEND.supports_onfault:
-        raise UnsupportedOperation(f"lock on fault is not available on {BACKEND.name}")
     try:
         pinned = memoryview(obj)  # type: ignore[arg-type]
         total = pinned.nbytes
@@ -166,19 +184,31 @@ def lock(obj: object, offset: int = 0, length: int | None = None, *,
         n = total - off if length is None else as_size(length, "length")
         if off > total or n > total - off:
             raise ValueError(f"offset {off} + length {n} is beyond the object's {total} bytes")
-        address = base + off
-        start = address - address % PAGE_SIZE
-        if n:
-            end = address + n
-            end += -end % PAGE_SIZE
-        else:
-            end = start
-        mode = ONFAULT if onfault else FULL
-        gen = _acquire(start, end, mode)
     except BaseException:
         pinned.release()
         raise
-    return Lock(pinned, start, end, mode, gen)
+    address = base + off
+    start = address - address % PAGE_SIZE
+    if n:
+        end = address + n
+        end += -end % PAGE_SIZE
+    else:
+        end = start
+    # The Lock and its hold exist before anything is counted: whatever happens from here,
+    # something owns what the registry counts (see _registry: Interrupts).
+    held = _new(Lock)
+    held._pinned = pinned
+    held._mode = mode
+    held.address = start
+    held.nbytes = end - start
+    hold = held._hold = REGISTRY.new_hold(held, start, end, mode)
+    try:
+        REGISTRY.acquire(hold)
+    except MemlockError:  # released: let the export go now, not with the traceback
+        held._pinned = None
+        pinned.release()
+        raise
+    return held
 
 
 def _use_c(enable: bool) -> bool:
@@ -192,7 +222,9 @@ def _use_c(enable: bool) -> bool:
     global _fast_lock, _release
     fast = None
     if enable and _speedups is not None:
-        fast = _speedups.FastPath(REGISTRY, Lock, ZERO, ONE_FULL, PAGE_SIZE, PARALLEL_MIN_BYTES)
+        fork_byte = FORK_WATCH.address + REGISTRY_SLOT if FORK_WATCH.address else 0
+        fast = _speedups.FastPath(REGISTRY, Lock, ZERO, ONE_FULL, PAGE_SIZE, PARALLEL_MIN_BYTES,
+                                  fork_byte)
     _fast_lock = fast.lock if fast is not None else None
     _release = fast.release if fast is not None else REGISTRY.release
     return fast is not None

@@ -1,4 +1,4 @@
-"""Per-page reference counts: make locks nest, all or nothing, thread- and fork-safe.
+"""Per-page reference counts: make locks nest, all or nothing, thread-, fork- and interrupt-safe.
 
 The kernels of every seed document keep one bit per page: one munlock undoes any number of
 mlocks. The registry keeps, for every page this process locked through memlock, how many
@@ -14,25 +14,48 @@ Counts live in a breakpoint map: sorted page-aligned keys, each with the (full, 
 pair that holds from it up to the next key; zero beyond the last. Ranges are few, so the
 map stays small whatever the sizes locked.
 
-All or nothing: a lock that fails part way undoes the kernel calls it made (Linux leaves
-the part before a hole locked; see DESIGN.md §3) and changes no count.
+**Holds.** Every Lock owns one :class:`Hold`: the range and mode it counts, and its state.
+A hold is counted exactly once and released exactly once, by :meth:`PageRegistry.release`
+(``Lock.unlock``) or, when its Lock is collected unreleased, from the queue of dead holds.
+Both are idempotent: releasing a hold twice, or one that was never counted, changes nothing.
+
+**Interrupts.** A signal handler may raise between any two lines of Python (and a trace
+function at any line). Three rules keep the state whole whatever line an exception lands on:
+
+1. The mutex is only ever taken by ``with``: there is no gap between taking it and the
+   code that gives it back.
+2. Each change of the map and of a hold's state is ONE statement (``_commit``): a
+   multiple assignment of list slices and attributes, in which CPython runs no other Python
+   code (no call, no backward jump, no function entry: the points where signal handlers
+   and trace functions run).
+3. The kernel never holds a lock the counts do not account for: an acquire commits its
+   counts *before* mlock, a release unlocks *before* it commits. An exception in between
+   leaves a counted hold whose pages may not be locked yet, or already unlocked; either way
+   the hold's owner (or the queue of dead holds) releases it later, idempotently.
+
+A hold that dies unreleased is queued by C code that cannot be interrupted (the weakref
+callback ``list.append`` here, ``tp_finalize`` of the C fast path's hold) and drained at
+the next entry, by the Lock's finalizer, or after the next garbage collection.
 
 A mutex serialises every change, kernel calls included, so two threads can never unlock
-each other's pages in the gap between a count and its syscall. In a forked child the map
-is emptied (the kernel does not inherit locks) and the generation bumps, so inherited
-Lock objects read as unlocked and unlocking them is a no-op.
+each other's pages in the gap between a count and its syscall. In a forked child (by
+Python or by C: see ``_platform/_fork.py``) the map is emptied and the generation bumps,
+so inherited Lock objects read as unlocked and unlocking them is a no-op.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
+import weakref
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from itertools import pairwise
 
 from ._parallel import run_parallel
-from ._platform import Backend
+from ._platform import Backend, ForkWatch
+from ._platform._fork import REGISTRY_SLOT
 from .errors import MemlockError
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import; mypy reads the first branch
@@ -48,26 +71,77 @@ class Mutex(Protocol):
 
     def acquire(self, blocking: bool = ...) -> bool: ...
     def release(self) -> None: ...
+    def locked(self) -> bool: ...
     def __enter__(self) -> bool: ...
     def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
                  tb: TracebackType | None) -> None: ...
 
-__all__ = ["FULL", "ONE_FULL", "ONFAULT", "ZERO", "Mutex", "PageRegistry"]
 
+class HoldRecord(Protocol):
+    """What the registry reads and writes of a hold (a :class:`Hold`, or the C fast path's)."""
+
+    start: int
+    end: int
+    mode: int
+    generation: int
+    state: int
+
+
+__all__ = [
+    "FULL",
+    "HANDED_OUT",
+    "HELD",
+    "NOT_HELD",
+    "ONE_FULL",
+    "ONFAULT",
+    "RELEASED",
+    "ZERO",
+    "Hold",
+    "HoldRecord",
+    "Mutex",
+    "PageRegistry",
+]
+
+#: Lock modes.
 FULL, ONFAULT = 0, 1
 #: Counts (full, onfault) of a page nobody holds, and of one held by one full lock.
 ZERO = (0, 0)
 ONE_FULL = (1, 0)
-_NONE, _ONF, _FULL = 0, 1, 2  # kernel states
+#: What the kernel does with a page: the state the counts ask for.
+NOT_LOCKED, LOCKED_ON_FAULT, LOCKED = 0, 1, 2
+#: Hold states: made, not counted yet; counted; counted and returned to the caller (its
+#: loss is a leak worth a ResourceWarning); released (or never to be counted).
+NOT_HELD, HELD, HANDED_OUT, RELEASED = 0, 1, 2, 3
 
 #: Runs at least this long are populated from several threads before they are locked.
 PARALLEL_MIN_BYTES = 64 * 2**20
 #: Size of each populate chunk handed to a thread.
 PARALLEL_CHUNK_BYTES = 4 * 2**20
 
+_main_thread = threading.main_thread
+
+
+class Hold(weakref.ref):  # type: ignore[type-arg]
+    """What one Lock holds: ``[start, end)`` in ``mode``, counted in ``generation``.
+
+    A weak reference to its Lock whose callback queues it for release: the weakref
+    machinery calls it from C when the Lock is collected, so no interrupt can skip it.
+    The registry keeps every hold it has not finished with reachable (``_live``), so the
+    callback runs even when the Lock dies in a reference cycle. (The Lock, not its hold,
+    keeps the buffer export: a hold must not keep its Lock's cycle reachable.)
+    """
+
+    __slots__ = ("end", "generation", "mode", "start", "state")
+
+    start: int
+    end: int
+    mode: int
+    generation: int
+    state: int
+
 
 def _kernel_state(value: tuple[int, int]) -> int:
-    return _FULL if value[0] else (_ONF if value[1] else _NONE)
+    return LOCKED if value[0] else (LOCKED_ON_FAULT if value[1] else NOT_LOCKED)
 
 
 def _merge_runs(runs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
@@ -81,10 +155,62 @@ def _merge_runs(runs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
     return out
 
 
-class PageRegistry:
-    """The process-wide page reference counts. Use the module's ``REGISTRY``."""
+def plan_change(keys: list[int], vals: list[tuple[int, int]], start: int, end: int,
+                mode: int, delta: int) -> tuple[int, int, list[int], list[tuple[int, int]],
+                                                list[tuple[int, int, int]]]:
+    """The new breakpoint map after adding ``delta`` (+1 or -1) ``mode`` locks on [start, end).
 
-    def __init__(self, backend: Backend, mutex_type: Callable[[], Mutex] = threading.Lock) -> None:
+    Pure: changes nothing. Returns ``(i, j, new_keys, new_vals, changes)``: replacing
+    ``keys[i:j]`` and ``vals[i:j]`` by the new lists gives the new map (compacted), and
+    ``changes`` lists the merged ``(start, end, kernel state)`` runs whose kernel state the
+    change alters, with their new state.
+
+    Raises:
+        AssertionError: A count would go below zero (a bug, never input).
+    """
+    i = bisect_left(keys, start)
+    j = bisect_right(keys, end)
+    before = vals[i - 1] if i else ZERO  # the value just before start
+    value = before
+    k = i
+    if k < j and keys[k] == start:
+        value = vals[k]
+        k += 1
+    points = [start]
+    olds = [value]
+    while k < j and keys[k] < end:
+        points.append(keys[k])
+        value = vals[k]
+        olds.append(value)
+        k += 1
+    after = vals[k] if k < j else value  # the value from end on (keys[k] == end)
+    points.append(end)
+    new_keys: list[int] = []
+    new_vals: list[tuple[int, int]] = []
+    runs = []
+    prev = before
+    for n, old in enumerate(olds):
+        new = (old[0] + delta, old[1]) if mode == FULL else (old[0], old[1] + delta)
+        if new[0] < 0 or new[1] < 0:
+            raise AssertionError("memlock registry underflow")
+        if new != prev:
+            new_keys.append(points[n])
+            new_vals.append(new)
+            prev = new
+        state = _kernel_state(new)
+        if state != _kernel_state(old):
+            runs.append((points[n], points[n + 1], state))
+    if after != prev:
+        new_keys.append(end)
+        new_vals.append(after)
+    return i, j, new_keys, new_vals, _merge_runs(runs)
+
+
+class PageRegistry:
+    """The process-wide page reference counts. Use ``memlock._lock.REGISTRY``."""
+
+    def __init__(self, backend: Backend, mutex_type: Callable[[], Mutex] = threading.Lock,
+                 fork_watch: ForkWatch | None = None) -> None:
         self._backend = backend
         #: Makes the mutex (again in a forked child): threading.Lock, or the C fast path's
         #: Mutex, which that path takes without a Python call.
@@ -100,32 +226,65 @@ class PageRegistry:
         #: when it was called (None where the OS cannot list them).
         self._lock_all_flags = 0
         self._lock_all_snapshot: list[tuple[int, int]] | None = None
-        #: Releases queued by finalizers, which must never wait on the mutex (the thread
-        #: running a finalizer may be the one holding it): (start, end, mode, gen, cleanup).
-        self._pending: list[tuple[int, int, int, int, Callable[[], None]]] = []
+        #: An unlock_all() that has not finished: finished at the next entry.
+        self._unlock_all_due = False
+        #: Holds whose owner died before releasing them; appended to by C only (weakref
+        #: callbacks, the C fast path's finalizer), drained with the mutex held. The list
+        #: object is never replaced: ``queue`` is bound to it.
+        self._pending: list[HoldRecord] = []
+        self.queue = self._pending.append
+        #: The pure-Python holds not released yet (see Hold): a dict used as a set.
+        self._live: dict[object, None] = {}
+        self._fork_watch = fork_watch or ForkWatch()
+        self._fork_lock = threading.Lock()
         self.parallel_workers = max(1, min(os.cpu_count() or 1, 16))
 
-    # -- breakpoint map --------------------------------------------------------------
+    # -- holds ---------------------------------------------------------------------------
 
-    def _split(self, x: int) -> int:
-        keys = self._keys
-        i = bisect_left(keys, x)
-        if i < len(keys) and keys[i] == x:
-            return i
-        keys.insert(i, x)
-        self._vals.insert(i, self._vals[i - 1] if i else ZERO)
-        return i
+    def new_hold(self, owner: object, start: int, end: int, mode: int) -> Hold:
+        """A hold of [start, end) in ``mode`` for ``owner`` (its Lock), not counted yet."""
+        hold = Hold(owner, self.queue)
+        hold.start = start
+        hold.end = end
+        hold.mode = mode
+        hold.generation = -1
+        hold.state = NOT_HELD
+        self._live[hold] = None
+        return hold
 
-    def _compact(self, lo: int, hi: int) -> None:
-        """Drop keys in [lo, hi] that repeat the value before them."""
-        keys, vals = self._keys, self._vals
-        for k in range(min(hi, len(keys) - 1), max(lo, 0) - 1, -1):
-            if vals[k] == (vals[k - 1] if k else ZERO):
-                del keys[k], vals[k]
+    # -- fork ----------------------------------------------------------------------------
+
+    def current_generation(self) -> int:
+        """The generation of this process's locks (catching up after a fork first)."""
+        if self._fork_watch.forked(REGISTRY_SLOT):
+            self._after_fork()
+        return self.generation
+
+    def _after_fork(self) -> None:
+        """Forget the parent's counts: the kernel does not inherit locks (idempotent)."""
+        with self._fork_lock:
+            if not self._fork_watch.forked(REGISTRY_SLOT):
+                return
+            # The parent's mutex may have been held by a thread that does not exist here.
+            self._mutex = self._mutex_type()
+            self._keys.clear()
+            self._vals.clear()
+            self._pending.clear()  # the parent's holds: releasing them would be a no-op
+            self._live.clear()
+            self._lock_all_flags = 0  # MCL_FUTURE is not inherited either
+            self._lock_all_snapshot = None
+            self._unlock_all_due = False
+            self.generation += 1
+            self._fork_watch.caught_up(REGISTRY_SLOT)
+
+    # -- the map -------------------------------------------------------------------------
 
     def counts(self, start: int, end: int) -> list[tuple[int, int, int, int]]:
         """(start, end, full, onfault) segments over [start, end), for tests and status."""
+        if self._fork_watch.forked(REGISTRY_SLOT):
+            self._after_fork()
         with self._mutex:
+            self._catch_up()
             keys, vals = self._keys, self._vals
             points = [start, *(k for k in keys if start < k < end), end]
             out = []
@@ -135,10 +294,9 @@ class PageRegistry:
                 out.append((a, b, full, onf))
             return out
 
-    def held_ranges(self) -> list[tuple[int, int, int]]:
-        """(start, end, kernel state) of every range memlock holds locked."""
-        with self._mutex:
-            return self._held_ranges()
+    def holds_pending(self) -> int:
+        """Holds of collected Locks not released yet (for tests)."""
+        return len(self._pending)
 
     def _held_ranges(self) -> list[tuple[int, int, int]]:
         runs = [
@@ -148,14 +306,28 @@ class PageRegistry:
         ]
         return _merge_runs(runs)
 
+    @staticmethod
+    def _commit_counted(keys: list[int], vals: list[tuple[int, int]], i: int, j: int,
+                        new_keys: list[int], new_vals: list[tuple[int, int]],
+                        hold: HoldRecord) -> None:
+        """Replace ``keys[i:j]``/``vals[i:j]`` and mark ``hold`` counted: one statement."""
+        keys[i:j], vals[i:j], hold.state = new_keys, new_vals, HELD
+
+    @staticmethod
+    def _commit_released(keys: list[int], vals: list[tuple[int, int]], i: int, j: int,
+                         new_keys: list[int], new_vals: list[tuple[int, int]],
+                         hold: HoldRecord) -> None:
+        """Replace ``keys[i:j]``/``vals[i:j]`` and mark ``hold`` released: one statement."""
+        keys[i:j], vals[i:j], hold.state = new_keys, new_vals, RELEASED
+
     # -- kernel calls ----------------------------------------------------------------
 
     def _apply(self, start: int, end: int, state: int) -> None:
         """Make the kernel's state of [start, end) equal ``state``."""
         backend = self._backend
-        if state == _NONE:
+        if state == NOT_LOCKED:
             backend.munlock(start, end - start)
-        elif state == _ONF:
+        elif state == LOCKED_ON_FAULT:
             backend.mlock_onfault(start, end - start)
         else:
             if end - start >= PARALLEL_MIN_BYTES and self.parallel_workers > 1:
@@ -183,102 +355,6 @@ class PageRegistry:
         jobs = [(s, min(s + chunk, e), advice) for s, e, advice in plan for s in range(s, e, chunk)]
         populate = backend.populate
         run_parallel(jobs, lambda job: populate(*job), self.parallel_workers)
-
-    # -- locking -----------------------------------------------------------------------
-
-    def acquire(self, start: int, end: int, mode: int) -> int:
-        """Add one ``mode`` lock on the pages [start, end); returns the generation.
-
-        Raises:
-            MemlockError: The kernel refused; nothing changed (kernel and counts).
-        """
-        with self._mutex:
-            if self._pending:
-                self._drain()
-            if start == end:
-                return self.generation
-            keys, vals = self._keys, self._vals
-            i = bisect_left(keys, start)
-            if (i == len(keys) or keys[i] >= end) and (i == 0 or vals[i - 1] == ZERO):
-                # Fast path: the whole range lies in a region nobody holds.
-                value = (1, 0) if mode == FULL else (0, 1)
-                if mode == FULL and end - start < PARALLEL_MIN_BYTES:
-                    try:
-                        err = self._libc_mlock(start, end - start)
-                    except BaseException:  # e.g. KeyboardInterrupt as the call returned
-                        self._undo([(start, end, _NONE)])
-                        raise
-                    if err:
-                        raise self._fresh_lock_failed(start, end, err)
-                else:
-                    try:
-                        self._apply(start, end, _FULL if mode == FULL else _ONF)
-                    except MemlockError as exc:
-                        self._undo([(start, end, _NONE)])
-                        raise self._failure("mlock" if mode == FULL else "mlock2",
-                                            exc.errno or 0, start, end, end - start) from None
-                if i < len(keys) and keys[i] == end:
-                    keys.insert(i, start)
-                    vals.insert(i, value)
-                    if vals[i + 1] == value:
-                        del keys[i + 1], vals[i + 1]
-                else:
-                    keys[i:i] = (start, end)
-                    vals[i:i] = (value, ZERO)
-                return self.generation
-            i = self._split(start)
-            j = self._split(end)
-            keys, vals = self._keys, self._vals
-            runs = []
-            for k in range(i, j):
-                full, onf = vals[k]
-                if full == 0 and (mode == FULL or onf == 0):
-                    runs.append((keys[k], keys[k + 1], _ONF if onf else _NONE))
-            done: list[tuple[int, int, int]] = []
-            target = _FULL if mode == FULL else _ONF
-            try:
-                for s, e, before in _merge_runs(runs):
-                    done.append((s, e, before))
-                    self._apply(s, e, target)
-            except MemlockError as exc:
-                self._undo(done)
-                self._compact(i - 1, j + 1)
-                requested = sum(e - s for s, e, _ in runs)
-                raise self._failure("mlock" if target == _FULL else "mlock2",
-                                    exc.errno or 0, start, end, requested) from None
-            except BaseException:
-                self._undo(done)
-                self._compact(i - 1, j + 1)
-                raise
-            for k in range(i, j):
-                full, onf = vals[k]
-                vals[k] = (full + 1, onf) if mode == FULL else (full, onf + 1)
-            self._compact(i - 1, j + 1)
-            return self.generation
-
-    def _fresh_lock_failed(self, start: int, end: int, err: int) -> MemlockError:
-        """Undo a failed mlock of fresh pages [start, end); returns the exception to raise.
-
-        Mutex held. Also called by the C fast path (memlock/_speedups.c).
-        """
-        self._undo([(start, end, _NONE)])
-        return self._failure("mlock", err, start, end, end - start)
-
-    def _failure(self, op: str, err: int, start: int, end: int,
-                 requested: int) -> MemlockError:
-        """The exception for a failed lock of [start, end), after it was undone."""
-        exc = self._backend.lock_error(op, err, requested)
-        if type(exc) is MemlockError:
-            why = self._backend.explain_range(start, end)
-            if why:
-                exc.strerror = f"{op}: {os.strerror(err)}: {why}"
-        return exc
-
-    def _undo(self, done: list[tuple[int, int, int]]) -> None:
-        """Put ranges back in their former kernel state, best effort."""
-        for s, e, before in done:
-            for ps, pe in self._not_kept(s, e):
-                self._restore(ps, pe, before)
 
     def _not_kept(self, start: int, end: int) -> list[tuple[int, int]]:
         """The parts of [start, end) that no lock_all() in force keeps locked.
@@ -312,18 +388,25 @@ class PageRegistry:
         return out
 
     def _restore(self, start: int, end: int, state: int) -> None:
-        """Set [start, end) to ``state``, subdividing around holes.
+        """Set [start, end) to ``state``, best effort, subdividing around holes.
 
         A failed mlock may leave a range partly locked, and over a hole munlock fails: on
-        Linux after unlocking up to the hole, on the BSDs without changing anything. Halving
-        on failure reaches every mapped page in O(holes x log(pages)) calls.
+        Linux after unlocking up to the hole, on the BSDs without changing anything. Where
+        the OS lists its mappings, each mapped part is set once; elsewhere halving on
+        failure reaches every mapped page in O(holes x log(pages)) calls.
         """
         try:
-            if state == _NONE:
-                self._backend.munlock(start, end - start)
-            else:
-                self._apply(start, end, state)
+            self._apply(start, end, state)
         except MemlockError:
+            mapped = self._backend.mapped_ranges()
+            if mapped is not None:  # one call per mapped part (Linux: /proc/self/maps)
+                for lo, hi in mapped:
+                    if lo < end and hi > start:
+                        try:
+                            self._apply(max(lo, start), min(hi, end), state)
+                        except MemlockError:
+                            pass  # e.g. PROT_NONE: nothing of it can be locked
+                return
             page = self._backend.page_size
             if end - start <= page:
                 return
@@ -331,116 +414,244 @@ class PageRegistry:
             self._restore(start, mid, state)
             self._restore(mid, end, state)
 
-    def release(self, start: int, end: int, mode: int, generation: int) -> bool:
-        """Drop one ``mode`` lock on [start, end). False if it predates a fork (no-op)."""
-        with self._mutex:
-            if self._pending:
-                self._drain()
-            return self._release_held(start, end, mode, generation)
+    def _lower(self, changes: list[tuple[int, int, int]]) -> None:
+        """Apply the kernel side of a release: what no lock_all() keeps goes down."""
+        for s, e, state in changes:
+            for ps, pe in self._not_kept(s, e):
+                self._restore(ps, pe, state)
 
-    def release_soon(self, start: int, end: int, mode: int, generation: int,
-                     cleanup: Callable[[], None]) -> None:
-        """:meth:`release` for finalizers: never blocks, then runs ``cleanup``.
+    # -- entry ---------------------------------------------------------------------------
 
-        Done now if the mutex is free, else by whichever call takes the mutex next.
+    def _catch_up(self) -> None:
+        """With the mutex held: finish an interrupted unlock_all, release dead holds."""
+        if self._unlock_all_due:
+            self._finish_unlock_all()
+        if self._pending:
+            self._drain()
+
+    # -- locking -----------------------------------------------------------------------
+
+    def acquire(self, hold: HoldRecord) -> None:
+        """Count ``hold`` and lock its pages; on success its state is HANDED_OUT.
+
+        Raises:
+            MemlockError: The kernel refused; nothing changed (kernel and counts), the
+                hold is RELEASED.
         """
-        self._pending.append((start, end, mode, generation, cleanup))
-        if self._mutex.acquire(blocking=False):
-            try:
-                self._drain()
-            finally:
-                self._mutex.release()
+        if self._fork_watch.forked(REGISTRY_SLOT):
+            self._after_fork()
+        start, end, mode = hold.start, hold.end, hold.mode
+        with self._mutex:
+            if self._pending or self._unlock_all_due:
+                self._catch_up()
+            hold.generation = self.generation
+            keys, vals = self._keys, self._vals
+            if start == end:
+                hold.state = HANDED_OUT
+                return
+            i = bisect_left(keys, start)
+            if (mode == FULL and end - start < PARALLEL_MIN_BYTES
+                    and (i == len(keys) or keys[i] >= end) and (i == 0 or vals[i - 1] == ZERO)):
+                # Fast path: one full lock of a range nobody holds.
+                if i < len(keys) and keys[i] == end:
+                    if vals[i] == ONE_FULL:  # the next range has the same counts: merge
+                        keys[i], hold.state = start, HELD
+                    else:
+                        keys[i:i], vals[i:i], hold.state = (start,), (ONE_FULL,), HELD
+                else:
+                    keys[i:i], vals[i:i], hold.state = (start, end), (ONE_FULL, ZERO), HELD
+                err = self._libc_mlock(start, end - start)
+                if err:
+                    raise self._lock_failed(hold, "mlock", err, end - start)
+                hold.state = HANDED_OUT
+                return
+            i, j, new_keys, new_vals, changes = plan_change(keys, vals, start, end, mode, 1)
+            self._commit_counted(keys, vals, i, j, new_keys, new_vals, hold)
+            for s, e, state in changes:
+                try:
+                    self._apply(s, e, state)
+                except MemlockError as exc:
+                    requested = sum(ce - cs for cs, ce, _ in changes)
+                    raise self._lock_failed(hold, "mlock" if state == LOCKED else "mlock2",
+                                            exc.errno or 0, requested) from None
+            hold.state = HANDED_OUT
 
-    def _drain(self) -> None:
-        """Apply the queued finalizer releases (mutex held)."""
-        while self._pending:
-            start, end, mode, generation, cleanup = self._pending.pop()
-            try:
-                self._release_held(start, end, mode, generation)
-            finally:
-                cleanup()
+    def _lock_failed(self, hold: HoldRecord, op: str, err: int,
+                     requested: int) -> MemlockError:
+        """Release a hold whose lock failed; returns the exception to raise (mutex held)."""
+        self._release_hold(hold, failed=True)
+        return self._error(op, err, requested, hold.start, hold.end)
 
-    def _release_held(self, start: int, end: int, mode: int, generation: int) -> bool:
-        if generation != self.generation:
-            return False
-        if start == end:
-            return True
+    def _fresh_lock_failed(self, start: int, end: int, err: int) -> MemlockError:
+        """Undo a failed mlock of uncounted pages [start, end); the exception to raise.
+
+        Mutex held. Called by the C fast path (memlock/_speedups.c), which counts nothing
+        before its mlock succeeds and has already unlocked what the mlock left locked on
+        Linux; this undoes what other systems may leave (around holes).
+        """
+        self._restore(start, end, NOT_LOCKED)
+        return self._error("mlock", err, end - start, start, end)
+
+    def _error(self, op: str, err: int, requested: int, start: int, end: int) -> MemlockError:
+        """The exception for a failed lock of [start, end), after it was undone."""
+        exc = self._backend.lock_error(op, err, requested)
+        if type(exc) is MemlockError:
+            why = self._backend.explain_range(start, end)
+            if why:
+                exc.strerror = f"{op}: {os.strerror(err)}: {why}"
+        return exc
+
+    def release(self, hold: HoldRecord) -> None:
+        """Release ``hold`` (idempotent; a no-op for a hold that predates a fork)."""
+        if self._fork_watch.forked(REGISTRY_SLOT):
+            self._after_fork()
+        with self._mutex:
+            if self._pending or self._unlock_all_due:
+                self._catch_up()
+            self._release_hold(hold)
+
+    def _release_hold(self, hold: HoldRecord, failed: bool = False) -> None:
+        """Uncount ``hold`` and unlock what nothing else holds (mutex held). Idempotent.
+
+        ``failed``: its lock failed part way, so its pages may be locked in part, around
+        holes: every run is restored with :meth:`_restore`.
+        """
+        state = hold.state
+        if (state != HELD and state != HANDED_OUT or hold.generation != self.generation
+                or hold.start == hold.end):
+            hold.state = RELEASED
+            self._live.pop(hold, None)
+            return
+        start, end = hold.start, hold.end
         keys, vals = self._keys, self._vals
         i = bisect_left(keys, start)
-        value = (1, 0) if mode == FULL else (0, 1)
         if (
-            i + 1 < len(keys) and keys[i] == start and keys[i + 1] == end
-            and vals[i] == value and (i == 0 or vals[i - 1] == ZERO)
+            not failed and hold.mode == FULL and i + 1 < len(keys) and keys[i] == start and keys[i + 1] == end
+            and vals[i] == ONE_FULL and (i == 0 or vals[i - 1] == ZERO)
+            and not self._lock_all_flags
         ):
-            # Fast path: the only lock on an isolated range.
-            if vals[i + 1] == ZERO:
-                del keys[i : i + 2], vals[i : i + 2]
-            else:
-                del keys[i], vals[i]
-            if not self._lock_all_flags:
-                try:
-                    self._libc_munlock(start, end - start)  # pinned pages: cannot fail
-                except BaseException:  # interrupted around the call: make sure
-                    self._libc_munlock(start, end - start)
-                    raise
-                return True
-            changes = [(start, end, _NONE)]
+            # Fast path: the only lock on an isolated range. Pinned pages: cannot fail.
+            self._libc_munlock(start, end - start)
+            self._commit_released(keys, vals, i, i + 2 if vals[i + 1] == ZERO else i + 1, [],
+                                  [], hold)
         else:
-            i = self._split(start)
-            j = self._split(end)
-            changes = []
-            for k in range(i, j):
-                old = vals[k]
-                new = (old[0] - 1, old[1]) if mode == FULL else (old[0], old[1] - 1)
-                if min(new) < 0:
-                    raise AssertionError("memlock registry underflow")  # a bug, not input
-                vals[k] = new
-                before, after = _kernel_state(old), _kernel_state(new)
-                if before != after:
-                    changes.append((keys[k], keys[k + 1], after))
-            self._compact(i - 1, j + 1)
-        for s, e, state in _merge_runs(changes):
-            for ps, pe in self._not_kept(s, e):
-                try:
-                    self._apply(ps, pe, state)
-                except MemlockError:
-                    pass  # the pages are pinned, so this cannot happen; never leak counts
+            i, j, new_keys, new_vals, changes = plan_change(keys, vals, start, end,
+                                                            hold.mode, -1)
+            self._lower(changes)
+            self._commit_released(keys, vals, i, j, new_keys, new_vals, hold)
+        self._live.pop(hold, None)
+
+    def release_soon(self, hold: HoldRecord) -> bool:
+        """:meth:`release` for finalizers: never waits for another thread's critical section.
+
+        A finalizer may run in the thread that holds the mutex (garbage collection can
+        start inside any allocation), or in one that thread waits for. Returns False if the
+        hold could not be released now: its owner's death queues it then (Hold's callback).
+        """
+        if self._fork_watch.forked(REGISTRY_SLOT):
+            self._after_fork()
+        mutex = self._mutex
+        if threading.current_thread() is _main_thread():
+            # Signal handlers run in this thread only, so the mutex is taken with ``with``
+            # (an interrupt between acquire() and try would keep it forever). It waits
+            # only if another thread took the mutex since locked() said it was free.
+            if mutex.locked():
+                return False
+            with mutex:
+                self._catch_up()
+                self._release_hold(hold)
+            return True
+        if not mutex.acquire(False):  # no signal handler runs in this thread
+            return False
+        try:
+            self._catch_up()
+            self._release_hold(hold)
+        finally:
+            mutex.release()
         return True
+
+    def drain_soon(self) -> None:
+        """Release queued dead holds now if the mutex is free (the gc callback)."""
+        if not self._pending and not self._unlock_all_due:
+            return
+        mutex = self._mutex
+        if threading.current_thread() is _main_thread():
+            if mutex.locked():
+                return
+            with mutex:
+                self._catch_up()
+        elif mutex.acquire(False):
+            try:
+                self._catch_up()
+            finally:
+                mutex.release()
+
+    def _drain(self) -> None:
+        """Release the queued holds of collected Locks (mutex held). Idempotent.
+
+        A hold leaves the queue only after its release is committed; a finalizer may
+        append while this runs (garbage collection inside it), so the queue is re-read.
+        """
+        pending = self._pending
+        while pending:
+            hold = pending[-1]
+            self._release_hold(hold)
+            pending.remove(hold)
 
     # -- whole process -------------------------------------------------------------------
 
     def lock_all(self, flags: int) -> None:
-        """mlockall; while it holds, releasing a Lock leaves what it keeps locked."""
+        """mlockall; while it holds, releasing a Lock leaves what it keeps locked.
+
+        If this raises (a refusal, or an interrupt), :meth:`unlock_all` restores the state
+        from before the call.
+        """
+        if self._fork_watch.forked(REGISTRY_SLOT):
+            self._after_fork()
+        backend = self._backend
+        if not backend.supports_lock_all:
+            backend.mlockall(flags)  # raises the backend's explanation; nothing changes
         with self._mutex:
-            if self._pending:
-                self._drain()
-            snapshot = self._backend.mapped_ranges()
-            self._backend.mlockall(flags)
-            self._lock_all_flags = flags
-            self._lock_all_snapshot = snapshot
+            self._catch_up()
+            snapshot = backend.mapped_ranges()
+            # Recorded first: releases made while mlockall() may be in force keep its pages.
+            self._lock_all_flags, self._lock_all_snapshot = flags, snapshot
+            try:
+                backend.mlockall(flags)
+            except BaseException:  # a refusal or an interrupt: as if never called
+                self._unlock_all_due = True
+                self._finish_unlock_all()
+                raise
 
     def unlock_all(self) -> None:
         """munlockall, then re-lock what live Locks still hold."""
+        if self._fork_watch.forked(REGISTRY_SLOT):
+            self._after_fork()
         with self._mutex:
-            if self._pending:
-                self._drain()
-            self._backend.munlockall()
-            self._lock_all_flags = 0
-            self._lock_all_snapshot = None
-            for s, e, state in self._held_ranges():
-                self._apply(s, e, state)
+            self._unlock_all_due = True  # finished by the next entry if interrupted
+            self._catch_up()
 
-    def run_locked(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` with the registry mutex held (used by features that remap pages)."""
-        with self._mutex:
-            fn()
+    def _finish_unlock_all(self) -> None:
+        """munlockall and re-lock the held ranges (mutex held). Idempotent."""
+        self._backend.munlockall()
+        for s, e, state in self._held_ranges():
+            self._restore(s, e, state)
+        self._lock_all_flags, self._lock_all_snapshot, self._unlock_all_due = 0, None, False
 
-    def _after_fork_in_child(self) -> None:
-        self._mutex = self._mutex_type()
-        self._keys = []
-        self._vals = []
-        self.generation += 1
-        self._lock_all_flags = 0  # MCL_FUTURE is not inherited either
-        self._lock_all_snapshot = None
-        # Queued releases stay: in the child they are no-ops (old generation) that still
-        # release their buffer exports.
+
+def drain_after_collection(registry: PageRegistry) -> Callable[[str, dict[str, int]], None]:
+    """A ``gc.callbacks`` entry that releases queued holds after each collection."""
+    ref = weakref.ref(registry)
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop":
+            reg = ref()
+            if reg is not None and (reg._pending or reg._unlock_all_due):
+                reg.drain_soon()
+
+    return callback
+
+
+def watch_collections(registry: PageRegistry) -> None:
+    """Drain ``registry``'s dead holds after every garbage collection."""
+    gc.callbacks.append(drain_after_collection(registry))

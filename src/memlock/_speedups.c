@@ -2,7 +2,7 @@
  *
  * Only the common case lives here: one full lock (no on-fault) of a C-contiguous buffer
  * on pages nobody in this process holds, and its release. Everything else -- nesting,
- * on-fault locks, lock_all() in force, queued finalizer releases, big ranges populated in
+ * on-fault locks, lock_all() in force, queued releases, big ranges populated in
  * parallel, errors -- is handled by the pure-Python registry (memlock/_registry.py), which
  * stays the reference implementation. The two share the registry's data and its mutex, so
  * they can be mixed freely, call by call.
@@ -11,16 +11,27 @@
  * (ctypes argument conversion, the memoryview -> address dance, the registry's bytecode)
  * costs about as much again. Here it is one C call per lock and one per unlock.
  *
+ * Interrupts: no Python code runs inside these functions once they have taken the mutex
+ * (only C calls of the C API on lists, ints and the Lock's slots), so a signal handler,
+ * which CPython runs between bytecodes, cannot land inside them. The Hold type below is
+ * the C path's record of what a Lock holds: when a Lock dies unreleased, its Hold's
+ * finalizer -- C, which no interrupt can skip -- queues it for the registry to release.
+ *
  * Every function returns None ("not handled here") before it changes anything, so the
  * caller falls back to the Python path, which re-checks everything under the mutex.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
 #include <sys/mman.h>
+
+/* Hold states and lock modes: memlock/_registry.py (NOT_HELD.., FULL). */
+enum { NOT_HELD = 0, HELD = 1, HANDED_OUT = 2, RELEASED = 3 };
+enum { MODE_FULL = 0 };
 
 typedef struct {
     PyObject_HEAD
@@ -31,10 +42,70 @@ typedef struct {
     PyObject *release_fallback; /* registry.release */
     uint64_t page_size;
     uint64_t max_bytes;   /* ranges this long or longer take the Python path */
+    volatile unsigned char *fork_byte; /* the registry's byte of the fork watch, or NULL */
 } FastPath;
 
+/* The registry's queue of holds to release (registry._pending), shared by every Hold's
+ * finalizer. Set by FastPath.__init__; one interpreter only. */
+static PyObject *hold_queue;
+
 static PyObject *s_mutex, *s_pending, *s_keys, *s_vals, *s_lock_all_flags, *s_generation;
-static PyObject *s_pinned, *s_mode, *s_lock_generation, *s_address, *s_nbytes;
+static PyObject *s_unlock_all_due, *s_hold, *s_pinned, *s_mode, *s_address, *s_nbytes;
+
+/* -- Hold: what one Lock holds, outliving it until released --------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    unsigned long long start, end;
+    long long generation;
+    int mode, state;
+} Hold;
+
+static PyTypeObject HoldType;
+
+/* A Hold dying while still counted (its Lock collected unreleased, whatever ran or failed
+ * to run in the Lock's Python finalizer) puts itself on the registry's queue: it is
+ * resurrected there until the registry releases it. */
+static void
+hold_finalize(PyObject *self)
+{
+    Hold *h = (Hold *)self;
+    if ((h->state != HELD && h->state != HANDED_OUT) || hold_queue == NULL)
+        return;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (PyList_Append(hold_queue, self) < 0)
+        PyErr_WriteUnraisable(self);
+    PyErr_Restore(type, value, tb);
+}
+
+static void
+hold_dealloc(PyObject *self)
+{
+    if (PyObject_CallFinalizerFromDealloc(self) < 0)
+        return; /* queued: alive again */
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyMemberDef hold_members[] = {
+    {"start", T_ULONGLONG, offsetof(Hold, start), 0, "first byte (page aligned)"},
+    {"end", T_ULONGLONG, offsetof(Hold, end), 0, "end (page aligned, exclusive)"},
+    {"generation", T_LONGLONG, offsetof(Hold, generation), 0, "registry generation"},
+    {"mode", T_INT, offsetof(Hold, mode), 0, "FULL or ONFAULT"},
+    {"state", T_INT, offsetof(Hold, state), 0, "NOT_HELD, HELD, HANDED_OUT, RELEASED"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject HoldType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "memlock._speedups.Hold",
+    .tp_basicsize = sizeof(Hold),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "What a Lock made by the C fast path holds (see memlock._registry.Hold).",
+    .tp_dealloc = hold_dealloc,
+    .tp_finalize = hold_finalize,
+    .tp_members = hold_members,
+};
 
 /* -- Mutex: the registry's mutex, usable from Python and directly from C --------------- */
 
@@ -229,12 +300,16 @@ registry_attr(State *st, PyObject *name)
 }
 
 /* Take the registry's mutex and read its maps. 1: taken; 0: not the fast case (nothing
- * held); -1: error (nothing held). The fast case needs no queued releases and no
+ * held); -1: error (nothing held). The fast case needs no fork to catch up with (the
+ * Python path does that first, before it takes the mutex, which a thread that does not
+ * exist in the child may hold), no queued releases, no unfinished unlock_all() and no
  * lock_all() in force. */
 static int
 state_enter(FastPath *fp, State *st)
 {
-    st->mutex = st->keys = st->vals = NULL;
+    st->dict = st->mutex = st->keys = st->vals = NULL;
+    if (fp->fork_byte != NULL && *fp->fork_byte == 0)
+        return 0;
     st->dict = PyObject_GenericGetDict(fp->registry, NULL);
     if (st->dict == NULL)
         return -1;
@@ -254,19 +329,23 @@ state_enter(FastPath *fp, State *st)
     int fast = -1;
     PyObject *pending = registry_attr(st, s_pending);
     PyObject *flags = pending ? registry_attr(st, s_lock_all_flags) : NULL;
-    if (flags != NULL) {
+    PyObject *due = flags ? registry_attr(st, s_unlock_all_due) : NULL;
+    if (due != NULL) {
         st->keys = registry_attr(st, s_keys);
         st->vals = st->keys ? registry_attr(st, s_vals) : NULL;
     }
     if (st->vals != NULL) {
         int busy = PyObject_IsTrue(pending);
         int all = PyObject_IsTrue(flags);
-        if (busy >= 0 && all >= 0)
-            fast = !busy && !all && PyList_CheckExact(st->keys) && PyList_CheckExact(st->vals)
+        int unfinished = PyObject_IsTrue(due);
+        if (busy >= 0 && all >= 0 && unfinished >= 0)
+            fast = !busy && !all && !unfinished && PyList_CheckExact(st->keys)
+                   && PyList_CheckExact(st->vals)
                    && PyList_GET_SIZE(st->keys) == PyList_GET_SIZE(st->vals);
     }
     Py_XDECREF(pending);
     Py_XDECREF(flags);
+    Py_XDECREF(due);
     if (fast != 1) {
         (void)mutex_give((Mutex *)st->mutex); /* taken above: cannot fail */
         state_clear(st);
@@ -404,28 +483,42 @@ not_initialised(void)
     return NULL;
 }
 
-/* Lock(pinned, start, end, FULL, generation) (mutex held), with its slots set here rather
- * than by Lock.__init__, so that no Python code runs. Lock.__init__ sets the same five
- * slots; FastPath.__init__ checks the class has exactly those. */
+/* A Lock holding [start, end) in full and its Hold, counted in the registry's current
+ * generation and handed out (mutex held). Its slots are set here rather than by Python
+ * code, so that none runs; FastPath.__init__ checks the class has exactly these slots. */
 static PyObject *
 new_lock(FastPath *fp, State *st, PyObject *pinned, uint64_t start, uint64_t end)
 {
+    PyObject *generation = registry_attr(st, s_generation);
+    if (generation == NULL)
+        return NULL;
+    long long gen = PyLong_AsLongLong(generation);
+    Py_DECREF(generation);
+    if (gen == -1 && PyErr_Occurred())
+        return NULL;
+    Hold *hold = PyObject_New(Hold, &HoldType);
+    if (hold == NULL)
+        return NULL;
+    hold->start = start;
+    hold->end = end;
+    hold->generation = gen;
+    hold->mode = MODE_FULL;
+    hold->state = NOT_HELD; /* until the Lock is complete: a failure here queues nothing */
     PyTypeObject *type = (PyTypeObject *)fp->lock_type;
     PyObject *held = type->tp_alloc(type, 0);
-    if (held == NULL)
-        return NULL;
-    PyObject *generation = registry_attr(st, s_generation);
-    PyObject *address = generation ? PyLong_FromUnsignedLongLong(start) : NULL;
+    PyObject *address = held ? PyLong_FromUnsignedLongLong(start) : NULL;
     PyObject *nbytes = address ? PyLong_FromUnsignedLongLong(end - start) : NULL;
-    PyObject *mode = nbytes ? PyLong_FromLong(0) : NULL;
+    PyObject *mode = nbytes ? PyLong_FromLong(MODE_FULL) : NULL;
     int rc = -1;
-    if (mode != NULL && PyObject_SetAttr(held, s_pinned, pinned) == 0
+    if (mode != NULL && PyObject_SetAttr(held, s_hold, (PyObject *)hold) == 0
+        && PyObject_SetAttr(held, s_pinned, pinned) == 0
         && PyObject_SetAttr(held, s_mode, mode) == 0
-        && PyObject_SetAttr(held, s_lock_generation, generation) == 0
         && PyObject_SetAttr(held, s_address, address) == 0
-        && PyObject_SetAttr(held, s_nbytes, nbytes) == 0)
+        && PyObject_SetAttr(held, s_nbytes, nbytes) == 0) {
+        hold->state = HANDED_OUT;
         rc = 0;
-    Py_XDECREF(generation);
+    }
+    Py_DECREF(hold);
     Py_XDECREF(address);
     Py_XDECREF(nbytes);
     Py_XDECREF(mode);
@@ -527,8 +620,9 @@ fastpath_lock(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
         goto leave_error;
     }
     /* From the mlock to the return, no Python code runs: allocating and filling the Lock
-     * and the registry's lists are C calls. So no signal handler or other asynchronous
-     * exception can leave pages locked and counted with no Lock to release them. */
+     * and its Hold and the registry's lists are C calls. So no signal handler or other
+     * asynchronous exception can leave pages locked and counted with no Lock to release
+     * them. */
     held = new_lock(fp, &st, pinned, start, end);
     if (held == NULL) {
         (void)sys_lock(0, start, end - start);
@@ -537,7 +631,10 @@ fastpath_lock(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
     if (record_fresh(fp, &st, i, start, end) < 0) {
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
-        (void)PyObject_SetAttr(held, s_pinned, Py_None); /* owns nothing again */
+        PyObject *hold = PyObject_GetAttr(held, s_hold);
+        if (hold != NULL && Py_IS_TYPE(hold, &HoldType))
+            ((Hold *)hold)->state = RELEASED; /* owns nothing again */
+        Py_XDECREF(hold);
         PyErr_Restore(type, value, tb);
         (void)sys_lock(0, start, end - start);
         goto leave_error;
@@ -559,26 +656,24 @@ python_path:
 
 /* -- release -------------------------------------------------------------------------- */
 
-/* release(start, end, mode, generation) -> bool: PageRegistry.release, fast when this is
- * the only full lock on an isolated range. */
+/* release(hold): PageRegistry.release(), fast when ``hold`` is this module's Hold and the
+ * only full lock on an isolated range. */
 static PyObject *
 fastpath_release(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "release(start, end, mode, generation)");
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "release(hold)");
         return NULL;
     }
     if (fp->registry == NULL)
         return not_initialised();
-    uint64_t start, end;
-    long mode = -1;
-    if (as_u64(args[0], &start) < 0 || as_u64(args[1], &end) < 0
-        || ((mode = PyLong_AsLong(args[2])) == -1 && PyErr_Occurred())) {
-        PyErr_Clear();
+    if (!Py_IS_TYPE(args[0], &HoldType))
         goto python_path;
-    }
-    if (mode != 0 || start >= end)
+    Hold *hold = (Hold *)args[0];
+    if ((hold->state != HELD && hold->state != HANDED_OUT) || hold->mode != MODE_FULL
+        || hold->start >= hold->end)
         goto python_path;
+    uint64_t start = hold->start, end = hold->end;
     State st;
     int fast = state_enter(fp, &st);
     if (fast < 0)
@@ -586,16 +681,20 @@ fastpath_release(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
     if (fast == 0)
         goto python_path;
     PyObject *generation = registry_attr(&st, s_generation);
-    int current = generation ? PyObject_RichCompareBool(generation, args[3], Py_EQ) : -1;
+    long long gen = generation ? PyLong_AsLongLong(generation) : -1;
     Py_XDECREF(generation);
-    if (current < 0)
+    if (gen == -1 && PyErr_Occurred())
         goto leave_error;
+    if (gen != hold->generation) {
+        state_leave(&st);
+        goto python_path;
+    }
     Py_ssize_t n = PyList_GET_SIZE(st.keys);
-    Py_ssize_t i = current ? bisect_left(st.keys, start) : 0;
+    Py_ssize_t i = bisect_left(st.keys, start);
     if (i < 0)
         goto leave_error;
     int isolated = 0;
-    if (current && i + 1 < n) {
+    if (i + 1 < n) {
         uint64_t k0, k1;
         if (key_at(st.keys, i, &k0) < 0 || key_at(st.keys, i + 1, &k1) < 0)
             goto leave_error;
@@ -615,19 +714,20 @@ fastpath_release(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
     if (last < 0)
         goto leave_error;
     Py_ssize_t stop = last ? i + 2 : i + 1;
+    (void)sys_lock(0, start, end - start); /* pinned pages: cannot fail */
     if (PyList_SetSlice(st.keys, i, stop, NULL) < 0)
         goto leave_error;
     if (PyList_SetSlice(st.vals, i, stop, NULL) < 0)
         goto leave_error; /* MemoryError shrinking a list: cannot happen */
-    (void)sys_lock(0, start, end - start); /* pinned pages: cannot fail */
+    hold->state = RELEASED;
     state_leave(&st);
-    Py_RETURN_TRUE;
+    Py_RETURN_NONE;
 
 leave_error:
     state_leave(&st);
     return NULL;
 python_path:
-    return PyObject_Vectorcall(fp->release_fallback, args, 4, NULL);
+    return PyObject_Vectorcall(fp->release_fallback, args, 1, NULL);
 }
 
 /* -- the type and the module ----------------------------------------------------------- */
@@ -636,11 +736,11 @@ static int
 fastpath_init(FastPath *fp, PyObject *args, PyObject *kwds)
 {
     static char *names[] = {"registry", "lock_type", "zero", "one_full", "page_size",
-                            "max_bytes", NULL};
+                            "max_bytes", "fork_byte", NULL};
     PyObject *registry, *lock_type, *zero, *one_full;
-    unsigned long long page_size, max_bytes;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOKK", names, &registry, &lock_type,
-                                     &zero, &one_full, &page_size, &max_bytes))
+    unsigned long long page_size, max_bytes, fork_byte = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOKK|K", names, &registry, &lock_type,
+                                     &zero, &one_full, &page_size, &max_bytes, &fork_byte))
         return -1;
     if (page_size == 0 || (page_size & (page_size - 1))) {
         PyErr_SetString(PyExc_ValueError, "page_size must be a power of two");
@@ -650,8 +750,8 @@ fastpath_init(FastPath *fp, PyObject *args, PyObject *kwds)
      * a class whose instances are exactly those five slots. */
     PyObject *slots = PyType_Check(lock_type) ? PyObject_GetAttrString(lock_type, "__slots__")
                                               : NULL;
-    PyObject *want = slots ? Py_BuildValue("(sssss)", "_generation", "_mode", "_pinned",
-                                           "address", "nbytes") : NULL;
+    PyObject *want = slots ? Py_BuildValue("(ssssss)", "__weakref__", "_hold", "_mode",
+                                           "_pinned", "address", "nbytes") : NULL;
     int same = want ? PyObject_RichCompareBool(slots, want, Py_EQ) : -1;
     Py_XDECREF(slots);
     Py_XDECREF(want);
@@ -663,6 +763,15 @@ fastpath_init(FastPath *fp, PyObject *args, PyObject *kwds)
     PyObject *fallback = PyObject_GetAttrString(registry, "release");
     if (fallback == NULL)
         return -1;
+    PyObject *queue = PyObject_GetAttrString(registry, "_pending");
+    if (queue == NULL || !PyList_CheckExact(queue)) {
+        Py_XDECREF(queue);
+        Py_DECREF(fallback);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "registry._pending must be a list");
+        return -1;
+    }
+    Py_XSETREF(hold_queue, queue);
     Py_XSETREF(fp->release_fallback, fallback);
     Py_INCREF(registry);
     Py_XSETREF(fp->registry, registry);
@@ -674,6 +783,7 @@ fastpath_init(FastPath *fp, PyObject *args, PyObject *kwds)
     Py_XSETREF(fp->one_full, one_full);
     fp->page_size = page_size;
     fp->max_bytes = max_bytes;
+    fp->fork_byte = (volatile unsigned char *)(uintptr_t)fork_byte; /* the registry's: byte 0 */
     return 0;
 }
 
@@ -711,7 +821,7 @@ static PyMethodDef fastpath_methods[] = {
     {"lock", (PyCFunction)(void (*)(void))fastpath_lock, METH_FASTCALL,
      "lock(obj, offset, length) -> Lock | None: the common case of memlock.lock()."},
     {"release", (PyCFunction)(void (*)(void))fastpath_release, METH_FASTCALL,
-     "release(start, end, mode, generation) -> bool: PageRegistry.release()."},
+     "release(hold): PageRegistry.release()."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -743,11 +853,18 @@ speedups_exec(PyObject *module)
         || intern(&s_keys, "_keys") < 0 || intern(&s_vals, "_vals") < 0
         || intern(&s_lock_all_flags, "_lock_all_flags") < 0
         || intern(&s_generation, "generation") < 0 || intern(&s_pinned, "_pinned") < 0
-        || intern(&s_mode, "_mode") < 0 || intern(&s_lock_generation, "_generation") < 0
+        || intern(&s_mode, "_mode") < 0 || intern(&s_hold, "_hold") < 0
+        || intern(&s_unlock_all_due, "_unlock_all_due") < 0
         || intern(&s_address, "address") < 0 || intern(&s_nbytes, "nbytes") < 0)
         return -1;
-    if (PyType_Ready(&FastPathType) < 0 || PyType_Ready(&MutexType) < 0)
+    if (PyType_Ready(&FastPathType) < 0 || PyType_Ready(&MutexType) < 0
+        || PyType_Ready(&HoldType) < 0)
         return -1;
+    Py_INCREF(&HoldType);
+    if (PyModule_AddObject(module, "Hold", (PyObject *)&HoldType) < 0) {
+        Py_DECREF(&HoldType);
+        return -1;
+    }
     Py_INCREF(&MutexType);
     if (PyModule_AddObject(module, "Mutex", (PyObject *)&MutexType) < 0) {
         Py_DECREF(&MutexType);

@@ -1,7 +1,7 @@
 from types import TracebackType
 
 from memlock._lock import Lock
-from memlock._registry import PageRegistry
+from memlock._registry import HoldRecord, PageRegistry
 
 class Mutex:
     def acquire(self, blocking: bool = ...) -> bool: ...
@@ -10,6 +10,13 @@ class Mutex:
     def __enter__(self) -> bool: ...
     def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
                  tb: TracebackType | None) -> None: ...
+
+class Hold:
+    start: int
+    end: int
+    mode: int
+    generation: int
+    state: int
 
 class FastPath:
     def __init__(
@@ -20,6 +27,7 @@ class FastPath:
         one_full: tuple[int, int],
         page_size: int,
         max_bytes: int,
+        fork_byte: int = ...,
     ) -> None: ...
     def lock(self, obj: object, offset: object, length: object, /) -> Lock | None: ...
-    def release(self, start: int, end: int, mode: int, generation: int, /) -> bool: ...
+    def release(self, hold: HoldRecord, /) -> None: ...

@@ -8,9 +8,10 @@ from __future__ import annotations
 import sys
 
 from ._base import Backend
+from ._fork import ForkWatch
 from ._libc import real_libc
 
-__all__ = ["BACKEND", "Backend"]
+__all__ = ["BACKEND", "FORK_WATCH", "Backend", "ForkWatch"]
 
 BACKEND: Backend
 if sys.platform == "linux":
@@ -31,3 +32,6 @@ elif sys.platform == "sunos5":
     BACKEND = SunOSBackend(real_libc())
 else:
     BACKEND = Backend(real_libc())
+
+#: The process's fork detector (see _fork.py).
+FORK_WATCH = ForkWatch()
