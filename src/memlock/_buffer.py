@@ -56,12 +56,23 @@ def fast_address(view: memoryview) -> int:
 
 def _base_address(view: memoryview, flags: int) -> int:
     """The ``buf`` pointer of ``view``; ``view`` itself keeps it valid."""
-    raw = _PyBuffer()
+    raw = _ExportOf()
     _get_buffer(view, ctypes.byref(raw), flags)  # raises the Python error on failure
-    try:
-        return raw.buf or 0
-    finally:
-        _release_buffer(ctypes.byref(raw))
+    address = raw.buf or 0
+    _release_buffer(ctypes.byref(raw))  # sets raw.obj to NULL
+    return address
+
+
+class _ExportOf(_PyBuffer):
+    """A Py_buffer that gives its export back if it dies still holding one.
+
+    An interrupt between PyObject_GetBuffer and PyBuffer_Release would otherwise leave
+    the export for good (the memory could then never be unmapped or resized).
+    """
+
+    def __del__(self) -> None:
+        if self.obj:
+            _release_buffer(ctypes.byref(self))
 
 
 def pin(obj: object) -> tuple[memoryview, int, int]:

@@ -29,7 +29,7 @@ from ._pages import PAGE_SIZE, as_size
 from ._parallel import run_parallel
 from ._platform._libc import real_libc
 from ._record import FrozenRecord
-from .errors import UnsupportedOperation
+from .errors import MemlockError, UnsupportedOperation
 
 __all__ = ["LockedFile", "Residency", "evict", "lock_file", "residency", "touch"]
 
@@ -462,9 +462,11 @@ def _lock_fd(path: str, fd: int, st: os.stat_result, offset: int, length: int,
     m = mmap.mmap(fd, offset + length - map_off, access=mmap.ACCESS_READ, offset=map_off)
     try:
         lk = lock(m, offset - map_off, length, onfault=onfault)
-    except BaseException:
+    except MemlockError:  # nothing holds the mapping now: unmap it at once
         m.close()
         raise
+    # (Any other exception, an interrupt say, drops ``m``: it unmaps itself once the
+    # frames that still export its buffer are gone.)
     return LockedFile(path, offset, length, onfault, m, lk, st)
 
 

@@ -22,8 +22,8 @@ Both are idempotent: releasing a hold twice, or one that was never counted, chan
 **Interrupts.** A signal handler may raise between any two lines of Python (and a trace
 function at any line). Three rules keep the state whole whatever line an exception lands on:
 
-1. The mutex is only ever taken by ``with``: there is no gap between taking it and the
-   code that gives it back.
+1. The mutex is only ever taken through ``_critical.under`` (or ``try_under``): one line,
+   ``with mutex: return fn()``, leaves no point where an exception skips its release.
 2. Each change of the map and of a hold's state is ONE statement (``_commit``): a
    multiple assignment of list slices and attributes, in which CPython runs no other Python
    code (no call, no backward jump, no function entry: the points where signal handlers
@@ -56,6 +56,7 @@ from itertools import pairwise
 from ._parallel import run_parallel
 from ._platform import Backend, ForkWatch
 from ._platform._fork import REGISTRY_SLOT
+from ._critical import try_under, under
 from .errors import MemlockError
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import; mypy reads the first branch
@@ -117,8 +118,6 @@ NOT_HELD, HELD, HANDED_OUT, RELEASED = 0, 1, 2, 3
 PARALLEL_MIN_BYTES = 64 * 2**20
 #: Size of each populate chunk handed to a thread.
 PARALLEL_CHUNK_BYTES = 4 * 2**20
-
-_main_thread = threading.main_thread
 
 
 class Hold(weakref.ref):  # type: ignore[type-arg]
@@ -262,20 +261,22 @@ class PageRegistry:
 
     def _after_fork(self) -> None:
         """Forget the parent's counts: the kernel does not inherit locks (idempotent)."""
-        with self._fork_lock:
-            if not self._fork_watch.forked(REGISTRY_SLOT):
-                return
-            # The parent's mutex may have been held by a thread that does not exist here.
-            self._mutex = self._mutex_type()
-            self._keys.clear()
-            self._vals.clear()
-            self._pending.clear()  # the parent's holds: releasing them would be a no-op
-            self._live.clear()
-            self._lock_all_flags = 0  # MCL_FUTURE is not inherited either
-            self._lock_all_snapshot = None
-            self._unlock_all_due = False
-            self.generation += 1
-            self._fork_watch.caught_up(REGISTRY_SLOT)
+        under(self._fork_lock, self._forget_parent)
+
+    def _forget_parent(self) -> None:
+        if not self._fork_watch.forked(REGISTRY_SLOT):
+            return
+        # The parent's mutex may have been held by a thread that does not exist here.
+        self._mutex = self._mutex_type()
+        self._keys.clear()
+        self._vals.clear()
+        self._pending.clear()  # the parent's holds: releasing them would be a no-op
+        self._live.clear()
+        self._lock_all_flags = 0  # MCL_FUTURE is not inherited either
+        self._lock_all_snapshot = None
+        self._unlock_all_due = False
+        self.generation += 1
+        self._fork_watch.caught_up(REGISTRY_SLOT)  # last: an interrupt before it redoes all
 
     # -- the map -------------------------------------------------------------------------
 
@@ -283,16 +284,18 @@ class PageRegistry:
         """(start, end, full, onfault) segments over [start, end), for tests and status."""
         if self._fork_watch.forked(REGISTRY_SLOT):
             self._after_fork()
-        with self._mutex:
-            self._catch_up()
-            keys, vals = self._keys, self._vals
-            points = [start, *(k for k in keys if start < k < end), end]
-            out = []
-            for a, b in pairwise(points):
-                idx = bisect_right(keys, a) - 1
-                full, onf = vals[idx] if idx >= 0 else ZERO
-                out.append((a, b, full, onf))
-            return out
+        return under(self._mutex, self._counts, start, end)
+
+    def _counts(self, start: int, end: int) -> list[tuple[int, int, int, int]]:
+        self._catch_up()
+        keys, vals = self._keys, self._vals
+        points = [start, *(k for k in keys if start < k < end), end]
+        out = []
+        for a, b in pairwise(points):
+            idx = bisect_right(keys, a) - 1
+            full, onf = vals[idx] if idx >= 0 else ZERO
+            out.append((a, b, full, onf))
+        return out
 
     def holds_pending(self) -> int:
         """Holds of collected Locks not released yet (for tests)."""
@@ -440,41 +443,43 @@ class PageRegistry:
         """
         if self._fork_watch.forked(REGISTRY_SLOT):
             self._after_fork()
+        under(self._mutex, self._acquire, hold)
+
+    def _acquire(self, hold: HoldRecord) -> None:
         start, end, mode = hold.start, hold.end, hold.mode
-        with self._mutex:
-            if self._pending or self._unlock_all_due:
-                self._catch_up()
-            hold.generation = self.generation
-            keys, vals = self._keys, self._vals
-            if start == end:
-                hold.state = HANDED_OUT
-                return
-            i = bisect_left(keys, start)
-            if (mode == FULL and end - start < PARALLEL_MIN_BYTES
-                    and (i == len(keys) or keys[i] >= end) and (i == 0 or vals[i - 1] == ZERO)):
-                # Fast path: one full lock of a range nobody holds.
-                if i < len(keys) and keys[i] == end:
-                    if vals[i] == ONE_FULL:  # the next range has the same counts: merge
-                        keys[i], hold.state = start, HELD
-                    else:
-                        keys[i:i], vals[i:i], hold.state = (start,), (ONE_FULL,), HELD
-                else:
-                    keys[i:i], vals[i:i], hold.state = (start, end), (ONE_FULL, ZERO), HELD
-                err = self._libc_mlock(start, end - start)
-                if err:
-                    raise self._lock_failed(hold, "mlock", err, end - start)
-                hold.state = HANDED_OUT
-                return
-            i, j, new_keys, new_vals, changes = plan_change(keys, vals, start, end, mode, 1)
-            self._commit_counted(keys, vals, i, j, new_keys, new_vals, hold)
-            for s, e, state in changes:
-                try:
-                    self._apply(s, e, state)
-                except MemlockError as exc:
-                    requested = sum(ce - cs for cs, ce, _ in changes)
-                    raise self._lock_failed(hold, "mlock" if state == LOCKED else "mlock2",
-                                            exc.errno or 0, requested) from None
+        if self._pending or self._unlock_all_due:
+            self._catch_up()
+        hold.generation = self.generation
+        keys, vals = self._keys, self._vals
+        if start == end:
             hold.state = HANDED_OUT
+            return
+        i = bisect_left(keys, start)
+        if (mode == FULL and end - start < PARALLEL_MIN_BYTES
+                and (i == len(keys) or keys[i] >= end) and (i == 0 or vals[i - 1] == ZERO)):
+            # Fast path: one full lock of a range nobody holds.
+            if i < len(keys) and keys[i] == end:
+                if vals[i] == ONE_FULL:  # the next range has the same counts: merge
+                    keys[i], hold.state = start, HELD
+                else:
+                    keys[i:i], vals[i:i], hold.state = (start,), (ONE_FULL,), HELD
+            else:
+                keys[i:i], vals[i:i], hold.state = (start, end), (ONE_FULL, ZERO), HELD
+            err = self._libc_mlock(start, end - start)
+            if err:
+                raise self._lock_failed(hold, "mlock", err, end - start)
+            hold.state = HANDED_OUT
+            return
+        i, j, new_keys, new_vals, changes = plan_change(keys, vals, start, end, mode, 1)
+        self._commit_counted(keys, vals, i, j, new_keys, new_vals, hold)
+        for s, e, state in changes:
+            try:
+                self._apply(s, e, state)
+            except MemlockError as exc:
+                requested = sum(ce - cs for cs, ce, _ in changes)
+                raise self._lock_failed(hold, "mlock" if state == LOCKED else "mlock2",
+                                        exc.errno or 0, requested) from None
+        hold.state = HANDED_OUT
 
     def _lock_failed(self, hold: HoldRecord, op: str, err: int,
                      requested: int) -> MemlockError:
@@ -505,10 +510,12 @@ class PageRegistry:
         """Release ``hold`` (idempotent; a no-op for a hold that predates a fork)."""
         if self._fork_watch.forked(REGISTRY_SLOT):
             self._after_fork()
-        with self._mutex:
-            if self._pending or self._unlock_all_due:
-                self._catch_up()
-            self._release_hold(hold)
+        under(self._mutex, self._release, hold)
+
+    def _release(self, hold: HoldRecord) -> None:
+        if self._pending or self._unlock_all_due:
+            self._catch_up()
+        self._release_hold(hold)
 
     def _release_hold(self, hold: HoldRecord, failed: bool = False) -> None:
         """Uncount ``hold`` and unlock what nothing else holds (mutex held). Idempotent.
@@ -550,41 +557,12 @@ class PageRegistry:
         """
         if self._fork_watch.forked(REGISTRY_SLOT):
             self._after_fork()
-        mutex = self._mutex
-        if threading.current_thread() is _main_thread():
-            # Signal handlers run in this thread only, so the mutex is taken with ``with``
-            # (an interrupt between acquire() and try would keep it forever). It waits
-            # only if another thread took the mutex since locked() said it was free.
-            if mutex.locked():
-                return False
-            with mutex:
-                self._catch_up()
-                self._release_hold(hold)
-            return True
-        if not mutex.acquire(False):  # no signal handler runs in this thread
-            return False
-        try:
-            self._catch_up()
-            self._release_hold(hold)
-        finally:
-            mutex.release()
-        return True
+        return try_under(self._mutex, self._release, hold)
 
     def drain_soon(self) -> None:
         """Release queued dead holds now if the mutex is free (the gc callback)."""
-        if not self._pending and not self._unlock_all_due:
-            return
-        mutex = self._mutex
-        if threading.current_thread() is _main_thread():
-            if mutex.locked():
-                return
-            with mutex:
-                self._catch_up()
-        elif mutex.acquire(False):
-            try:
-                self._catch_up()
-            finally:
-                mutex.release()
+        if self._pending or self._unlock_all_due:
+            try_under(self._mutex, self._catch_up)
 
     def _drain(self) -> None:
         """Release the queued holds of collected Locks (mutex held). Idempotent.
@@ -606,30 +584,34 @@ class PageRegistry:
         If this raises (a refusal, or an interrupt), :meth:`unlock_all` restores the state
         from before the call.
         """
-        if self._fork_watch.forked(REGISTRY_SLOT):
-            self._after_fork()
         backend = self._backend
         if not backend.supports_lock_all:
             backend.mlockall(flags)  # raises the backend's explanation; nothing changes
-        with self._mutex:
-            self._catch_up()
-            snapshot = backend.mapped_ranges()
-            # Recorded first: releases made while mlockall() may be in force keep its pages.
-            self._lock_all_flags, self._lock_all_snapshot = flags, snapshot
-            try:
-                backend.mlockall(flags)
-            except BaseException:  # a refusal or an interrupt: as if never called
-                self._unlock_all_due = True
-                self._finish_unlock_all()
-                raise
+        if self._fork_watch.forked(REGISTRY_SLOT):
+            self._after_fork()
+        under(self._mutex, self._lock_all, flags)
+
+    def _lock_all(self, flags: int) -> None:
+        self._catch_up()
+        snapshot = self._backend.mapped_ranges()
+        # Recorded first: releases made while mlockall() may be in force keep its pages.
+        self._lock_all_flags, self._lock_all_snapshot = flags, snapshot
+        try:
+            self._backend.mlockall(flags)
+        except BaseException:  # a refusal or an interrupt: as if never called
+            self._unlock_all_due = True
+            self._finish_unlock_all()
+            raise
 
     def unlock_all(self) -> None:
         """munlockall, then re-lock what live Locks still hold."""
         if self._fork_watch.forked(REGISTRY_SLOT):
             self._after_fork()
-        with self._mutex:
-            self._unlock_all_due = True  # finished by the next entry if interrupted
-            self._catch_up()
+        under(self._mutex, self._unlock_all)
+
+    def _unlock_all(self) -> None:
+        self._unlock_all_due = True  # finished by the next entry if interrupted
+        self._catch_up()
 
     def _finish_unlock_all(self) -> None:
         """munlockall and re-lock the held ranges (mutex held). Idempotent."""
