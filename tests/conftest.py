@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import resource
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from memlock import _lock
+
+from .kernel import machine_changes, machine_state
+
+#: Seconds a change of global state may take to undo itself before it counts as left behind
+#: (another test run on this machine may hold a mount or swap for a moment; a leak stays).
+SETTLE_S = 1.0
 
 
 def c_path_built() -> bool:
@@ -40,3 +48,29 @@ def lock_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
         yield request.param
     finally:
         _lock._use_c(was)
+
+
+@pytest.fixture(autouse=True)
+def machine_left_as_found() -> Iterator[None]:
+    """After each test: swap, memlock cgroups, mounts, rlimits and sysctls are as before.
+
+    A test that leaves one changed errors in teardown; this process's rlimits are then put
+    back, so the tests after it start from the same state.
+    """
+    before = machine_state()
+    yield
+    deadline = time.monotonic() + SETTLE_S
+    while changes := machine_changes(before, machine_state()):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if not changes:
+        return
+    rlimits = before["rlimits"]
+    assert isinstance(rlimits, dict)
+    for name, limits in rlimits.items():
+        try:
+            resource.setrlimit(getattr(resource, name), limits)
+        except (ValueError, OSError):
+            pass
+    raise AssertionError("the test left the machine changed:\n  " + "\n  ".join(changes))

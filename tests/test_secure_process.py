@@ -109,22 +109,23 @@ def test_core_dump_has_no_secret_but_has_the_control(tmp_path: Path) -> None:
         for b in bufs:
             b.close()
     """
-    child = subprocess.Popen(
-        [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert child.stdin is not None and child.stdout is not None
-    try:
-        child.stdin.write(b"".join(secrets) + control)
-        child.stdin.flush()
-        assert child.stdout.readline() == b"ready\n"
-        prefix = tmp_path / "core"
-        subprocess.run(["gcore", "-o", str(prefix), str(child.pid)], capture_output=True,
-                       timeout=180, check=False)
-        core = Path(f"{prefix}.{child.pid}").read_bytes()
-    finally:
-        child.stdin.close()
-        child.wait(timeout=60)
-    assert child.returncode == 0, child.stderr.read() if child.stderr else ""
+    with subprocess.Popen(
+            [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+        assert child.stdin and child.stdout and child.stderr
+        try:
+            child.stdin.write(b"".join(secrets) + control)
+            child.stdin.flush()
+            assert child.stdout.readline() == b"ready\n"
+            prefix = tmp_path / "core"
+            subprocess.run(["gcore", "-o", str(prefix), str(child.pid)], capture_output=True,
+                           timeout=180, check=False)
+            core = Path(f"{prefix}.{child.pid}").read_bytes()
+        finally:
+            child.stdin.close()
+            child.wait(timeout=60)
+        errors = child.stderr.read()
+    assert child.returncode == 0, errors
     assert control in core  # the dump works and ordinary memory is in it
     for (backend, isolated, n), secret in zip(kinds, secrets, strict=True):
         assert secret[:16] not in core, (backend, isolated, n)

@@ -10,6 +10,11 @@ Hazards and how they are met:
   come back as errno) or ``pread``; locking is mlock, which reports ENOMEM past EOF.
 * Locks go through :func:`memlock.lock`, so they nest with every other lock of the process
   and are all or nothing; runs of 64 MiB and more are locked in parallel chunks.
+* mmap refuses a length past EOF, so the mincore mappings stop at the end of the file
+  (the last page may be partial); "refused" means "shrank" only if fstat says so.
+* The kernel hides the page cache of a file from a user who neither owns it nor may write
+  it: cachestat answers EPERM and mincore calls every page resident. residency() then
+  raises PermissionError rather than report a made-up figure; touch populates everything.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ _LIBC = real_libc()
 _ODD = bytes(i & 1 for i in range(256))
 _cachestat_ok = sys.platform == "linux"
 _populate_ok = sys.platform == "linux"
+_CAP_FOWNER = 3
 
 
 def _fspath(path: object) -> str:
@@ -139,37 +145,109 @@ class Residency(FrozenRecord):
         return 100.0 if self.pages == 0 else 100.0 * self.resident_pages / self.pages
 
 
+#: Why a residency figure is refused where the kernel hides it (see :func:`_hidden`).
+HIDDEN_REASON = ("the kernel shows which pages are cached only to the file's owner or a user "
+                 "who may write it (run as the owner or as root)")
+
+
+def _hidden() -> PermissionError:
+    """The error for a file whose page-cache state the kernel hides from this process.
+
+    Since Linux 5.0 (a page-cache side channel was closed) mincore(2) reports *every*
+    page resident, and cachestat(2) answers EPERM, unless the caller owns the file, may
+    write it, or has CAP_FOWNER. Reading with RWF_NOWAIT is no way round: on a miss it
+    starts readahead, so it loads the file it measures. A figure here would be a lie.
+    """
+    return PermissionError(errno.EPERM, HIDDEN_REASON)
+
+
 def _cached_pages_cachestat(fd: int, first: int, count: int) -> int | None:
-    """Cached pages of [first, first+count) by cachestat; None where it is not available."""
+    """Cached pages of [first, first+count) by cachestat; None where it is not available.
+
+    Raises:
+        PermissionError: The kernel hides this file's page cache from us (EPERM).
+    """
     global _cachestat_ok
     if not _cachestat_ok:
         return None
     n, err = _LIBC.cachestat_pages(fd, first * PAGE_SIZE, count * PAGE_SIZE)
     if err == 0:
         return min(n, count)
+    if err == errno.EPERM:
+        raise _hidden()
     if err == errno.ENOSYS:
         _cachestat_ok = False
     return None  # EBADF/EOPNOTSUPP (e.g. some special files): fall back to mincore
 
 
+def _mincore_tells(fd: int) -> bool:
+    """Whether mincore(2) reports the page cache of the file on ``fd`` (not all ones).
+
+    The kernel's rule (mm/mincore.c, can_do_mincore): the caller owns the file, has
+    CAP_FOWNER, or may write it. Used where cachestat, which applies the same rule, is
+    missing (Linux before 6.5).
+    """
+    if sys.platform != "linux":
+        return True
+    if os.fstat(fd).st_uid == os.geteuid():
+        return True
+    if os.access(f"/proc/self/fd/{fd}", os.W_OK, effective_ids=True):
+        return True
+    from ._platform import _procfs
+    from ._platform.linux import capability_effective
+
+    try:
+        return capability_effective(_procfs.read_text("/proc/self/status"), _CAP_FOWNER)
+    except OSError:
+        return False
+
+
+def _map_to_eof(fd: int, first: int, count: int) -> mmap.mmap | None:
+    """A read-only map of pages [first, first+count) of the file, cut at its end.
+
+    The last page may be partial: only bytes before EOF are mapped (the kernel still maps
+    the whole page, so mincore and madvise see it). None when the file now ends at or
+    before page ``first``.
+    """
+    start = first * PAGE_SIZE
+    while True:
+        nbytes = min(count * PAGE_SIZE, os.fstat(fd).st_size - start)
+        if nbytes <= 0:
+            return None
+        try:
+            return mmap.mmap(fd, nbytes, access=mmap.ACCESS_READ, offset=start)
+        except ValueError:  # mmap's own size check: shrank since our fstat?
+            if os.fstat(fd).st_size >= start + nbytes:
+                raise  # not a truncation: a real error
+            # truncated between the two fstat calls: map what is left
+
+
 def _mincore_windows(
     fd: int, first: int, count: int, visit: Callable[[int, bytearray], None]
 ) -> None:
-    """Call ``visit(first_page, vec)`` for mincore vectors over windows of a read-only map."""
+    """Call ``visit(first_page, vec)`` for mincore vectors over windows of a read-only map.
+
+    Pages past the end of the file (it shrank) are not visited.
+
+    Raises:
+        PermissionError: The kernel would report every page resident (see :func:`_hidden`).
+    """
+    if not _mincore_tells(fd):
+        raise _hidden()
     window_pages = WINDOW_BYTES // PAGE_SIZE
     page = first
     end = first + count
     while page < end:
         n = min(window_pages, end - page)
-        try:
-            m = mmap.mmap(fd, n * PAGE_SIZE, access=mmap.ACCESS_READ, offset=page * PAGE_SIZE)
-        except ValueError:  # the file shrank: the rest is not resident
+        m = _map_to_eof(fd, page, n)
+        if m is None:
             return
+        mapped = -(-len(m) // PAGE_SIZE)
         try:
             view, address, _ = pin(m)
             try:
-                vec = bytearray(n)
-                err = _LIBC.mincore_into(address, n * PAGE_SIZE, vec)
+                vec = bytearray(mapped)
+                err = _LIBC.mincore_into(address, mapped * PAGE_SIZE, vec)
                 if err:
                     raise OSError(err, f"mincore: {os.strerror(err)}")
                 visit(page, vec)
@@ -177,11 +255,18 @@ def _mincore_windows(
                 view.release()
         finally:
             m.close()
+        if mapped < n:
+            return  # the file ends inside this window
         page += n
 
 
 def _cached_pages(fd: int, first: int, count: int) -> int:
-    """Resident pages of [first, first+count) of the file open on ``fd``."""
+    """Resident pages of [first, first+count) of the file open on ``fd``.
+
+    Raises:
+        PermissionError: The kernel hides this file's page cache from us (see
+            :func:`_hidden`).
+    """
     if count == 0:
         return 0
     n = _cached_pages_cachestat(fd, first, count)
@@ -206,7 +291,7 @@ def residency(path: StrPath, *, offset: int = 0, length: int | None = None) -> R
     """How much of ``path`` is in the page cache, without reading its data.
 
     Uses cachestat(2) where the kernel has it (Linux 6.5+), else mincore(2) over windows of
-    a read-only mapping (neither faults a page in).
+    a read-only mapping up to the end of the file (neither faults a page in).
 
     Args:
         path: A regular file.
@@ -218,12 +303,18 @@ def residency(path: StrPath, *, offset: int = 0, length: int | None = None) -> R
         ValueError: The range goes beyond the end of the file.
         FileNotFoundError: No such file. Other OS errors keep their OSError subclass
             (IsADirectoryError for a directory).
+        PermissionError: The kernel hides which pages are cached: on Linux from a user
+            who neither owns the file nor may write it (nor has CAP_FOWNER).
     """
     p = _fspath(path)
     fd, st = _open_regular(p)
     try:
         off, n = _range(st.st_size, offset, length)
         return _residency_fd(p, fd, st.st_size, off, n)
+    except PermissionError as exc:
+        if exc.filename is not None:
+            raise
+        raise PermissionError(exc.errno, exc.strerror, p) from None
     finally:
         os.close(fd)
 
@@ -232,17 +323,23 @@ def residency(path: StrPath, *, offset: int = 0, length: int | None = None) -> R
 
 
 def _missing_chunks(fd: int, first: int, count: int, chunk_pages: int) -> list[tuple[int, int]]:
-    """(first page, pages) of the chunks of [first, first+count) not fully resident."""
+    """(first page, pages) of the chunks of [first, first+count) not fully resident.
+
+    Where the kernel hides the file's page cache, every chunk counts as missing.
+    """
     out: list[tuple[int, int]] = []
     page, end = first, first + count
-    while page < end:
-        n = min(chunk_pages, end - page)
-        cached = _cached_pages_cachestat(fd, page, n)
-        if cached is None:  # no cachestat: one pass of mincore over the whole range
-            return _missing_chunks_mincore(fd, first, count, chunk_pages)
-        if cached < n:
-            out.append((page, n))
-        page += n
+    try:
+        while page < end:
+            n = min(chunk_pages, end - page)
+            cached = _cached_pages_cachestat(fd, page, n)
+            if cached is None:  # no cachestat: one pass of mincore over the whole range
+                return _missing_chunks_mincore(fd, first, count, chunk_pages)
+            if cached < n:
+                out.append((page, n))
+            page += n
+    except PermissionError:  # hidden: populate it all (cheap where it is cached)
+        return [(p, min(chunk_pages, end - p)) for p in range(first, end, chunk_pages)]
     return out
 
 
@@ -292,27 +389,25 @@ def _touch_fd(fd: int, size: int, offset: int, length: int,
         return
     if _populate_ok:
         m_first = jobs[0][0]
-        m_pages = jobs[-1][0] + jobs[-1][1] - m_first
-        try:
-            m = mmap.mmap(fd, m_pages * PAGE_SIZE, access=mmap.ACCESS_READ,
-                          offset=m_first * PAGE_SIZE)
-        except ValueError:  # shrank since fstat: read what is left
-            m = None
-        if m is not None:
+        m = _map_to_eof(fd, m_first, jobs[-1][0] + jobs[-1][1] - m_first)
+        if m is not None:  # else it shrank since fstat: read what is left
             view, address, _ = pin(m)
             try:
                 base = address - m_first * PAGE_SIZE
+                map_end = m_first * PAGE_SIZE + len(m)
 
                 def populate(page: int, pages: int) -> None:
                     global _populate_ok
+                    pages = min(pages, -(-map_end // PAGE_SIZE) - page)
+                    if pages <= 0:
+                        return  # past the mapping: the file shrank before it was made
                     err = _LIBC.madvise(base + page * PAGE_SIZE, pages * PAGE_SIZE,
                                         MADV_POPULATE_READ)
                     if err in (errno.EINVAL, errno.ENOSYS):  # kernel before 5.14
                         _populate_ok = False
                         _populate_pread(fd, page, pages)
-                    elif err == errno.EFAULT:  # past EOF: the file shrank under us
-                        now = os.fstat(fd).st_size
-                        if (page + pages) * PAGE_SIZE <= now:
+                    elif err == errno.EFAULT:  # past EOF: did the file shrink under us?
+                        if os.fstat(fd).st_size >= min((page + pages) * PAGE_SIZE, map_end):
                             raise OSError(err, "MADV_POPULATE_READ: cannot read the file")
                     elif err:
                         raise OSError(err, f"MADV_POPULATE_READ: {os.strerror(err)}")
@@ -328,7 +423,8 @@ def _touch_fd(fd: int, size: int, offset: int, length: int,
 def touch(path: StrPath, *, offset: int = 0, length: int | None = None) -> None:
     """Bring ``path`` (or a range of it) into the page cache without locking it.
 
-    Chunks already resident are skipped; the others are populated from several threads
+    Chunks already resident are skipped (where the kernel shows which: see
+    :func:`residency`); the others are populated from several threads
     with MADV_POPULATE_READ (Linux 5.14+; a truncated file gives an error, never SIGBUS),
     else read with ``pread``.
 
