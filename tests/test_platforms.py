@@ -521,3 +521,63 @@ def test_registry_lock_all_and_unlock_all_relock_held(make) -> None:  # type: ig
     assert sim.locked_addresses() == {a}
     release(reg, gen)
     assert not sim.locked
+
+
+# -- a zero RLIMIT_MEMLOCK, and hints that can be followed --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "kw", "errno_of_os"),
+    [(freebsd, {"euid": 0}, errno.ENOMEM), (freebsd, {"euid": 1001}, errno.ENOMEM),
+     (darwin, {}, errno.EAGAIN)],
+    ids=["freebsd_root", "freebsd_user", "darwin"],
+)
+def test_zero_limit_is_a_permission_error_whatever_errno_says(make, kw, errno_of_os) -> None:  # type: ignore[no-untyped-def]
+    """FreeBSD answers ENOMEM (root is bound too), XNU EAGAIN: both mean "none at all"."""
+    sim, b = make(soft=0, hard=2**20, **kw)
+    reg = PageRegistry(b)
+    addr = sim.mmap(2 * sim.page)
+    assert sim.mlock(addr, sim.page) == errno_of_os  # what the OS itself says
+    with pytest.raises(LockPermissionError) as info:
+        reg.acquire(addr, addr + 2 * sim.page, FULL)
+    e = info.value
+    assert e.errno == errno.EPERM and isinstance(e, PermissionError)
+    assert "RLIMIT_MEMLOCK is 0" in e.strerror and errno.errorcode[errno_of_os] in e.strerror
+    assert (e.requested, e.limit) == (2 * sim.page, 0)
+    assert e.hint and "ulimit -l" in e.hint
+    assert not sim.locked
+    if b.supports_lock_all:
+        with pytest.raises(LockPermissionError):
+            b.mlockall(b.constants["MCL_CURRENT"])
+    exc = b.map_error("mmap", errno_of_os, sim.page)
+    exact(exc, LockPermissionError)
+
+
+def test_zero_limit_leaves_unlock_errors_and_other_causes_alone() -> None:
+    _, b = freebsd(soft=0)
+    exact(b.lock_error("munlock", errno.ENOMEM, 4096), MemlockError)  # not wired
+    sim2, b2 = freebsd(soft=0, unprivileged_mlock=0)
+    with pytest.raises(LockPermissionError) as info:
+        b2.mlock(sim2.mmap(sim2.page), sim2.page)
+    assert "security.bsd.unprivileged_mlock" in info.value.strerror  # EPERM: the sysctl
+    _, b3 = sunos(proc_lock_memory=True)  # no RLIMIT_MEMLOCK: EAGAIN is the rctl
+    exact(b3.lock_error("mlock", errno.EAGAIN, 8192), LockLimitError)
+
+
+@pytest.mark.parametrize("make", [freebsd, darwin])
+def test_hint_names_a_hard_limit_that_only_root_can_raise(make) -> None:  # type: ignore[no-untyped-def]
+    sim, b = make(soft=64 * KiB, hard=64 * KiB, euid=1001)
+    addr = sim.mmap(2**20)
+    with pytest.raises(LockLimitError) as info:
+        b.mlock(addr, 2**20)
+    hint = info.value.hint
+    assert "hard limit (64.0 KiB) is below the 1.0 MiB needed" in hint, hint
+    assert "only root can raise it" in hint and "`ulimit -l 1024`" not in hint, hint
+    sim.hard = 2**20  # within the hard limit: `ulimit -l` is the fix
+    with pytest.raises(LockLimitError) as info:
+        b.mlock(addr, 2**20)
+    assert "`ulimit -l 1024`" in info.value.hint and "hard limit (" not in info.value.hint
+    sim.hard, sim.euid = 64 * KiB, 0  # root may raise its hard limit
+    with pytest.raises(LockLimitError) as info:
+        b.mlock(addr, 2**20)
+    assert "`ulimit -l 1024`" in info.value.hint

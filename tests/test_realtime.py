@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -206,6 +207,72 @@ def test_unprivileged_raises_naming_vmsize_and_limit() -> None:
     assert err["errno"] == 12 and err["hint"].startswith("How to fix")
     # checked before anything changed: nothing locked, the heap was not grown
     assert r["vmlck"] == 0 and r["after"] < r["before"] + 64 * MiB
+
+
+# -- a heap that cannot be allocated ---------------------------------------------------------
+
+TiB = 2**40
+AS_4G = ["prlimit", f"--as={4 << 30}", "--"]  # RLIMIT_AS 4 GiB: the refusal is certain
+
+
+def _heap_refusal(prefix: list[str]) -> dict:
+    return child(
+        """
+        before = status("VmSize")
+        try:
+            memlock.lock_process(prefault_heap=1 << 40)
+            msg = None
+        except MemoryError as e:
+            msg = str(e)
+        print(json.dumps({"msg": msg, "vmlck": status("VmLck"),
+                          "grew": status("VmSize") - before}))
+        """,
+        prefix=prefix,
+    )
+
+
+def test_prefault_heap_over_rlimit_as_says_how_much_and_why() -> None:
+    r = _heap_refusal(AS_4G)
+    msg = r["msg"]
+    assert msg is not None, "lock_process() did not raise MemoryError"
+    assert "prefault the heap" in msg and f"1.0 TiB ({TiB} bytes)" in msg, msg
+    assert "over RLIMIT_AS (`ulimit -v`): 4.0 GiB" in msg, msg
+    assert "vm.overcommit_memory" in msg and "MemAvailable" in msg, msg
+    assert r["vmlck"] == 0 and r["grew"] < 2 * MiB  # refused before anything changed
+
+
+def _overcommit_refuses_1_tib() -> bool:
+    """vm.overcommit_memory is 0 and RAM + swap is under 1 TiB: the kernel refuses 1 TiB."""
+    try:
+        with open("/proc/sys/vm/overcommit_memory") as f:
+            mode = int(f.read())
+        with open("/proc/meminfo") as f:
+            kib = {ln.split(":")[0]: int(ln.split()[1]) for ln in f if ln.endswith("kB\n")}
+    except OSError:
+        return False
+    return mode == 0 and (kib["MemTotal"] + kib["SwapTotal"]) * 1024 < TiB
+
+
+@pytest.mark.skipif(not _overcommit_refuses_1_tib(),
+                    reason="needs vm.overcommit_memory 0 and less than 1 TiB of RAM + swap")
+def test_prefault_heap_larger_than_ram_and_swap_says_so() -> None:
+    r = _heap_refusal([])
+    msg = r["msg"]
+    assert msg is not None and f"({TiB} bytes)" in msg
+    assert "larger than RAM + swap" in msg and "vm.overcommit_memory 0" in msg, msg
+    assert r["vmlck"] == 0
+
+
+def test_memlock_run_prefault_heap_1t_says_why_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "x.py").write_text("print('ran')\n")
+    proc = subprocess.run(
+        [*AS_4G, sys.executable, "-m", "memlock", "run", "--prefault-heap", "1T", "x.py"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    )
+    assert proc.returncode == 1 and "ran" not in proc.stdout
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"1.0 TiB ({TiB} bytes)" in lines[0] and "RLIMIT_AS" in lines[0], lines[0]
 
 
 # -- the stack ------------------------------------------------------------------------------

@@ -124,15 +124,31 @@ def _tune_malloc() -> None:
             raise MemlockError(errno.EINVAL, f"mallopt({name}, {value}) failed")
 
 
+def _heap_error(nbytes: int, why: str | None, facts: str) -> MemoryError:
+    """The MemoryError of a prefault_heap that cannot be allocated: how much, and why."""
+    reason = why or "the allocator or the kernel refused it"
+    return MemoryError(
+        f"lock_process: cannot prefault the heap: allocating {_hints.format_size(nbytes)} "
+        f"({nbytes} bytes) in one block failed: {reason} ({facts}); lower prefault_heap "
+        "(`--prefault-heap`)"
+    )
+
+
 def _prefault_heap(nbytes: int) -> None:
     """Grow malloc's heap by ``nbytes``, touch every page, and free it back to the arena.
 
     CPython hands blocks this big to malloc; bytearray(n) zero-fills, touching each page.
     With M_MMAP_MAX=0 the block comes from brk, and with no trimming it stays mapped (and
     locked) in the arena's top chunk after ``del``, ready for the next allocation.
+
+    Raises:
+        MemoryError: The block cannot be allocated; the message says why, where knowable.
     """
     if nbytes:
-        block = bytearray(nbytes)
+        try:
+            block = bytearray(nbytes)
+        except MemoryError:
+            raise _heap_error(nbytes, *BACKEND.allocation_refusal(nbytes)) from None
         del block
 
 
@@ -318,10 +334,13 @@ def lock_process(
             is charged, not resident memory) plus the prefault exceeds RLIMIT_MEMLOCK;
             checked before anything changes. The message names both numbers, ``hint``
             the fix.
-        LockPermissionError: RLIMIT_MEMLOCK is 0 and the process lacks the privilege.
+        LockPermissionError: RLIMIT_MEMLOCK is 0 and the process lacks the privilege;
+            checked before anything changes.
         UnsupportedOperation: No mlockall (macOS) or no MCL_ONFAULT; ``prefault_stack``
             outside Linux.
-        MemoryError: ``prefault_heap`` cannot be allocated.
+        MemoryError: ``prefault_heap`` cannot be allocated. The message says how much and
+            why (RLIMIT_AS, RLIMIT_DATA, overcommit policy, RAM + swap); when those numbers
+            already forbid it, raised before anything changes.
 
     Availability: Linux (verified), FreeBSD, illumos; not macOS. ``prefault_stack``:
     Linux only. Malloc tuning: glibc only.
@@ -339,11 +358,18 @@ def lock_process(
         raise UnsupportedOperation(f"MCL_ONFAULT is not available on {BACKEND.name}")
     if stack and sys.platform != "linux":
         raise UnsupportedOperation(f"prefault_stack is not available on {BACKEND.name}")
+    if heap:
+        refusal, facts = BACKEND.allocation_refusal(heap)
+        if refusal is not None:
+            raise _heap_error(heap, refusal, facts)
+    vm_size = status_fields().get("VmSize") if sys.platform == "linux" else None
+    if BACKEND.locking_forbidden():  # mlockall would be charged all of it
+        needed = None if vm_size is None else vm_size + heap + stack
+        raise BACKEND.zero_limit_error("lock_process", errno.EPERM, needed)
     if sys.platform == "linux":
         if stack:
             _stack_plan(stack)  # ValueError before any change
         lim = BACKEND.limits()
-        vm_size = status_fields().get("VmSize")
         if lim.soft is not None and not lim.privileged and vm_size is not None:
             extra = heap + stack
             if vm_size + extra > lim.soft:

@@ -21,8 +21,10 @@ class MemlockError(OSError):
     """Base class: a memory-locking call failed in the kernel.
 
     Raised directly for failures that are neither a limit nor a permission problem, e.g.
-    ENOMEM for a range that is not mapped, or EINVAL from the kernel. Never raised for bad
-    Python arguments.
+    ENOMEM for a range that is not mapped, ENOMEM for a process at ``vm.max_map_count``
+    (the message names its mapping count and the maximum, ``hint`` the sysctl: raising
+    RLIMIT_MEMLOCK would not help), or EINVAL from the kernel. Never raised for bad Python
+    arguments.
 
     Attributes:
         hint: What to do about it in this environment, or None.
@@ -59,7 +61,9 @@ class LockLimitError(MemlockError):
 
     Unlike :class:`LockPermissionError`, some memory may be locked here, just not this much
     more. ``requested``, ``limit`` and ``locked`` carry the numbers; ``hint`` says how to
-    raise the limit. Never surfaced as :class:`BlockingIOError`, even for EAGAIN.
+    raise the limit; when the need is above a hard limit the process cannot raise, it says so
+    and gives the fixes that raise the hard limit. Never surfaced as
+    :class:`BlockingIOError`, even for EAGAIN.
     """
 
 
@@ -68,7 +72,10 @@ class LockPermissionError(MemlockError, PermissionError):
 
     Examples: RLIMIT_MEMLOCK is 0 and the process lacks CAP_IPC_LOCK (Linux),
     ``security.bsd.unprivileged_mlock=0`` (FreeBSD), the process lacks
-    PRIV_PROC_LOCK_MEMORY (illumos). Also a :class:`PermissionError`.
+    PRIV_PROC_LOCK_MEMORY (illumos). Also a :class:`PermissionError`. Unlike
+    :class:`LockLimitError`, no lock of any size can succeed. ``errno`` is EPERM whatever
+    the kernel answered (a zero limit makes an mmap of memfd_secret memory fail with
+    EAGAIN, mlock on FreeBSD with ENOMEM); the message names the kernel's answer.
     """
 
 

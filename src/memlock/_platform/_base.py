@@ -2,7 +2,9 @@
 
 A backend turns raw libc results (0 or errno) into memlock's exceptions, and answers the
 questions only the OS can: limits, privilege, what is locked. One errno means different
-things on different systems, so each backend may refine :meth:`Backend.lock_error`.
+things on different systems, so each backend refines :meth:`Backend.translate_error`;
+:meth:`Backend.lock_error` and :meth:`Backend.map_error` apply the rules all OSes share
+first (a zero RLIMIT_MEMLOCK is a permission problem, whatever errno says it).
 """
 
 from __future__ import annotations
@@ -145,14 +147,48 @@ class Backend:
         return SystemStatus()
 
     # -- errors and hints --------------------------------------------------------------
+    #
+    # lock_error() and map_error() are the only ways a failed call becomes an exception.
+    # Both first apply the one rule every OS shares (a zero RLIMIT_MEMLOCK that binds this
+    # process is a permission problem, whatever errno the call gave), then the OS's own
+    # translation (translate_error, refined per backend).
 
-    def permission_fix(self) -> str:
-        """How to get the privilege to lock memory on this OS."""
-        return _hints.permission_hint()
+    def rlimit_binds(self) -> bool:
+        """RLIMIT_MEMLOCK applies to this process (no privilege lifts it)."""
+        return not self.privileged()
 
-    def limit_fix(self, needed_total: int | None) -> str:
-        """How to raise the limit to ``needed_total`` bytes on this OS."""
-        return _hints.limit_hint(needed_total)
+    def may_raise_hard_limit(self) -> bool:
+        """The process may raise its hard RLIMIT_MEMLOCK (root on Unix)."""
+        return self._euid() == 0
+
+    def locking_forbidden(self) -> bool:
+        """RLIMIT_MEMLOCK is 0 and binds this process: no lock of any size can succeed."""
+        return self.rlimit()[0] == 0 and self.rlimit_binds()
+
+    def zero_limit_reason(self) -> str:
+        """Why a zero RLIMIT_MEMLOCK refuses this process (for messages)."""
+        return "RLIMIT_MEMLOCK is 0 and the process has no privilege that lifts it"
+
+    def needed_total(self, op: str, requested: int | None) -> int | None:
+        """Bytes the limit must allow for ``op`` of ``requested`` bytes to succeed."""
+        return None if requested is None else requested + (self.locked_bytes() or 0)
+
+    def permission_fix(self, needed_total: int | None = None) -> str:
+        """How to get the privilege (or any allowance) to lock ``needed_total`` bytes."""
+        return self.limit_fix(needed_total)
+
+    def hard_limit_too_low(self, needed_total: int | None) -> int | None:
+        """The hard RLIMIT_MEMLOCK when it is below ``needed_total`` and this process
+        cannot raise it (so ``ulimit -l`` would fail); else None."""
+        _soft, hard = self.rlimit()
+        if hard is None or (needed_total is not None and needed_total <= hard):
+            return None
+        return None if self.may_raise_hard_limit() else hard
+
+    def limit_fix(self, needed_total: int | None, environment: str | None = None) -> str:
+        """How to raise the limit to ``needed_total`` bytes on this OS (None: unlimited)."""
+        return _hints.limit_hint(needed_total, environment,
+                                 low_hard_limit=self.hard_limit_too_low(needed_total))
 
     def limit_error(
         self, op: str, err: int, requested: int | None, what: str = "RLIMIT_MEMLOCK"
@@ -160,7 +196,6 @@ class Backend:
         """A LockLimitError with the numbers and the hint."""
         soft, _hard = self.rlimit()
         locked = self.locked_bytes()
-        needed = None if requested is None else requested + (locked or 0)
         amount = "that" if requested is None else _hints.format_size(requested)
         msg = (
             f"{op}: cannot lock {amount}"
@@ -168,20 +203,110 @@ class Backend:
             f"{_hints.format_size(locked) if locked is not None else 'unknown'})"
         )
         return LockLimitError(
-            err, msg, hint=self.limit_fix(needed), requested=requested, limit=soft, locked=locked
+            err, msg, hint=self.limit_fix(self.needed_total(op, requested)),
+            requested=requested, limit=soft, locked=locked,
         )
 
+    def permission_error(
+        self, op: str, err: int, requested: int | None, why: str, hint: str
+    ) -> LockPermissionError:
+        """A LockPermissionError (errno EPERM) saying ``why``; names ``err`` if it differs."""
+        answered = "" if err == errno.EPERM else f" (the kernel answered {_errno_name(err)})"
+        return LockPermissionError(
+            errno.EPERM, f"{op}: {os.strerror(errno.EPERM)}: {why}{answered}",
+            hint=hint, requested=requested, limit=self.rlimit()[0], locked=self.locked_bytes(),
+        )
+
+    def zero_limit_error(self, op: str, err: int, requested: int | None) -> LockPermissionError:
+        """The LockPermissionError of a zero RLIMIT_MEMLOCK, with the hint to raise it."""
+        return self.permission_error(op, err, requested, self.zero_limit_reason(),
+                                     self.limit_fix(self.needed_total(op, requested)))
+
+    def _zero_limit_refuses(self, op: str, err: int) -> bool:
+        """``err`` from ``op`` is how this OS refuses a lock under a zero RLIMIT_MEMLOCK.
+
+        EPERM is left to :meth:`translate_error`: its cause differs per OS.
+        """
+        return (err in (errno.EAGAIN, errno.ENOMEM) and not op.startswith("munlock")
+                and self.locking_forbidden())
+
     def lock_error(self, op: str, err: int, requested: int | None) -> MemlockError:
+        """The exception for ``err`` from the lock call ``op`` (mlock, mlockall, ...)."""
+        if self._zero_limit_refuses(op, err):
+            return self.zero_limit_error(op, err, requested)
+        return self.translate_error(op, err, requested)
+
+    def map_error(self, op: str, err: int, requested: int | None) -> MemlockError:
+        """The exception for ``err`` from mapping memory that must stay locked.
+
+        For a failed mmap/mprotect/madvise of secret memory: ``op`` names the call (e.g.
+        ``"mmap(memfd_secret)"``, ``"mprotect"``), ``requested`` is its length. In order:
+        a zero RLIMIT_MEMLOCK that binds -> :class:`LockPermissionError`; the process at
+        vm.max_map_count -> :class:`MemlockError` (ENOMEM) naming both counts, with the
+        sysctl in ``hint``; EAGAIN (how memfd_secret and MCL_FUTURE refuse going over
+        RLIMIT_MEMLOCK) -> :class:`LockLimitError`; else :class:`MemlockError` naming the
+        call. An ``mlock*`` op is translated as :meth:`lock_error` does.
+        """
+        if op.startswith("mlock"):
+            return self.lock_error(op, err, requested)
+        if self._zero_limit_refuses(op, err):
+            return self.zero_limit_error(op, err, requested)
+        crowded = self.map_count_error(op, err, requested)
+        if crowded is not None:
+            return crowded
+        if err == errno.EAGAIN and self.rlimit_binds():
+            return self.limit_error(op, err, requested)
+        return MemlockError(err, f"{op}: {os.strerror(err)}", requested=requested)
+
+    def map_count_error(self, op: str, err: int, requested: int | None) -> MemlockError | None:
+        """A MemlockError if ``err`` is the OS refusing one mapping too many; else None."""
+        return None
+
+    def translate_error(self, op: str, err: int, requested: int | None) -> MemlockError:
         """Translate ``err`` from ``op`` into the right exception (POSIX defaults)."""
         text = os.strerror(err)
         if err == errno.EPERM:
-            return LockPermissionError(
-                err, f"{op}: {text}: this process may not lock memory",
-                hint=self.permission_fix(), requested=requested, limit=self.rlimit()[0],
-                locked=self.locked_bytes(),
-            )
+            return self.permission_error(op, err, requested, "this process may not lock memory",
+                                         self.permission_fix(self.needed_total(op, requested)))
         if err == errno.ENOSYS:
             return UnsupportedOperation(f"{op} is not implemented on {self.name}")
         if err == errno.EAGAIN:
             return self.limit_error(op, err, requested, "a system limit on locked memory")
         return MemlockError(err, f"{op}: {text}", requested=requested)
+
+    # -- probes ------------------------------------------------------------------------
+
+    def secret_memory_error(self) -> MemlockError | None:
+        """Why no memfd_secret page can be mapped now; None when one can (Linux only)."""
+        return UnsupportedOperation(f"memfd_secret is not available on {self.name}")
+
+    def vm_usage(self) -> tuple[int | None, int | None]:
+        """(VmSize, VmData) of this process in bytes, where the OS tells."""
+        return None, None
+
+    def allocation_refusal(self, nbytes: int) -> tuple[str | None, str]:
+        """Whether the kernel must refuse ``nbytes`` more private memory, and the facts.
+
+        Returns (why it must fail, or None where nothing known forbids it; the numbers
+        that bear on it: limits, usage, free memory).
+        """
+        vm_size, vm_data = self.vm_usage()
+        facts, why = [], None
+        fmt = _hints.format_size
+        for name, ulimit, used in (("RLIMIT_AS", "-v", vm_size), ("RLIMIT_DATA", "-d", vm_data)):
+            limit = getattr(resource, name, None)
+            if limit is None:
+                continue
+            soft = resource.getrlimit(limit)[0]
+            if soft == resource.RLIM_INFINITY:
+                facts.append(f"{name} unlimited")
+                continue
+            usage = "" if used is None else f", {fmt(used)} in use"
+            facts.append(f"{name} {fmt(soft)}{usage}")
+            if why is None and (used or 0) + nbytes > soft:
+                why = f"over {name} (`ulimit {ulimit}`): {fmt(soft)}{usage}"
+        return why, ", ".join(facts)
+
+
+def _errno_name(err: int) -> str:
+    return errno.errorcode.get(err, str(err))

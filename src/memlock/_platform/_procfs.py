@@ -6,10 +6,10 @@ sandboxes, ``Unevictable`` in meminfo (before 2.6.28). A missing field parses as
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-__all__ = ["SmapsEntry", "parse_kib_fields", "parse_maps", "parse_smaps", "read_text",
-           "status_fields"]
+__all__ = ["SmapsEntry", "count_lines", "iter_maps", "parse_kib_fields", "parse_maps",
+           "parse_smaps", "read_text", "status_fields"]
 
 
 class SmapsEntry:
@@ -73,17 +73,30 @@ def status_fields(pid: int | str = "self") -> dict[str, int]:
         return {}
 
 
-def parse_maps(text: str) -> list[tuple[int, int, str, str]]:
-    """(start, end, perms, path) of each line of a /proc/PID/maps text; path "" if none."""
-    out = []
-    for line in text.splitlines():
+def count_lines(path: str) -> int:
+    """Lines of a /proc file, read a buffer at a time (raises OSError as open() does).
+
+    For /proc/self/maps of a process at vm.max_map_count: reading it whole would need a
+    new mapping, which the kernel then refuses.
+    """
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def iter_maps(lines: Iterable[str]) -> Iterator[tuple[int, int, str, str]]:
+    """(start, end, perms, path) of each /proc/PID/maps line; path "" if none."""
+    for line in lines:
         fields = line.split(None, 5)
         if not fields:
             continue
         lo, _, hi = fields[0].partition("-")
         path = fields[5].strip() if len(fields) == 6 else ""
-        out.append((int(lo, 16), int(hi, 16), fields[1], path))
-    return out
+        yield int(lo, 16), int(hi, 16), fields[1], path
+
+
+def parse_maps(text: str) -> list[tuple[int, int, str, str]]:
+    """(start, end, perms, path) of each line of a /proc/PID/maps text; path "" if none."""
+    return list(iter_maps(text.splitlines()))
 
 
 def parse_smaps(text: str) -> Iterator[SmapsEntry]:

@@ -12,6 +12,8 @@ What XNU does, and what this backend does with it:
 * ENOMEM: part of the range is not mapped (any other wiring failure) -> :class:`MemlockError`.
 * EACCES: the pages cannot be wired with their protections -> :class:`MemlockError`.
 * EINVAL: the range wraps around zero -> :class:`MemlockError`.
+* RLIMIT_MEMLOCK 0 (EAGAIN for every mlock) -> :class:`LockPermissionError` (the rule of
+  :meth:`Backend.lock_error`).
 * mlockall/munlockall always fail with ENOSYS: :meth:`DarwinBackend.mlockall` raises
   :class:`UnsupportedOperation` without making the call.
 
@@ -26,6 +28,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
+from .. import _hints
 from .._records import SystemStatus
 from ..errors import MemlockError, UnsupportedOperation
 from ._base import Backend
@@ -100,7 +103,7 @@ class DarwinBackend(Backend):
 
     # -- errors ------------------------------------------------------------------------
 
-    def lock_error(self, op: str, err: int, requested: int | None) -> MemlockError:
+    def translate_error(self, op: str, err: int, requested: int | None) -> MemlockError:
         """Translate XNU's errno for ``op`` (see the module docstring)."""
         text = os.strerror(err)
         if err == errno.ENOSYS and op in ("mlockall", "munlockall"):
@@ -123,21 +126,30 @@ class DarwinBackend(Backend):
             return MemlockError(
                 err, f"{op}: {text}: the address range wraps around zero", requested=requested
             )
-        return super().lock_error(op, err, requested)
+        return super().translate_error(op, err, requested)
 
     # -- hints -------------------------------------------------------------------------
 
-    def permission_fix(self) -> str:
+    def permission_fix(self, needed_total: int | None = None) -> str:
         """macOS needs no privilege to lock memory; only the limits can refuse it."""
-        return "macOS needs no privilege for mlock; " + self.limit_fix(None)
+        return "macOS needs no privilege for mlock; " + self.limit_fix(needed_total)
 
-    def limit_fix(self, needed_total: int | None) -> str:
+    def zero_limit_reason(self) -> str:
+        """macOS: no privilege lifts the limit."""
+        return "RLIMIT_MEMLOCK is 0 (on macOS no privilege lifts it)"
+
+    def limit_fix(self, needed_total: int | None, environment: str | None = None) -> str:
         """How to raise RLIMIT_MEMLOCK and the XNU wire limits to allow ``needed_total``."""
         kib = "unlimited" if needed_total is None else str(max(1, -(-needed_total // 1024)))
         nbytes = "BYTES" if needed_total is None else str(needed_total)
+        hard = self.hard_limit_too_low(needed_total)
+        if hard is None:
+            shell = f"`ulimit -l {kib}` (KiB) in the shell that starts it, or"
+        else:
+            shell = _hints.hard_limit_note(hard, needed_total, "only root can raise it") + ";"
         return (
-            f"How to fix (macOS): raise RLIMIT_MEMLOCK: `ulimit -l {kib}` (KiB) in the shell "
-            f"that starts it, or for launchd jobs `sudo launchctl limit memlock {nbytes} "
+            f"How to fix (macOS): raise RLIMIT_MEMLOCK: {shell} for launchd jobs `sudo "
+            f"launchctl limit memlock {nbytes} "
             f"{nbytes}` (or MemoryLock in the plist's SoftResourceLimits/HardResourceLimits); "
             f"the kernel also caps each process at `sysctl {USER_WIRE_LIMIT}` and all users "
             f"at `sysctl {GLOBAL_USER_WIRE_LIMIT}` (bytes): as root `sudo sysctl "

@@ -7,6 +7,9 @@ What the pages say, and what this backend does with it:
 
 * EPERM: ``security.bsd.unprivileged_mlock`` is 0 and the caller is not root (or a jail
   without ``allow.mlock``) -> :class:`LockPermissionError`.
+* RLIMIT_MEMLOCK 0 binds root too: every mlock/mlockall answers ENOMEM (EAGAIN) ->
+  :class:`LockPermissionError` (the rule of :meth:`Backend.lock_error`), with the hint to
+  raise the limit.
 * ENOMEM from mlock means three things: part of the range is not mapped, a page could not
   be faulted in, or the lock would exceed RLIMIT_MEMLOCK (which applies to root too) or the
   system-wide ``vm.max_user_wired``. The limit is told apart by redoing the kernel's
@@ -93,6 +96,14 @@ class FreeBSDBackend(Backend):
         """
         return self._euid() == 0
 
+    def rlimit_binds(self) -> bool:
+        """Always: RLIMIT_MEMLOCK binds root too on FreeBSD."""
+        return True
+
+    def zero_limit_reason(self) -> str:
+        """FreeBSD: root is bound by the limit too."""
+        return "RLIMIT_MEMLOCK is 0 (on FreeBSD it binds root too)"
+
     def locked_bytes(self) -> int | None:
         """Bytes this process has wired, where known (injected; None on a real system)."""
         return None if self._locked_source is None else self._locked_source()
@@ -133,16 +144,15 @@ class FreeBSDBackend(Backend):
 
     # -- errors --------------------------------------------------------------------
 
-    def lock_error(self, op: str, err: int, requested: int | None) -> MemlockError:
+    def translate_error(self, op: str, err: int, requested: int | None) -> MemlockError:
         """Translate FreeBSD's errno for ``op`` (see the module docstring)."""
         text = os.strerror(err)
         if err == errno.EPERM:
-            exc = super().lock_error(op, err, requested)
-            exc.strerror = (
-                f"{op}: {text}: {UNPRIVILEGED_MLOCK} is 0 and the process is not root "
-                "(or the jail lacks allow.mlock)"
+            return self.permission_error(
+                op, err, requested,
+                f"{UNPRIVILEGED_MLOCK} is 0 and the process is not root (or the jail lacks "
+                "allow.mlock)", self.permission_fix(),
             )
-            return exc
         if err == errno.ENOSYS:
             return UnsupportedOperation(f"{op} is not implemented by this kernel")
         if err == errno.EINVAL:
@@ -174,7 +184,7 @@ class FreeBSDBackend(Backend):
             )
         if err == errno.EAGAIN:
             return self._limit(op, err, requested, "vm.max_user_wired (system resources)")
-        return super().lock_error(op, err, requested)
+        return super().translate_error(op, err, requested)
 
     def _limit_hit(self, requested: int | None) -> str | None:
         """Which limit the kernel's checks, redone with its numbers, would refuse."""
@@ -224,7 +234,7 @@ class FreeBSDBackend(Backend):
 
     # -- hints -----------------------------------------------------------------------
 
-    def permission_fix(self) -> str:
+    def permission_fix(self, needed_total: int | None = None) -> str:
         """How to let unprivileged processes lock memory on FreeBSD."""
         return (
             f"How to fix (FreeBSD): as root, `sysctl {UNPRIVILEGED_MLOCK}=1` (persist it in "
@@ -232,10 +242,17 @@ class FreeBSDBackend(Backend):
             "with `allow.mlock`"
         )
 
-    def limit_fix(self, needed_total: int | None) -> str:
+    def limit_fix(self, needed_total: int | None, environment: str | None = None) -> str:
         """How to raise RLIMIT_MEMLOCK and ``vm.max_user_wired`` to allow ``needed_total``."""
         kib = "unlimited" if needed_total is None else str(max(1, -(-needed_total // 1024)))
         size = "unlimited" if needed_total is None else f"{max(1, -(-needed_total // 2**20))}M"
+        hard = self.hard_limit_too_low(needed_total)
+        if hard is None:
+            rlimit = (f"`ulimit -l {kib}` (KiB) in the shell that starts it, `limits -l {size} "
+                      "COMMAND`, or")
+        else:
+            rlimit = (_hints.hard_limit_note(hard, needed_total, "only root can raise it")
+                      + f"; as root `limits -l {size} COMMAND`, or")
         wired = self._sysctl(USER_WIRE_COUNT)
         if needed_total is not None and wired is not None:
             pages = wired + -(-needed_total // self.page_size)
@@ -243,8 +260,7 @@ class FreeBSDBackend(Backend):
         else:
             sysctl = f"raise `sysctl {MAX_USER_WIRED}` (in pages)"
         return (
-            f"How to fix (FreeBSD): raise RLIMIT_MEMLOCK: `ulimit -l {kib}` (KiB) in the shell "
-            f"that starts it, `limits -l {size} COMMAND`, or for a login class "
+            f"How to fix (FreeBSD): raise RLIMIT_MEMLOCK: {rlimit} for a login class "
             f"`:memorylocked={size}:` in /etc/login.conf then `cap_mkdb /etc/login.conf` and "
             f"log in again; and if the system-wide limit is the one hit, as root {sysctl}, "
             "persisted in /etc/sysctl.conf"

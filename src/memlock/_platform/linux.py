@@ -1,8 +1,12 @@
 """Linux backend: mlock/mlock2/mlockall, /proc accounting, CAP_IPC_LOCK.
 
-Kernel facts this relies on are in DESIGN.md §3: ENOMEM means either "over
-RLIMIT_MEMLOCK" or "not mapped"; the limit is checked first and only when the process
-lacks CAP_IPC_LOCK, so the two are told apart by redoing the kernel's arithmetic.
+Kernel facts this relies on are in DESIGN.md §3: ENOMEM means "over RLIMIT_MEMLOCK",
+"not mapped", or (checked on 6.x) "one mapping too many": locking or unlocking part of a
+mapping splits it, and at vm.max_map_count the split fails. The limit is checked first and
+only when the process lacks CAP_IPC_LOCK, so the causes are told apart by redoing the
+kernel's arithmetic and by counting the process's mappings. With RLIMIT_MEMLOCK 0 and no
+CAP_IPC_LOCK, mlock/mlock2/mlockall answer EPERM, an mmap of memfd_secret memory EAGAIN:
+both are :class:`LockPermissionError`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ if TYPE_CHECKING:
     from typing import ClassVar
 
     from .._records import ProcessStatus, SystemStatus
+    from ._libc import RealLibc
 
 __all__ = ["LinuxBackend"]
 
@@ -30,6 +35,13 @@ MLOCK_ONFAULT = 1
 MADV_POPULATE_READ = 22
 MADV_POPULATE_WRITE = 23
 CAP_IPC_LOCK = 14
+CAP_SYS_RESOURCE = 24
+MAX_MAP_COUNT = "/proc/sys/vm/max_map_count"
+#: A failing call may need this many mappings more than there are (mmap plus two splits):
+#: a process this close to vm.max_map_count is refused for the count, not anything else.
+MAP_COUNT_MARGIN = 8
+_O_CLOEXEC = 0o2000000
+_PROT_RW, _MAP_SHARED = 3, 0x01
 
 # mlock2 syscall numbers where glibc lacks the wrapper (< 2.27).
 _MLOCK2_NR = {"x86_64": 325, "aarch64": 284, "i686": 376, "armv7l": 390, "ppc64le": 378,
@@ -70,19 +82,24 @@ class LinuxBackend(Backend):
     @staticmethod
     def _maps() -> list[tuple[int, int, str, str]] | None:
         try:
-            return _procfs.parse_maps(_procfs.read_text("/proc/self/maps"))
+            with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+                return list(_procfs.iter_maps(f))
         except OSError:
             return None
 
     def explain_range(self, start: int, end: int) -> str | None:
-        """Holes, PROT_NONE pages and memfd_secret memory in [start, end), from /proc/self/maps."""
-        maps = self._maps()
-        if maps is None:
+        """Holes, PROT_NONE pages and memfd_secret memory in [start, end), from /proc/self/maps.
+
+        Reads the file a line at a time and keeps only what overlaps the range: it runs on
+        error paths, where the process may be at vm.max_map_count and unable to map more.
+        """
+        try:
+            with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+                overlapping = [m for m in _procfs.iter_maps(f) if m[1] > start and m[0] < end]
+        except OSError:
             return None
         reasons, pos = [], start
-        for lo, hi, perms, path in maps:
-            if hi <= start or lo >= end:
-                continue
+        for lo, hi, perms, path in overlapping:
             if lo > pos:
                 reasons.append(f"nothing is mapped at {pos:#x}-{lo:#x}")
             if "secretmem" in path:
@@ -126,6 +143,14 @@ class LinuxBackend(Backend):
         except OSError:
             return False
 
+    def may_raise_hard_limit(self) -> bool:
+        """CAP_SYS_RESOURCE in the effective set (root without it cannot)."""
+        try:
+            return capability_effective(_procfs.read_text("/proc/self/status"),
+                                        CAP_SYS_RESOURCE)
+        except OSError:
+            return False
+
     def locked_bytes(self) -> int | None:
         """VmLck of this process."""
         return _procfs.status_fields().get("VmLck")
@@ -133,6 +158,24 @@ class LinuxBackend(Backend):
     def vm_size(self) -> int | None:
         """VmSize of this process: what mlockall(MCL_CURRENT) is charged."""
         return _procfs.status_fields().get("VmSize")
+
+    def vm_usage(self) -> tuple[int | None, int | None]:
+        """VmSize and VmData of /proc/self/status."""
+        fields = _procfs.status_fields()
+        return fields.get("VmSize"), fields.get("VmData")
+
+    @staticmethod
+    def map_count() -> tuple[int, int] | None:
+        """(mappings of this process, vm.max_map_count); None where /proc cannot tell.
+
+        The mappings are the lines of /proc/self/maps (on x86-64 one more than the kernel's
+        count: the [vsyscall] page).
+        """
+        try:
+            most = int(_procfs.read_text(MAX_MAP_COUNT))
+            return _procfs.count_lines("/proc/self/maps"), most
+        except (OSError, ValueError):
+            return None
 
     def process_status(self, pid: int) -> ProcessStatus:
         """Locked mappings of ``pid`` from its smaps, VmLck from its status."""
@@ -150,24 +193,58 @@ class LinuxBackend(Backend):
         except OSError:
             meminfo = ""
         try:
-            max_map: int | None = int(_procfs.read_text("/proc/sys/vm/max_map_count"))
+            max_map: int | None = int(_procfs.read_text(MAX_MAP_COUNT))
         except (OSError, ValueError):
             max_map = None
         return system_status_from_meminfo(meminfo, max_map)
 
     # -- errors ----------------------------------------------------------------------
 
-    def lock_error(self, op: str, err: int, requested: int | None) -> MemlockError:
-        """ENOMEM is a limit error only when the kernel's limit check could have failed."""
+    def zero_limit_reason(self) -> str:
+        """Linux: CAP_IPC_LOCK is what lifts the limit."""
+        return "RLIMIT_MEMLOCK is 0 and the process lacks CAP_IPC_LOCK"
+
+    def needed_total(self, op: str, requested: int | None) -> int | None:
+        """mlockall is charged VmSize (every mapping), whatever is locked already."""
+        if op == "mlockall":
+            return requested if requested is not None else self.vm_size()
+        return super().needed_total(op, requested)
+
+    def map_count_error(self, op: str, err: int, requested: int | None) -> MemlockError | None:
+        """ENOMEM with the process within :data:`MAP_COUNT_MARGIN` of vm.max_map_count."""
+        counts = self.map_count() if err == errno.ENOMEM else None
+        if counts is None or counts[0] + MAP_COUNT_MARGIN < counts[1]:
+            return None
+        used, most = counts
+        return MemlockError(
+            err,
+            f"{op}: {os.strerror(err)}: the process has {used} mappings (lines of "
+            f"/proc/self/maps), at vm.max_map_count {most}: the kernel refuses another "
+            "mapping, and locking or unlocking part of a mapping splits it in two or three",
+            hint=(
+                f"How to fix: as root, `sysctl -w vm.max_map_count={2 * most}` (persist it "
+                "in /etc/sysctl.d/; a container needs it set on the host); or use fewer "
+                "mappings: pooled SecureBuffers use far fewer mappings than isolated ones "
+                "(isolated=True), and locking whole mappings splits none"
+            ),
+            requested=requested,
+        )
+
+    def translate_error(self, op: str, err: int, requested: int | None) -> MemlockError:
+        """ENOMEM: over the limit only when the kernel's limit check could have failed."""
         if err == errno.ENOMEM and op in ("mlock", "mlock2") and requested is not None:
             soft, _ = self.rlimit()
             locked = self.locked_bytes() or 0
             if soft is not None and not self.privileged() and locked + requested > soft:
                 return self.limit_error(op, err, requested)
-            return MemlockError(
+            return self.map_count_error(op, err, requested) or MemlockError(
                 err, f"{op}: {os.strerror(err)}: part of the range is not mapped (or is "
                 "PROT_NONE / beyond the end of a mapped file)", requested=requested,
             )
+        if err == errno.ENOMEM and op == "munlock":
+            crowded = self.map_count_error(op, err, requested)
+            if crowded is not None:
+                return crowded
         if err == errno.ENOMEM and op == "mlockall":
             soft, _ = self.rlimit()
             vm_size = self.vm_size()
@@ -179,15 +256,57 @@ class LinuxBackend(Backend):
                 )
                 return limit_exc
         if err == errno.EPERM and op in ("mlock", "mlock2", "mlockall"):
-            perm_exc = super().lock_error(op, err, requested)
-            perm_exc.strerror = (
-                f"{op}: {os.strerror(err)}: RLIMIT_MEMLOCK is 0 and the process lacks "
-                "CAP_IPC_LOCK"
-            )
-            return perm_exc
+            return self.zero_limit_error(op, err, requested)
         if err == errno.ENOSYS:
             return UnsupportedOperation(f"{op} is not implemented by this kernel")
-        return super().lock_error(op, err, requested)
+        return super().translate_error(op, err, requested)
+
+    # -- probes ------------------------------------------------------------------------
+
+    def secret_memory_error(self) -> MemlockError | None:
+        """Map one page of memfd_secret memory and unmap it: None if that worked.
+
+        Else the exception a SecureBuffer would raise: UnsupportedOperation where the
+        kernel has no memfd_secret, LockPermissionError under a zero RLIMIT_MEMLOCK without
+        CAP_IPC_LOCK, LockLimitError with no room left under the limit, and so on. The page
+        is charged to RLIMIT_MEMLOCK for the moment it is mapped.
+        """
+        libc: RealLibc = self.libc  # type: ignore[assignment]
+        fd, err = libc.memfd_secret(_O_CLOEXEC)
+        if err:
+            return UnsupportedOperation(f"memfd_secret(2): {os.strerror(err)}")
+        try:
+            os.ftruncate(fd, self.page_size)
+            addr, err = libc.mmap(0, self.page_size, _PROT_RW, _MAP_SHARED, fd)
+        finally:
+            os.close(fd)
+        if err:
+            return self.map_error("mmap(memfd_secret)", err, self.page_size)
+        libc.munmap(addr, self.page_size)
+        return None
+
+    def allocation_refusal(self, nbytes: int) -> tuple[str | None, str]:
+        """Also the overcommit policy (vm.overcommit_memory) and free memory."""
+        why, facts = super().allocation_refusal(nbytes)
+        try:
+            mode = int(_procfs.read_text("/proc/sys/vm/overcommit_memory"))
+            mem = _procfs.parse_kib_fields(_procfs.read_text("/proc/meminfo"))
+        except (OSError, ValueError):
+            return why, facts
+        fmt = format_size
+        ram, swap = mem.get("MemTotal", 0), mem.get("SwapTotal", 0)
+        commit_limit, committed = mem.get("CommitLimit", 0), mem.get("Committed_AS", 0)
+        facts += (f", vm.overcommit_memory {mode}, MemTotal {fmt(ram)}, SwapTotal "
+                  f"{fmt(swap)}, MemAvailable {fmt(mem.get('MemAvailable'))}")
+        if mode == 2:
+            facts += f", CommitLimit {fmt(commit_limit)}, Committed_AS {fmt(committed)}"
+        if why is None and mode == 0 and nbytes > ram + swap:
+            why = (f"larger than RAM + swap ({fmt(ram)} + {fmt(swap)}): with "
+                   "vm.overcommit_memory 0 the kernel refuses any one allocation that big")
+        elif why is None and mode == 2 and committed + nbytes > commit_limit:
+            why = (f"over the commit limit: vm.overcommit_memory 2 allows {fmt(commit_limit)} "
+                   f"(CommitLimit) and {fmt(committed)} is committed (Committed_AS)")
+        return why, facts
 
 
 def status_from_texts(pid: int, smaps_text: str, status_text: str) -> ProcessStatus:

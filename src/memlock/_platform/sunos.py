@@ -131,7 +131,7 @@ class SunOSBackend(Backend):
 
     # -- errors ----------------------------------------------------------------------
 
-    def lock_error(self, op: str, err: int, requested: int | None) -> MemlockError:
+    def translate_error(self, op: str, err: int, requested: int | None) -> MemlockError:
         """Translate the errno of ``op`` (see the module docstring)."""
         text = os.strerror(err)
         if err == errno.EINVAL:
@@ -143,9 +143,9 @@ class SunOSBackend(Backend):
             )
             return MemlockError(err, f"{op}: {text}: {why}", requested=requested)
         if err == errno.EPERM:
-            exc = super().lock_error(op, err, requested)
-            exc.strerror = f"{op}: {text}: the process lacks the PRIV_PROC_LOCK_MEMORY privilege"
-            return exc
+            return self.permission_error(op, err, requested,
+                                         "the process lacks the PRIV_PROC_LOCK_MEMORY privilege",
+                                         self.permission_fix())
         if err == errno.ENOSYS:
             return UnsupportedOperation(f"{op}: this system does not support memory locking")
         if err == errno.EAGAIN:
@@ -154,7 +154,7 @@ class SunOSBackend(Backend):
             return MemlockError(
                 err, f"{op}: {text}: part of the range is not mapped", requested=requested
             )
-        return super().lock_error(op, err, requested)
+        return super().translate_error(op, err, requested)
 
     def _limit(self, op: str, err: int, requested: int | None) -> LockLimitError:
         locked = self.locked_bytes()
@@ -173,7 +173,7 @@ class SunOSBackend(Backend):
 
     # -- hints -------------------------------------------------------------------------
 
-    def permission_fix(self) -> str:
+    def permission_fix(self, needed_total: int | None = None) -> str:
         """How to grant PRIV_PROC_LOCK_MEMORY."""
         return (
             "How to fix (illumos/Solaris): grant the PRIV_PROC_LOCK_MEMORY privilege "
@@ -184,7 +184,7 @@ class SunOSBackend(Backend):
             f"zone's limitpriv must include it; the amount is then capped by {RCTL}"
         )
 
-    def limit_fix(self, needed_total: int | None) -> str:
+    def limit_fix(self, needed_total: int | None, environment: str | None = None) -> str:
         """How to raise ``project.max-locked-memory`` to allow ``needed_total``."""
         size = "BYTES" if needed_total is None else f"{max(1, -(-needed_total // 2**20))}M"
         return (
