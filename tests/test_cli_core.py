@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from .kernel import child_env
 
 UNPRIV = ["setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock"]
@@ -93,3 +95,49 @@ def test_status_of_a_locking_process() -> None:
         holder.communicate("")
     gone = cli("status", str(holder.pid))
     assert gone.returncode == 1 and "no process" in gone.stderr
+
+
+def _memfd_secret_check(limit: int) -> dict[str, object]:
+    report = json.loads(cli("doctor", "--json",
+                            prefix=[*UNPRIV, "prlimit", f"--memlock={limit}:{limit}", "--"]).stdout)
+    found: dict[str, object] = next(c for c in report["checks"] if c["name"] == "memfd_secret")
+    return found
+
+
+def test_doctor_memfd_secret_is_judged_by_making_a_secret() -> None:
+    # Under RLIMIT_MEMLOCK 0 without CAP_IPC_LOCK, memfd_secret(2) itself succeeds but no
+    # secret can be mapped: the check must fail with the error SecureBuffer raised.
+    probe = ("import memlock\ntry:\n    memlock.SecureBuffer(32, backend='memfd_secret').close()\n"
+             "    print('made')\nexcept OSError as e:\n    print('refused', e.strerror)\n")
+    for limit, works in ((0, False), (8 << 20, True)):
+        made = subprocess.run([*UNPRIV, "prlimit", f"--memlock={limit}:{limit}", "--",
+                               sys.executable, "-c", probe], capture_output=True, text=True,
+                              env=child_env(), timeout=60, check=False).stdout
+        assert made.startswith("made" if works else "refused"), made  # the kernel's answer
+        check = _memfd_secret_check(limit)
+        assert check["ok"] is works, check
+        if not works:
+            assert "RLIMIT_MEMLOCK" in str(check["detail"]) and check["fix"], check
+
+
+def test_doctor_fix_lines_are_indented_with_their_check() -> None:
+    proc = cli("doctor", prefix=[*UNPRIV, "prlimit", "--memlock=0:0", "--"])
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("       Elsewhere:") for line in lines), proc.stdout
+    for line in lines[1:-1]:  # between the title and the verdict: checks and their fixes
+        assert line.startswith(("[", "       ")), line
+
+
+def test_an_unexpected_error_is_one_line_not_a_traceback(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # The last resort only: every known failure has its own message (test_cli_hostile).
+    import memlock
+    from memlock.cli import main
+
+    def broken() -> None:
+        raise RuntimeError("something\nunforeseen")
+
+    monkeypatch.setattr(memlock, "limits", broken)
+    assert main(["limits"]) == 1
+    err = capsys.readouterr().err
+    assert err == "memlock: internal error: RuntimeError: something unforeseen\n"

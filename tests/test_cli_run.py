@@ -103,7 +103,7 @@ def test_run_unprivileged_explains_vmsize(prog_dir: Path) -> None:
 def test_run_usage_errors(prog_dir: Path) -> None:
     assert memlock_run(cwd=prog_dir).returncode == 2
     assert memlock_run("missing.py", cwd=prog_dir).returncode == 2
-    assert memlock_run("-m", "no_such_module_xyz", cwd=prog_dir).returncode == 1
+    assert memlock_run("-m", "no_such_module_xyz", cwd=prog_dir).returncode == 2
     bad = memlock_run("--prefault-heap", "12Q", "prog.py", cwd=prog_dir)
     assert bad.returncode == 2 and "not a size" in bad.stderr
 

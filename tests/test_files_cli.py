@@ -82,7 +82,7 @@ def test_resident_text_and_filters(tree: Path, tmp_path: Path) -> None:
     r = run("resident", str(tmp_path / "missing"), str(tree / "a.bin"))
     assert r.returncode == 1
     assert "No such file or directory" in r.stderr
-    assert "total: 1 files" in r.stdout
+    assert "total: 1 file," in r.stdout
     assert run("resident", "--max-size", "lots", str(tree)).returncode == 2
 
 
@@ -135,7 +135,7 @@ def holding(*args: str, **kw: object) -> Iterator[Holder]:
     finally:
         if h.proc.poll() is None:
             h.proc.kill()
-            h.proc.wait(10)
+        h.proc.communicate(timeout=10)  # reaps it and closes its pipes (no ResourceWarning)
 
 
 def wait_for(cond: object, timeout: float = 10.0) -> None:
@@ -153,7 +153,7 @@ def test_lock_holds_truncation_survives_sigterm_cleans_up(tmp_path: Path) -> Non
     pidfile = str(tmp_path / "holder.pid")
     with holding(data, "--pidfile", pidfile) as h:
         line = h.summary()
-        assert "locked 1 files" in line
+        assert "locked 1 file," in line
         assert os.path.exists(pidfile)  # by the time the summary is printed
         assert int(Path(pidfile).read_text()) == h.pid
         (m,) = h.locked_mappings(data)
@@ -176,7 +176,7 @@ def test_sighup_picks_up_new_files_and_releases_vanished(tmp_path: Path) -> None
     d.mkdir()
     first = make_file(str(d / "one.bin"), 64 * 1024)
     with holding(str(d)) as h:
-        assert "locked 1 files" in h.summary()
+        assert "locked 1 file," in h.summary()
         second = make_file(str(d / "two.bin"), 128 * 1024)
         os.unlink(first)
         h.proc.send_signal(signal.SIGHUP)
@@ -231,7 +231,7 @@ def test_daemon_mode_returns_once_locked(tmp_path: Path) -> None:
     pidfile = str(tmp_path / "d.pid")
     r = run("lock", "--daemon", "--pidfile", pidfile, data)
     assert r.returncode == 0, r.stderr
-    assert "locked 1 files" in r.stdout
+    assert "locked 1 file," in r.stdout
     pid = int(Path(pidfile).read_text())
     try:
         (m,) = [m for m in file_mappings(pid, data) if "lo" in m["flags"]]  # type: ignore[operator]
@@ -305,3 +305,77 @@ def test_holder_never_locks_a_file_swapped_in_after_the_walk(tmp_path: Path) -> 
         holder.lock_initial(items, None, lambda: False)
     assert "replaced since it was scanned" in str(info.value)
     assert not holder.held
+
+
+def test_keep_going_lists_what_was_not_locked_in_text_too(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    small = make_file(str(d / "a-small.bin"), 64 * 1024)
+    big = make_file(str(d / "b-big.bin"), 4 * MIB)
+    with holding("--keep-going", str(d), prefix=UNPRIV) as h:
+        line = h.summary()
+        assert "locked 1 file," in line and "1 not locked" in line
+        assert h.locked_mappings(small)[0]["Locked"] == 64
+        assert h.locked_mappings(big) == []
+        assert h.stop() == 0
+        _, err = h.proc.communicate(timeout=10)
+    assert f"not locked: {big}: over the limit" in err, err  # which one, and why
+
+
+def test_daemon_log_names_a_file_a_rescan_cannot_lock(tmp_path: Path) -> None:
+    # --daemon closes stderr once locked: without --log, this error would go nowhere.
+    d = tmp_path / "d"
+    d.mkdir()
+    make_file(str(d / "a.bin"), 64 * 1024)
+    log, pidfile = tmp_path / "memlock.log", tmp_path / "pid"
+    r = subprocess.run([*UNPRIV, *CLI, "lock", "--daemon", "--log", str(log), "--pidfile",
+                        str(pidfile), str(d)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    pid = int(pidfile.read_text())
+    try:
+        big = make_file(str(d / "b-big.bin"), 4 * MIB)  # over the 1 MiB limit
+        os.kill(pid, signal.SIGHUP)
+        wait_for(lambda: big in log.read_text())
+        text = log.read_text()
+        assert f"cannot lock {big}: " in text and "RLIMIT_MEMLOCK" in text, text
+        assert "rescan (SIGHUP)" in text and "locked 1 file," in text
+        assert all(line[:4].isdigit() and "memlock lock[" in line
+                   for line in text.splitlines())  # each line with its timestamp
+        assert [m for m in file_mappings(pid, big) if "lo" in m["flags"]] == []  # type: ignore[operator]
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not pidfile.exists())
+    assert "SIGTERM: releasing 1 file" in log.read_text()
+
+
+def _many_files(d: Path, count: int) -> None:
+    d.mkdir()
+    for i in range(count):
+        (d / f"{i:05}").write_bytes(b"x")  # one page each: 12 MiB, privileged
+
+
+def test_lock_needs_a_descriptor_per_file_and_says_so(tmp_path: Path) -> None:
+    # Root with CAP_IPC_LOCK: memory is no obstacle, only the descriptor limit is.
+    d = tmp_path / "many"
+    _many_files(d, 3000)
+    r = subprocess.run(["prlimit", "--nofile=64:64", *CLI, "lock", str(d)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stdout == ""
+    assert "RLIMIT_NOFILE" in r.stderr and "3000 files" in r.stderr, r.stderr
+    assert "ulimit -n" in r.stderr and "LimitNOFILE=" in r.stderr
+    assert "nothing was locked" in r.stderr
+
+
+def test_lock_raises_its_soft_descriptor_limit_when_the_hard_one_allows(tmp_path: Path) -> None:
+    d = tmp_path / "many"
+    _many_files(d, 3000)
+    with holding(str(d), prefix=["prlimit", "--nofile=64:8192"]) as h:
+        assert "locked 3000 files" in h.summary()
+        locked = 0
+        with open(f"/proc/{h.pid}/smaps") as f:  # the kernel: 3000 locked file mappings
+            for line in f:
+                if line.startswith("VmFlags:") and "lo" in line.split():
+                    locked += 1
+        assert locked >= 3000
+        assert status_kib(h.pid, "VmLck") >= 3000 * PAGE // 1024
+        assert h.stop() == 0

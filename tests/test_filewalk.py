@@ -118,3 +118,65 @@ def test_entries_removed_mid_walk_are_not_errors(tmp_path: Path) -> None:
 
     scan([str(tmp_path)], WalkOptions(), lambda p, exc: errors.append(p), visit)
     assert len(seen) == 10 and errors == []
+
+
+def test_pseudo_file_systems_are_refused_by_name_and_skipped_inside_trees(
+        tmp_path: Path) -> None:
+    from memlock._filewalk import pseudo_devices
+
+    proc_dev = os.stat("/proc/self/status").st_dev
+    assert pseudo_devices().get(proc_dev) == "proc"  # from this system's mountinfo
+    tree(tmp_path)
+    os.symlink("/proc/self/status", tmp_path / "a" / "status-link")  # a procfs file
+    os.symlink("/proc/self", tmp_path / "a" / "proc-link")           # a procfs tree
+    found, errors = names(tmp_path, WalkOptions(follow_symlinks=True))
+    assert found == ["a/hard.bin", "a/two.txt", "b/three.bin"] and errors == ["b/broken"]
+    reasons: list[str] = []
+    assert list(walk(["/proc/self/status", "/proc/self"], WalkOptions(),
+                     lambda p, exc: reasons.append(f"{p}: {exc.strerror}"))) == []
+    assert len(reasons) == 2 and all("proc file system" in r for r in reasons), reasons
+
+
+def test_pseudo_devices_reads_mountinfo(tmp_path: Path) -> None:
+    from memlock._filewalk import pseudo_devices
+
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "22 28 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n"
+        "23 28 0:22 / /sys rw,nosuid shared:7 - sysfs sysfs rw\n"
+        "28 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+        "40 28 0:35 / /dev/shm rw - tmpfs tmpfs rw\n"
+        "garbage line\n")
+    assert pseudo_devices(str(info)) == {os.makedev(0, 21): "proc", os.makedev(0, 22): "sysfs"}
+    assert pseudo_devices(str(tmp_path / "none")) == {}
+
+
+def test_sizes_are_exact_and_bounded() -> None:
+    import pytest
+
+    from memlock._units import SIZE_MAX, SizeTooLargeError, parse_size
+
+    assert parse_size("9007199254740993") == 2**53 + 1  # no float on the way
+    assert parse_size("1.5G") == 3 * 2**29 and parse_size("0.5K") == 512
+    assert parse_size(str(SIZE_MAX)) == SIZE_MAX
+    for text in ("9" * 400, str(SIZE_MAX + 1), "8388608T"):
+        with pytest.raises(SizeTooLargeError, match="too large"):
+            parse_size(text)
+    for text in ("nan", "inf", "-1", "1e300", "", "1.", "٣K"):
+        with pytest.raises(ValueError, match="not a size"):
+            parse_size(text)
+
+
+def test_range_errors_quote_the_whole_range() -> None:
+    import pytest
+
+    from memlock._filewalk import parse_range
+    from memlock._units import parse_size
+
+    assert parse_range("-5", parse_size) == (0, 5)
+    assert parse_range("1K-", parse_size) == (1024, None)
+    for text in ("-1-", "1-2-3", "a-b", ""):
+        with pytest.raises(ValueError, match=f"not a range: '{text}'"):
+            parse_range(text, parse_size)
+    with pytest.raises(ValueError, match="before its start"):
+        parse_range("8K-4K", parse_size)

@@ -8,6 +8,12 @@ leaves RAM in between.
 
 Signals are turned into bytes on a pipe (``signal.set_wakeup_fd``) that the main loop
 waits on with ``select``: no work ever runs inside a signal handler.
+
+Each held file keeps one descriptor open (Python's ``mmap`` keeps a duplicate of the
+file's descriptor for the mapping's lifetime): before locking, the holder makes sure
+RLIMIT_NOFILE allows them all, raising its soft limit up to the hard one if needed, and
+otherwise fails with the count and the fix. Nothing at all to lock is a failure too:
+the holder never holds nothing.
 """
 
 from __future__ import annotations
@@ -19,20 +25,22 @@ import os
 import select
 import signal
 import socket
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ._files import LockedFile, _cached_pages, _lock_fd, _open_regular, _page_range
-from ._filewalk import Planned, Progress, WalkOptions, plan, walk
+from ._filewalk import Planned, Progress, WalkOptions, plan, pseudo_devices, walk
 from ._info import limits
 from ._pages import PAGE_SIZE
 from ._platform import BACKEND
-from ._units import format_size
+from ._units import describe_error, format_size, plural
 from .errors import LockLimitError, MemlockError
 
-__all__ = ["HoldConfig", "Holder", "cgroup_memory_headroom", "hold", "sd_notify"]
+__all__ = ["HoldConfig", "Holder", "cgroup_memory_headroom", "descriptor_room", "hold",
+           "sd_notify"]
 
 _UNLIMITED = 1 << 62
 
@@ -187,6 +195,67 @@ def preflight(items: list[Planned], keep_going: bool) -> tuple[list[Planned], li
     return fit, left, error
 
 
+#: Descriptors kept free for what the holder opens besides its mappings (the log, the
+#: pidfile, a directory while rescanning, the systemd socket).
+_SPARE_DESCRIPTORS = 16
+
+
+def _open_descriptors() -> int:
+    """How many descriptors this process has open now."""
+    for listing in ("/proc/self/fd", "/dev/fd"):
+        try:
+            return len(os.listdir(listing)) - 1  # less the one listdir itself opened
+        except OSError:
+            continue
+    return 3 * _SPARE_DESCRIPTORS  # unknown here: a generous guess
+
+
+def descriptor_room(mappings: int) -> tuple[int, int, int] | None:
+    """Make sure ``mappings`` more descriptors can be opened; None when they can.
+
+    Raises the soft RLIMIT_NOFILE up to the hard limit when that is needed and enough
+    (no privilege needed). Returns (descriptors needed in all, soft limit, hard limit)
+    when the hard limit is too low.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = _open_descriptors() + mappings + _SPARE_DESCRIPTORS
+    unlimited = resource.RLIM_INFINITY
+    if soft == unlimited or needed <= soft:
+        return None
+    if hard == unlimited or needed <= hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+            return None
+        except (OSError, ValueError):  # macOS: not above OPEN_MAX
+            pass
+    return needed, soft, hard
+
+
+def _descriptor_message(files: int, needed: int, soft: int, hard: int) -> str:
+    limit = f"RLIMIT_NOFILE {soft}" + (f" (hard limit {hard})" if hard != soft else "")
+    return (f"cannot hold {plural(files, 'file')}: each locked file keeps a descriptor open, "
+            f"so this needs {needed} open files, over {limit}, which this process cannot "
+            f"raise. How to fix: allow {needed} open files: `ulimit -n {needed}` in the shell "
+            f"that starts memlock, `LimitNOFILE={needed}` in a systemd unit, `docker run "
+            f"--ulimit nofile={needed}`; or lock fewer files (--max-size, --include, --exclude)")
+
+
+def _nothing_to_lock(cfg: HoldConfig, items: list[Planned]) -> str:
+    """Why the walk found nothing to lock, for a message."""
+    if not items:
+        opts = cfg.walk
+        used = [flag for flag, on in (
+            (f"--max-size {format_size(opts.max_size)}", opts.max_size is not None),
+            ("--include", bool(opts.include)), ("--exclude", bool(opts.exclude)),
+            ("--one-file-system", opts.one_file_system)) if on]
+        return "no files found" + (f" that pass {', '.join(used)}" if used else "")
+    if cfg.range is not None and any(p.entry.size for p in items):
+        return f"--range is past the end of every file ({plural(len(items), 'file')})"
+    return "the file is empty" if len(items) == 1 else f"all {len(items)} files are empty"
+
+
 # -- the holder ----------------------------------------------------------------------------
 
 
@@ -206,6 +275,7 @@ class HoldConfig:
     quiet: bool = False
     verbose: bool = False
     json: bool = False
+    log: str | None = None
 
 
 class Holder:
@@ -273,6 +343,9 @@ class Holder:
         """
         self.failed = {}
         items = self.scan()
+        # New locks are taken before old ones go: room for all of them (else EMFILE, whose
+        # message names RLIMIT_NOFILE).
+        descriptor_room(sum(1 for p in items if p.length))
         wanted = {p.entry.path: p for p in items}
         new = changed = released = 0
         for path, p in wanted.items():
@@ -348,18 +421,34 @@ def _current_identity(path: str) -> tuple[int, int, int, int] | None:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc)
+    """A per-file reason: the error's text; for EMFILE, the limit and the fix."""
+    text = describe_error(exc, with_hint=False)
+    if isinstance(exc, OSError) and exc.errno == errno.EMFILE:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        text += (f" (RLIMIT_NOFILE {soft} reached: each held file keeps a descriptor open; "
+                 "raise it with `ulimit -n N` or systemd LimitNOFILE=N)")
+    return text
 
 
 # -- process -----------------------------------------------------------------------------
 
 
 def _check_pidfile(path: str) -> None:
-    """Raise OSError now if the pidfile could not be written later."""
-    if os.path.isdir(path):
+    """Raise OSError now if the pidfile could not be written later.
+
+    The pidfile is replaced by a rename: one that exists must be a regular file (a
+    ``--pidfile /dev/null`` must not replace the device).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = stat.S_IFREG
+    if stat.S_ISDIR(mode):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EINVAL, "exists and is not a regular file", path)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w"):
         pass
@@ -379,11 +468,19 @@ def _write_pidfile(path: str) -> None:
 
 
 def _remove_pidfile(path: str) -> None:
+    """Remove the pidfile if it is still ours: a regular file holding our pid.
+
+    Never waits: a FIFO put in its place is opened without blocking, and left alone.
+    """
     try:
-        with open(path) as f:
-            if f.read().strip() != str(os.getpid()):
-                return
-        os.unlink(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        try:
+            ours = stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, 64).strip() == str(
+                os.getpid()).encode()
+        finally:
+            os.close(fd)
+        if ours:
+            os.unlink(path)
     except OSError:
         pass
 
@@ -443,20 +540,75 @@ def _daemon_ready(status: int) -> None:
     os.close(w)
 
 
-def _summary(cfg: HoldConfig, holder: Holder, left: list[Planned], seconds: float) -> str:
+_LOG_FLAGS = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY
+              | getattr(os, "O_CLOEXEC", 0))
+
+
+def _append_log(path: str, message: str) -> None:
+    """Append ``message`` to the log at ``path``, each line with a timestamp and our pid.
+
+    Opened for each message: a rotated log is followed, and no descriptor stays open.
+    O_NONBLOCK: a FIFO without a reader is an error (ENXIO), not a hang.
+    """
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    text = "".join(f"{stamp} memlock lock[{os.getpid()}]: {line}\n"
+                   for line in message.splitlines() or [""])
+    fd = os.open(path, _LOG_FLAGS, 0o644)
+    try:
+        os.write(fd, text.encode("utf-8", "surrogateescape"))
+    finally:
+        os.close(fd)
+
+
+def _check_log(path: str) -> None:
+    """Raise OSError now if the log could not be appended to later.
+
+    A regular file of procfs or sysfs is refused before anything is written to it (a
+    write there may change a kernel setting); devices and FIFOs are allowed.
+    """
+    try:
+        fd = os.open(path, _LOG_FLAGS, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise OSError(exc.errno, "a FIFO that no process reads", path) from None
+        raise
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    fs_type = pseudo_devices().get(st.st_dev)
+    if stat.S_ISREG(st.st_mode) and fs_type is not None:
+        raise OSError(errno.EINVAL, f"a file of the {fs_type} file system, not a log", path)
+
+
+def _to_log(path: str | None, message: str) -> None:
+    """Append ``message`` to the log if there is one; a failing log is not fatal."""
+    if path is not None:
+        with contextlib.suppress(OSError):
+            _append_log(path, message)
+
+
+def _logged(err: Callable[[str], None], path: str) -> Callable[[str], None]:
+    """``err`` that also appends each message to the log."""
+    def both(message: str) -> None:
+        err(message)
+        _to_log(path, message)
+
+    return both
+
+
+def _summary(cfg: HoldConfig, holder: Holder, seconds: float) -> str:
     nbytes = holder.locked_bytes
     pages = sum(_page_range(f.offset, f.nbytes)[1] for f in holder.held.values())
-    failed = dict(holder.failed)
-    for p in left:
-        failed.setdefault(p.entry.path, "over the limit (not attempted)")
+    failed = holder.failed
     if cfg.json:
         return json.dumps({
             "event": "locked", "pid": os.getpid(), "files": len(holder.held),
             "bytes": nbytes, "pages": pages, "seconds": round(seconds, 6),
             "failed": [{"path": k, "error": v} for k, v in sorted(failed.items())],
         })
-    line = (f"memlock: locked {len(holder.held)} files, {format_size(nbytes)} ({pages} pages) "
-            f"in {seconds:.2f} s; holding as pid {os.getpid()}")
+    line = (f"memlock: locked {plural(len(holder.held), 'file')}, {format_size(nbytes)} "
+            f"({plural(pages, 'page')}) in {seconds:.2f} s; holding as pid {os.getpid()}")
     if failed:
         line += f"; {len(failed)} not locked"
     return line
@@ -464,16 +616,30 @@ def _summary(cfg: HoldConfig, holder: Holder, left: list[Planned], seconds: floa
 
 def hold(cfg: HoldConfig, err: Callable[[str], None]) -> int:
     """Run ``memlock lock``: lock, report, hold until SIGTERM/SIGINT. Returns the exit status."""
-    cfg.paths = [os.path.abspath(p) for p in cfg.paths]
+    # Absolute (rescans do not depend on the working directory); "" stays "" (no such
+    # file), not the working directory that abspath would make of it.
+    cfg.paths = [os.path.abspath(p) if p else p for p in cfg.paths]
     if cfg.pidfile is not None:
         cfg.pidfile = os.path.abspath(cfg.pidfile)
+    log = cfg.log = os.path.abspath(cfg.log) if cfg.log is not None else None
+    if log is not None:
+        try:  # fail before locking anything, not after
+            _check_log(log)
+            _append_log(log, f"starting: {' '.join(cfg.paths)}")
+        except OSError as exc:
+            err(f"log {log}: {describe_error(exc)}")
+            err("nothing was locked")
+            return 1
+        err = _logged(err, log)
     if cfg.daemon:
         status = _daemonize()
         if status is not None:
             return status
     try:
         code = _hold(cfg, err)
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, Exception):  # stderr may be gone (--daemon): tell the log
+            _to_log(log, f"internal error: {type(exc).__name__}: {describe_error(exc)}")
         _daemon_ready(1)
         raise
     _daemon_ready(code)
@@ -502,6 +668,12 @@ def _hold(cfg: HoldConfig, err: Callable[[str], None]) -> int:
             _remove_pidfile(cfg.pidfile)
 
 
+def _list_failed(holder: Holder, err: Callable[[str], None]) -> None:
+    """Say which files were not locked and why, one line each (as --json lists them)."""
+    for path, why in sorted(holder.failed.items()):
+        err(f"not locked: {path}: {why}")
+
+
 def _stopping(caught: list[int]) -> bool:
     return signal.SIGTERM in caught or signal.SIGINT in caught
 
@@ -515,6 +687,11 @@ def _hold_loop(cfg: HoldConfig, holder: Holder, err: Callable[[str], None], r: i
             err(f"{path}: {why}")
         err("nothing was locked (use --keep-going to lock the rest)")
         return 1
+    if not any(p.length for p in items):
+        _list_failed(holder, err)
+        err(f"nothing to lock: {_nothing_to_lock(cfg, items)}; exiting instead of holding "
+            "nothing")
+        return 1
     to_lock, left, problem = preflight(items, cfg.keep_going)
     if problem is not None:
         err(str(problem))
@@ -522,6 +699,29 @@ def _hold_loop(cfg: HoldConfig, holder: Holder, err: Callable[[str], None], r: i
             err("nothing was locked")
             return 1
         err("--keep-going: locking what fits")
+    for p in left:
+        holder.failed.setdefault(p.entry.path, "over the limit (not attempted)")
+    mapped = [p for p in to_lock if p.length]
+    short = descriptor_room(len(mapped))
+    if short is not None:
+        err(_descriptor_message(len(mapped), *short))
+        if not cfg.keep_going:
+            err("nothing was locked")
+            return 1
+        err("--keep-going: locking what fits")
+        room = len(mapped) - (short[0] - short[1])  # descriptors left for mappings
+        fit: list[Planned] = []
+        for p in to_lock:
+            if p.length and room <= 0:
+                holder.failed[p.entry.path] = f"no descriptor left (RLIMIT_NOFILE {short[1]})"
+                continue
+            room -= bool(p.length)
+            fit.append(p)
+        to_lock = fit
+    if not any(p.length for p in to_lock):
+        _list_failed(holder, err)
+        err("nothing was locked: none of the files fits")
+        return 1
     if cfg.pidfile is not None:
         try:  # fail before locking anything, not after
             _check_pidfile(cfg.pidfile)
@@ -541,15 +741,19 @@ def _hold_loop(cfg: HoldConfig, holder: Holder, err: Callable[[str], None], r: i
     bar.close()
     if _stopping(caught):
         return 0
-    for path, why in sorted(holder.failed.items()):
-        err(f"not locked: {path}: {why}")
+    _list_failed(holder, err)
+    if not holder.locked_bytes:
+        err("nothing was locked: no file could be locked")
+        return 1
     if cfg.pidfile is not None:
         try:
             _write_pidfile(cfg.pidfile)
         except OSError as exc:
             err(f"pidfile {cfg.pidfile}: {exc.strerror or exc}")
             return 1
-    print(_summary(cfg, holder, left, time.perf_counter() - t0), flush=True)
+    summary = _summary(cfg, holder, time.perf_counter() - t0)
+    print(summary, flush=True)
+    _to_log(cfg.log, summary.removeprefix("memlock: "))
     sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=holding {len(holder.held)} files")
     _daemon_ready(0)
     holder.tree_changed()
@@ -568,6 +772,9 @@ def _hold_loop(cfg: HoldConfig, holder: Holder, err: Callable[[str], None], r: i
         del caught[: len(sigs)]
         if _stopping(sigs):
             sd_notify("STOPPING=1")
+            stop = next(s for s in sigs if s in (signal.SIGTERM, signal.SIGINT))
+            _to_log(cfg.log, f"{signal.Signals(stop).name}: releasing "
+                    f"{plural(len(holder.held), 'file')}, {format_size(holder.locked_bytes)}")
             return 0
         hup = signal.SIGHUP in sigs
         if hup or (cfg.watch and holder.changed()) or (cfg.watch and holder.tree_changed()):
@@ -575,8 +782,12 @@ def _hold_loop(cfg: HoldConfig, holder: Holder, err: Callable[[str], None], r: i
                 usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
                 sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")  # systemd 253+ wants both
             new, changed, released = holder.rescan()
+            line = (f"rescan{' (SIGHUP)' if hup else ''}: {new} new, {changed} re-locked, "
+                    f"{released} released, {len(holder.failed)} not locked; holding "
+                    f"{plural(len(holder.held), 'file')}, {format_size(holder.locked_bytes)}")
             if not cfg.quiet and (new or changed or released):
-                err(f"rescan: {new} new, {changed} re-locked, {released} released; holding "
-                    f"{len(holder.held)} files, {format_size(holder.locked_bytes)}")
+                err(line)  # and to the log
+            else:  # the log has every rescan
+                _to_log(cfg.log, line)
             if hup:
                 sd_notify(f"READY=1\nSTATUS=holding {len(holder.held)} files")

@@ -6,6 +6,9 @@
   globs keep only files whose base name matches (vmtouch ``-I``).
 * Hard links are counted once: a file is identified by (st_dev, st_ino).
 * ``one_file_system`` does not descend into other file systems (vmtouch ``-F``).
+* Files of pseudo file systems (procfs, sysfs ...: :data:`PSEUDO_FILE_SYSTEMS`) are never
+  visited: named, they are an error; met inside a tree, they are skipped, as other
+  non-regular files are.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from ._pages import PAGE_SIZE
 from ._record import FrozenRecord
-from ._units import format_size
+from ._units import SizeTooLargeError, format_size, quote_arg
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -28,8 +31,8 @@ if TYPE_CHECKING:
 
     R = TypeVar("R")
 
-__all__ = ["FileEntry", "Planned", "Progress", "WalkOptions", "parse_range", "plan", "read_list",
-           "scan", "scan_rows", "walk"]
+__all__ = ["PSEUDO_FILE_SYSTEMS", "FileEntry", "Planned", "Progress", "WalkOptions", "parse_range",
+           "plan", "pseudo_devices", "read_list", "scan", "scan_rows", "walk"]
 
 
 class FileEntry(FrozenRecord):
@@ -107,6 +110,44 @@ class WalkOptions:
 
 
 OnError = Callable[[str, OSError], None]
+
+#: File systems whose files the kernel makes up when they are read (procfs, sysfs ...):
+#: none of it is page cache to keep in RAM, sizes are made up (0 or 4096), some files never
+#: end or change something when read, and a few map device memory (sysfs PCI resources).
+PSEUDO_FILE_SYSTEMS = frozenset({
+    "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devpts",
+    "efivarfs", "fusectl", "mqueue", "nsfs", "proc", "pstore", "rpc_pipefs", "securityfs",
+    "selinuxfs", "sysfs", "tracefs",
+})
+
+
+def pseudo_devices(mountinfo: str = "/proc/self/mountinfo") -> dict[int, str]:
+    """``st_dev`` -> type of each pseudo file system mounted here; {} where unknown.
+
+    Read from Linux's mountinfo (``ID PARENT MAJOR:MINOR ROOT MOUNT OPTIONS ... - TYPE``);
+    other systems have no such file and get {}.
+    """
+    try:
+        with open(mountinfo, "rb") as f:
+            data = f.read()
+    except OSError:
+        return {}
+    found: dict[int, str] = {}
+    for line in data.splitlines():
+        fields = line.split(b" ")
+        try:
+            fs_type = fields[fields.index(b"-", 6) + 1].decode("ascii", "replace")
+            major, minor = fields[2].split(b":")
+            if fs_type in PSEUDO_FILE_SYSTEMS:
+                found[os.makedev(int(major), int(minor))] = fs_type
+        except (ValueError, IndexError):
+            continue
+    return found
+
+
+def _pseudo_error(path: str, fs_type: str) -> OSError:
+    return OSError(errno.EINVAL, f"not on disk: on a {fs_type} file system, whose files the "
+                   "kernel makes up when they are read (nothing to keep in RAM)", path)
 
 
 def walk(paths: Iterable[str], options: WalkOptions, on_error: OnError) -> Iterator[FileEntry]:
@@ -199,6 +240,7 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
     With ``share``, only that worker's part of the files is visited (see :class:`Share`).
     """
     include, exclude = options._compile()
+    pseudo = pseudo_devices()
     seen: set[tuple[int, int]] = set()
     seen_dirs: set[tuple[int, int]] = set()
     max_size = options.max_size
@@ -223,7 +265,7 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
             on_error(path, exc)
 
     def accept(path: str, fd: int, st: os.stat_result, exc: OSError | None) -> None:
-        if max_size is not None and st.st_size > max_size:
+        if (max_size is not None and st.st_size > max_size) or st.st_dev in pseudo:
             return
         key = (st.st_dev, st.st_ino)  # each file once, whatever the names it is reached by
         if key in seen:
@@ -333,7 +375,7 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
                                 continue
                             if max_size is not None and st.st_size > max_size:
                                 continue
-                            if one_fs and st.st_dev != top_dev:
+                            if (one_fs and st.st_dev != top_dev) or st.st_dev in pseudo:
                                 continue
                             key = (st.st_dev, st.st_ino)
                             if key in seen:
@@ -377,9 +419,9 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
                         dir_error(path, exc)
                     continue
                 key = (st.st_dev, st.st_ino)
-                if (one_fs and st.st_dev != top_dev) or key in seen_dirs:
+                if (one_fs and st.st_dev != top_dev) or key in seen_dirs or st.st_dev in pseudo:
                     if sub is not None:
-                        close(sub)  # another file system, or a loop through links
+                        close(sub)  # another file system, a loop through links, or /proc
                     continue
                 seen_dirs.add(key)
                 push(path, sub)
@@ -405,6 +447,10 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
             continue
         if not owned and not isdir(st.st_mode):
             continue  # another worker's file
+        if st.st_dev in pseudo:
+            if owned:
+                on_error(path, _pseudo_error(path, pseudo[st.st_dev]))
+            continue
         name = os.path.basename(path.rstrip("/")) or path
         if isdir(st.st_mode):
             key = (st.st_dev, st.st_ino)
@@ -570,16 +616,21 @@ def parse_range(text: str, parse_size: Callable[[str], int]) -> tuple[int, int |
     A single size ``N`` means ``0-N`` (vmtouch ``-p``).
 
     Raises:
-        ValueError: not a range, or END before START.
+        ValueError: not a range (the message quotes the whole of ``text``), END before
+            START, or a size too large (the message names that size).
     """
-    text = text.strip()
-    if "-" not in text:
-        return 0, parse_size(text)
-    lo, _, hi = text.partition("-")
-    start = parse_size(lo) if lo.strip() else 0
-    end = parse_size(hi) if hi.strip() else None
+    lo, dash, hi = text.strip().partition("-")
+    try:
+        if not dash:
+            return 0, parse_size(lo)
+        start = parse_size(lo) if lo.strip() else 0
+        end = parse_size(hi) if hi.strip() else None
+    except SizeTooLargeError:
+        raise
+    except ValueError:
+        raise ValueError(f"not a range: {quote_arg(text)}") from None
     if end is not None and end < start:
-        raise ValueError(f"range end {end} is before its start {start}")
+        raise ValueError(f"range end {end} is before its start {start}: {quote_arg(text)}")
     return start, end
 
 

@@ -10,7 +10,8 @@ import memlock
 
 from .._hints import detect_environment
 from .._platform._procfs import status_fields
-from .._units import format_size
+from .._units import describe_error, format_size
+from ._types import process_id
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -37,11 +38,17 @@ def register(sub: Any) -> None:
         "machine's totals. --json: for one process an object with pid, locked_bytes, regions "
         "and system; for several, {\"processes\": [...], \"system\": {...}}.",
     )
-    p.add_argument("pids", nargs="*", type=int, metavar="PID", help="default: this process")
+    p.add_argument("pids", nargs="*", type=process_id, metavar="PID", help="default: this process")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_status)
 
-    p = sub.add_parser("limits", help="RLIMIT_MEMLOCK, locked bytes and privilege")
+    p = sub.add_parser(
+        "limits", help="RLIMIT_MEMLOCK, locked bytes and privilege",
+        description="This process's memory-lock allowance: the soft and hard RLIMIT_MEMLOCK, "
+        "the bytes it has locked, what is still available, and whether it is privileged "
+        "(CAP_IPC_LOCK or equivalent: no limit applies). --json: the keys of "
+        "memlock.limits().to_dict().",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_limits)
 
@@ -82,7 +89,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for pid in pids:
         try:
             st = memlock.status(pid)
-        except (ProcessLookupError, PermissionError, memlock.UnsupportedOperation) as exc:
+        except OSError as exc:  # no such process, not allowed, unsupported here
             failed += 1
             print(f"memlock status: {pid}: {exc.strerror or exc}", file=sys.stderr)
             continue
@@ -161,14 +168,19 @@ def _kernel_at_least(major: int, minor: int) -> bool:
         return False
 
 
-def _memfd_secret_works() -> bool:
-    from .._platform._libc import real_libc
+def _memfd_secret_check() -> Check:
+    """Make a real secret with the memfd_secret backend (closed at once), as a user would.
 
-    fd, err = real_libc().memfd_secret(0)
-    if err:
-        return False
-    os.close(fd)
-    return True
+    memfd_secret(2) alone is not enough: under RLIMIT_MEMLOCK 0 without CAP_IPC_LOCK the
+    call succeeds and mapping it fails. The error the public API raised is the detail.
+    """
+    what = "secret memory outside the kernel's direct map (5.14+, secretmem.enable)"
+    try:
+        memlock.SecureBuffer(32, backend="memfd_secret").close()
+    except (OSError, ValueError) as exc:
+        return Check("memfd_secret", False, f"{what}: {describe_error(exc, with_hint=False)}",
+                     getattr(exc, "hint", None))
+    return Check("memfd_secret", True, what)
 
 
 def doctor_checks() -> tuple[list[Check], memlock.Limits, str]:
@@ -224,9 +236,7 @@ def doctor_checks() -> tuple[list[Check], memlock.Limits, str]:
                                 "mappings)"))
         except (OSError, ValueError):
             checks.append(Check("vm.max_map_count", None, "unknown"))
-        checks.append(Check("memfd_secret", _memfd_secret_works(),
-                            "secret memory outside the kernel's direct map (5.14+, "
-                            "secretmem.enable)"))
+        checks.append(_memfd_secret_check())
         for name, advice in (("MADV_POPULATE_READ", 22), ("MADV_POPULATE_WRITE", 23)):
             checks.append(Check(name, _probe_madvise(advice), "populate without SIGBUS (5.14+)"))
         checks.append(Check("cachestat", _kernel_at_least(6, 5),
@@ -266,7 +276,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for c in checks:
         mark = {True: "ok  ", False: "FAIL", None: "info"}[c.ok]
         print(f"[{mark}] {c.name}: {c.detail}")
-        if c.fix:
-            print(f"       {c.fix}")
+        for line in (c.fix or "").splitlines():  # every line of the fix under its check
+            print(f"       {line}")
     print("memory can be locked here" if mlock_ok else "no memory can be locked here")
     return status

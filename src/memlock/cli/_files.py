@@ -21,8 +21,8 @@ from .._filewalk import (
     walk,
 )
 from .._pages import PAGE_SIZE
-from .._units import format_size, parse_size
-from ._types import size
+from .._units import SizeTooLargeError, format_size, parse_size, plural
+from ._types import seconds, size
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -49,8 +49,11 @@ _MAX_JOBS = 64
 def _range(text: str) -> tuple[int, int | None]:
     try:
         return parse_range(text, parse_size)
+    except SizeTooLargeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (examples: 0-4M, 1G-, 512K)") from None
+        raise argparse.ArgumentTypeError(
+            f"{exc} (START-END, either side may be empty: 0-4M, 1G-, 512K)") from None
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -104,7 +107,11 @@ def register(sub: Any) -> None:
         description="Lock the files (all or nothing unless --keep-going), print one summary "
         "line on stdout once everything is resident and locked, then hold. SIGHUP rescans "
         "the paths; --watch re-locks files that are replaced or rewritten. Sends READY=1 "
-        "to systemd when NOTIFY_SOCKET is set.")
+        "to systemd when NOTIFY_SOCKET is set. Fails (exit 1) instead of holding when "
+        "nothing at all can be locked. Only regular files on disk (or tmpfs) are locked: "
+        "procfs and sysfs files are refused. Errors go to stderr; with --daemon, stderr "
+        "is closed once everything is locked, so later errors (a rescan that cannot lock a "
+        "file) are lost unless --log FILE is given.")
     _common(p)
     p.add_argument("--pidfile", "-P", metavar="FILE", help="write the holder's pid to FILE "
                    "(exists by the time the summary line is printed; removed on exit)")
@@ -112,8 +119,11 @@ def register(sub: Any) -> None:
                    help="go to the background once everything is locked")
     p.add_argument("--watch", "-w", action="store_true",
                    help="re-lock files that are replaced, rewritten or truncated")
-    p.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
-                   help="--watch polling interval (default 2)")
+    p.add_argument("--interval", type=seconds, default=2.0, metavar="SECONDS",
+                   help="--watch polling interval (default 2, at most 86400)")
+    p.add_argument("--log", metavar="FILE",
+                   help="also append errors, rescans and the summary to FILE, each line "
+                   "with a timestamp (they still go to stderr while it is open)")
     p.add_argument("--keep-going", "-k", action="store_true",
                    help="lock what can be locked and report the rest")
     p.add_argument("--onfault", action="store_true",
@@ -242,7 +252,8 @@ def _measure(paths: list[str], options: WalkOptions, rng: tuple[int, int | None]
     return out
 
 
-def _report(args: argparse.Namespace, rows: list[_Row], verb: str, seconds: float) -> None:
+def _report(args: argparse.Namespace, rows: list[_Row], verb: str, elapsed: float,
+            failed: bool) -> None:
     size = sum([r[1] for r in rows])
     pages = sum([r[2] for r in rows])
     res = sum([r[3] for r in rows])
@@ -257,9 +268,11 @@ def _report(args: argparse.Namespace, rows: list[_Row], verb: str, seconds: floa
         }
         sys.stdout.write(json.dumps(doc) + "\n")
         return
+    if not rows and failed:
+        return  # only errors (on stderr): no table, no total of nothing at 100%
     lines = []
     show_files = not args.quiet and (verb == "resident" or args.verbose)
-    if show_files:
+    if show_files and rows:
         lines.append(f"{'RESIDENT':>10} {'PAGES':>10} {'SIZE':>10} {'PCT':>6}  PATH")
         add = lines.append
         sizes: dict[int, str] = {}  # format_size once per distinct size
@@ -269,9 +282,10 @@ def _report(args: argparse.Namespace, rows: list[_Row], verb: str, seconds: floa
                 text = sizes[nbytes] = f"{format_size(nbytes):>10}"
             pct = 100.0 if npages == 0 else 100.0 * nres / npages
             add(f"{nres:>10} {npages:>10} {text} {pct:5.1f}%  {path}")
-    lines.append(f"{res:>10} {pages:>10} {format_size(size):>10} {_pct(res, pages)}  "
-                 f"total: {len(rows)} files, {format_size(res * PAGE_SIZE)}"
-                 f" resident ({verb}, {seconds:.3f} s)")
+    share = _pct(res, pages) if rows else f"{'-':>6}"
+    lines.append(f"{res:>10} {pages:>10} {format_size(size):>10} {share}  "
+                 f"total: {plural(len(rows), 'file')}, {format_size(res * PAGE_SIZE)}"
+                 f" resident ({verb}, {elapsed:.3f} s)")
     sys.stdout.write("\n".join(lines) + "\n")
 
 
@@ -283,7 +297,7 @@ def _run(args: argparse.Namespace, verb: str,
     if paths is None:
         return 2
     rows = _measure(paths, _options(args), args.range, errors, action, getattr(args, "jobs", None))
-    _report(args, rows, verb, time.perf_counter() - t0)
+    _report(args, rows, verb, time.perf_counter() - t0, errors.count > 0)
     return 1 if errors.count else 0
 
 
@@ -337,11 +351,8 @@ def _cmd_lock(args: argparse.Namespace) -> int:
     paths = _paths(args, err)
     if paths is None:
         return 2
-    if args.interval <= 0:
-        err("--interval must be > 0")
-        return 2
     cfg = HoldConfig(paths=paths, walk=_options(args), range=args.range,
                      keep_going=args.keep_going, onfault=args.onfault, watch=args.watch,
                      interval=args.interval, pidfile=args.pidfile, daemon=args.daemon,
-                     quiet=args.quiet, verbose=args.verbose, json=args.json)
+                     quiet=args.quiet, verbose=args.verbose, json=args.json, log=args.log)
     return hold(cfg, err)

@@ -10,7 +10,7 @@ from types import TracebackType
 import memlock
 
 from .._platform._procfs import status_fields
-from .._units import format_size
+from .._units import describe_error, format_size
 from ._types import size
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
@@ -66,7 +66,7 @@ def register(sub: Any) -> None:
                    help="run a module as a script, like python -m")
     p.add_argument("program", nargs=argparse.REMAINDER, metavar="script.py [ARGS]",
                    help="the Python script to run and its arguments")
-    p.set_defaults(handler=_run, run_parser=p)
+    p.set_defaults(handler=_run)
 
 
 def _target(args: argparse.Namespace) -> tuple[str | None, str | None, list[str]]:
@@ -81,6 +81,39 @@ def _target(args: argparse.Namespace) -> tuple[str | None, str | None, list[str]
     if not program:
         return None, None, []
     return None, program[0], program[1:]
+
+
+def _script_problem(script: str) -> str | None:
+    """Why ``script`` cannot be run as Python's ``python script`` would, or None.
+
+    Checked before the process is locked, and without reading it: a FIFO would wait for
+    a writer for ever.
+    """
+    import stat
+
+    try:
+        mode = os.stat(script).st_mode
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
+    if stat.S_ISDIR(mode):
+        if not os.path.exists(os.path.join(script, "__main__.py")):
+            return "a directory without __main__.py"
+        return None
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    return None
+
+
+def _lock_failure(exc: BaseException, args: argparse.Namespace) -> str:
+    """One line: what lock_process raised, and what it was asked for if it said nothing."""
+    text = describe_error(exc)
+    if text == type(exc).__name__:  # a bare MemoryError
+        asked = [f"{name} {format_size(n)}" for name, n in (
+            ("--prefault-heap", args.prefault_heap), ("--prefault-stack", args.prefault_stack))
+            if n]
+        text = f"{type(exc).__name__}: out of memory" + (
+            f" (asked for {', '.join(asked)})" if asked else "")
+    return text
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -124,12 +157,14 @@ def _run(args: argparse.Namespace) -> int:
 
     module, script, tail = _target(args)
     if module is None and script is None:
-        args.run_parser.print_usage(sys.stderr)
-        print("memlock run: error: give a script or -m module", file=sys.stderr)
+        print("memlock run: error: give a script or -m module (see memlock run --help)",
+              file=sys.stderr)
         return 2
-    if script is not None and not os.path.exists(script):
-        print(f"memlock run: can't open file {script!r}: no such file", file=sys.stderr)
-        return 2
+    if script is not None:
+        problem = _script_problem(script)
+        if problem is not None:
+            print(f"memlock run: can't run {script!r}: {problem}", file=sys.stderr)
+            return 2
     if module is not None:
         sys.path[0:1] = [os.getcwd()]
         try:
@@ -138,13 +173,13 @@ def _run(args: argparse.Namespace) -> int:
             found = False
         if not found:
             print(f"memlock run: no module named {module!r}", file=sys.stderr)
-            return 1
+            return 2
     try:
         memlock.lock_process(prefault_heap=args.prefault_heap,
                              prefault_stack=args.prefault_stack, onfault=args.onfault)
-    except (memlock.MemlockError, ValueError, MemoryError) as exc:
-        why = str(exc) or type(exc).__name__  # MemoryError has no message
-        print(f"memlock run: cannot lock the process: {why}", file=sys.stderr)
+    except (OSError, ValueError, OverflowError, MemoryError) as exc:  # MemlockError: OSError
+        print(f"memlock run: cannot lock the process: {_lock_failure(exc, args)}",
+              file=sys.stderr)
         return 1
 
     start = resource.getrusage(resource.RUSAGE_SELF)
