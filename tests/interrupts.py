@@ -91,7 +91,6 @@ def run_injected(n: int, op: Callable[[], None]) -> Injector:
                 pass
             finally:
                 sys.settrace(None)
-            gc.collect()
     finally:
         sys.unraisablehook = old_hook
     assert not hook.unexpected, f"unraisable {hook.unexpected} at event {n}"

@@ -6,10 +6,12 @@ in /proc/PID/smaps (``lo``/``lf`` in VmFlags, ``Locked:``, ``Swap:``), VmLck, mi
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ctypes
 import mmap
 import os
+import re
 import resource
 import shutil
 import stat
@@ -57,20 +59,22 @@ def page_state(addr: int, pid: int | str = "self") -> str:
     return "onfault" if "lf" in flags else "full"
 
 
+_VMA = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ", re.M)
+
+
 def page_states(addrs: list[int], pid: int | str = "self") -> list[str]:
     """:func:`page_state` of many addresses from one read of smaps."""
-    spans: list[tuple[int, int, set[str]]] = []
     with open(f"/proc/{pid}/smaps") as f:
-        for line in f:
-            head = line.split(" ", 1)[0]
-            if "-" in head and ":" not in head:
-                lo, hi = (int(x, 16) for x in head.split("-"))
-                spans.append((lo, hi, set()))
-            elif line.startswith("VmFlags:"):
-                spans[-1][2].update(line.split()[1:])
+        text = f.read()
+    heads = [(int(m.group(1), 16), int(m.group(2), 16), m.end()) for m in _VMA.finditer(text)]
+    starts = [lo for lo, _, _ in heads]
     out = []
     for a in addrs:
-        flags = next(fl for lo, hi, fl in spans if lo <= a < hi)
+        k = bisect.bisect_right(starts, a) - 1
+        if k < 0 or not heads[k][0] <= a < heads[k][1]:
+            raise LookupError(f"no mapping holds {a:#x}")
+        at = text.index("VmFlags:", heads[k][2])
+        flags = text[at + 8:text.index("\n", at)].split()
         out.append("none" if "lo" not in flags else ("onfault" if "lf" in flags else "full"))
     return out
 

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="vm.max_map_coun
 FILL = """
 import ctypes, errno, json, os
 import memlock, memlock.lowlevel
+from memlock import _lock  # imported now: at the max, an import may find no memory
 from memlock._platform import BACKEND
 from memlock._platform._libc import real_libc
 from tests.kernel import page_state, vmlck

@@ -18,8 +18,6 @@ from memlock._platform.darwin import DarwinBackend
 from memlock._platform.freebsd import FreeBSDBackend
 from memlock._platform.sunos import SunOSBackend
 from memlock._registry import FULL, PARALLEL_MIN_BYTES, PageRegistry
-
-from .holds import acquire, release
 from memlock.errors import (
     LockLimitError,
     LockPermissionError,
@@ -27,6 +25,7 @@ from memlock.errors import (
     UnsupportedOperation,
 )
 
+from .holds import acquire, release
 from .simlibc import DarwinLibc, FreeBSDLibc, SimLibc, SunOSLibc
 
 KiB = 1024

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ._files import LockedFile, _cached_pages, _lock_fd, _open_regular, _page_range
+from ._files import LockedFile, _lock_fd, _open_regular, _page_range, cached_pages_or_bound
 from ._filewalk import Planned, Progress, WalkOptions, plan, pseudo_devices, walk
 from ._info import limits
 from ._pages import PAGE_SIZE
@@ -128,14 +128,14 @@ def _resident_bytes(items: Iterable[Planned]) -> int:
     total = 0
     for p in items:
         try:
-            fd, _ = _open_regular(p.entry.path)
+            f, _ = _open_regular(p.entry.path)
         except OSError:
             continue
-        try:
+        with f:
             first, count = _page_range(p.offset, p.length)
-            total += _cached_pages(fd, first, count) * PAGE_SIZE
-        finally:
-            os.close(fd)
+            cached, exact = cached_pages_or_bound(f.fileno(), first, count)
+            if exact:  # a hidden page cache counts as none: the cautious guess here
+                total += cached * PAGE_SIZE
     return total
 
 
@@ -302,17 +302,15 @@ class Holder:
         return sum(f.nbytes for f in self.held.values())
 
     def _lock_one(self, p: Planned) -> LockedFile:
-        fd, st = _open_regular(p.entry.path)
-        try:
+        f, st = _open_regular(p.entry.path)
+        with f:
             if (st.st_dev, st.st_ino) != (p.entry.dev, p.entry.ino):
                 # Replaced (or swapped for a symbolic link) since the walk saw it: lock only
                 # what the walk checked; a rescan picks up the new file.
                 raise OSError(errno.ESTALE, "replaced since it was scanned", p.entry.path)
             off = min(p.offset, st.st_size)
             n = min(p.length, st.st_size - off)
-            return _lock_fd(p.entry.path, fd, st, off, n, self.config.onfault)
-        finally:
-            os.close(fd)
+            return _lock_fd(p.entry.path, f.fileno(), st, off, n, self.config.onfault)
 
     def lock_initial(self, items: list[Planned], progress: Callable[[int, int], None] | None,
                      stop: Callable[[], bool]) -> None:

@@ -14,12 +14,14 @@ Hazards and how they are met:
   (the last page may be partial); "refused" means "shrank" only if fstat says so.
 * The kernel hides the page cache of a file from a user who neither owns it nor may write
   it: cachestat answers EPERM and mincore calls every page resident. residency() then
-  raises PermissionError rather than report a made-up figure; touch populates everything.
+  reports that figure marked as an upper bound (``exact`` False), and touch populates
+  everything.
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import mmap
 import os
 import stat
@@ -66,19 +68,33 @@ def _fspath(path: object) -> str:
     return os.fsdecode(p)
 
 
-def _open_regular(path: str) -> tuple[int, os.stat_result]:
-    """An O_RDONLY descriptor of a regular file and its fstat."""
-    fd = os.open(path, _O_FLAGS)
+def _open_regular(path: str) -> tuple[io.FileIO, os.stat_result]:
+    """A regular file opened read-only, and its fstat.
+
+    The descriptor is owned by a file object from the moment it exists (opened by C code,
+    closed when the object dies), so no interrupt can leak it. Things that are not regular
+    files are refused by ``stat`` before they are opened (opening a FIFO would wait for a
+    writer), and the file opened is checked to be the one that was stat'ed.
+    """
+    before = os.stat(path)
+    _check_regular(before, path)
+    f = io.FileIO(path, "r")
     try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
+        st = os.fstat(f.fileno())
+        _check_regular(st, path)
+        if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+            raise OSError(errno.ESTALE, "replaced while it was opened", path)
     except BaseException:
-        os.close(fd)
+        f.close()
         raise
-    return fd, st
+    return f, st
+
+
+def _check_regular(st: os.stat_result, path: str) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", path)
 
 
 def _range(size: int, offset: object, length: object) -> tuple[int, int]:
@@ -117,22 +133,28 @@ class Residency(FrozenRecord):
         size_bytes: Bytes examined: the file size, or the range's length.
         pages: Pages covering those bytes.
         resident_pages: How many of them are in the page cache now.
+        exact: False where the kernel hides the file's page cache from this process
+            (Linux: not its owner, may not write it, no CAP_FOWNER): ``resident_pages``
+            is then an upper bound (every page), the only figure the kernel gives.
     """
 
-    __slots__ = ("pages", "path", "resident_pages", "size_bytes")
-    __match_args__ = ("path", "size_bytes", "pages", "resident_pages")
+    __slots__ = ("exact", "pages", "path", "resident_pages", "size_bytes")
+    __match_args__ = ("path", "size_bytes", "pages", "resident_pages", "exact")
 
     path: str
     size_bytes: int
     pages: int
     resident_pages: int
+    exact: bool
 
-    def __init__(self, path: str, size_bytes: int, pages: int, resident_pages: int) -> None:
+    def __init__(self, path: str, size_bytes: int, pages: int, resident_pages: int,
+                 exact: bool = True) -> None:
         _set = object.__setattr__
         _set(self, "path", path)
         _set(self, "size_bytes", size_bytes)
         _set(self, "pages", pages)
         _set(self, "resident_pages", resident_pages)
+        _set(self, "exact", exact)
 
     @property
     def resident_bytes(self) -> int:
@@ -282,9 +304,19 @@ def _cached_pages(fd: int, first: int, count: int) -> int:
     return total
 
 
+def cached_pages_or_bound(fd: int, first: int, count: int) -> tuple[int, bool]:
+    """``(resident pages, exact)`` of [first, first+count): :func:`_cached_pages`, or,
+    where the kernel hides the file's page cache from this process, the only figure it
+    gives (every page resident, as mincore says) with ``exact`` False: an upper bound."""
+    try:
+        return _cached_pages(fd, first, count), True
+    except PermissionError:
+        return count, False
+
+
 def _residency_fd(path: str, fd: int, size: int, offset: int, length: int) -> Residency:
     first, count = _page_range(offset, length)
-    return Residency(path, length, count, _cached_pages(fd, first, count))
+    return Residency(path, length, count, *cached_pages_or_bound(fd, first, count))
 
 
 def residency(path: StrPath, *, offset: int = 0, length: int | None = None) -> Residency:
@@ -303,20 +335,17 @@ def residency(path: StrPath, *, offset: int = 0, length: int | None = None) -> R
         ValueError: The range goes beyond the end of the file.
         FileNotFoundError: No such file. Other OS errors keep their OSError subclass
             (IsADirectoryError for a directory).
-        PermissionError: The kernel hides which pages are cached: on Linux from a user
-            who neither owns the file nor may write it (nor has CAP_FOWNER).
+
+    Where the kernel hides which pages are cached (Linux: from a user who neither owns
+    the file nor may write it, nor has CAP_FOWNER; cachestat answers EPERM and mincore
+    calls every page resident), the result has ``exact`` False and counts every page
+    resident: an upper bound. Run as the owner or root for the real figure.
     """
     p = _fspath(path)
-    fd, st = _open_regular(p)
-    try:
+    f, st = _open_regular(p)
+    with f:
         off, n = _range(st.st_size, offset, length)
-        return _residency_fd(p, fd, st.st_size, off, n)
-    except PermissionError as exc:
-        if exc.filename is not None:
-            raise
-        raise PermissionError(exc.errno, exc.strerror, p) from None
-    finally:
-        os.close(fd)
+        return _residency_fd(p, f.fileno(), st.st_size, off, n)
 
 
 # -- touch and evict ---------------------------------------------------------------------
@@ -433,12 +462,10 @@ def touch(path: StrPath, *, offset: int = 0, length: int | None = None) -> None:
         ValueError: The range goes beyond the end of the file.
     """
     p = _fspath(path)
-    fd, st = _open_regular(p)
-    try:
+    f, st = _open_regular(p)
+    with f:
         off, n = _range(st.st_size, offset, length)
-        _touch_fd(fd, st.st_size, off, n)
-    finally:
-        os.close(fd)
+        _touch_fd(f.fileno(), st.st_size, off, n)
 
 
 def _evict_fd(fd: int, offset: int, length: int) -> None:
@@ -461,13 +488,11 @@ def evict(path: StrPath, *, offset: int = 0, length: int | None = None) -> None:
         UnsupportedOperation: On macOS.
     """
     p = _fspath(path)
-    fd, st = _open_regular(p)
-    try:
+    f, st = _open_regular(p)
+    with f:
         off, n = _range(st.st_size, offset, length)
         if n:
-            _evict_fd(fd, off, n)
-    finally:
-        os.close(fd)
+            _evict_fd(f.fileno(), off, n)
 
 
 # -- lock_file ---------------------------------------------------------------------------
@@ -589,9 +614,7 @@ def lock_file(path: StrPath, *, offset: int = 0, length: int | None = None,
     p = _fspath(path)
     if not isinstance(onfault, bool):
         raise TypeError(f"onfault must be a bool, not {type(onfault).__name__}")
-    fd, st = _open_regular(p)
-    try:
+    f, st = _open_regular(p)
+    with f:
         off, n = _range(st.st_size, offset, length)
-        return _lock_fd(p, fd, st, off, n, onfault)
-    finally:
-        os.close(fd)
+        return _lock_fd(p, f.fileno(), st, off, n, onfault)

@@ -79,8 +79,7 @@ class Lock(ReleasedOnExit):
         hold = self._hold
         if hold is None:
             return False
-        state = hold.state
-        return (state == HANDED_OUT or state == HELD) and (
+        return hold.state in (HANDED_OUT, HELD) and (
             hold.generation == REGISTRY.current_generation())
 
     @property

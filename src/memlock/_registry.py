@@ -53,29 +53,19 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from itertools import pairwise
 
+from ._critical import try_under, under
 from ._parallel import run_parallel
 from ._platform import Backend, ForkWatch
 from ._platform._fork import REGISTRY_SLOT
-from ._critical import try_under, under
 from .errors import MemlockError
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import; mypy reads the first branch
 if TYPE_CHECKING:
-    from types import TracebackType
     from typing import Protocol
+
+    from ._critical import Mutex
 else:
     Protocol = object
-
-
-class Mutex(Protocol):
-    """What the registry needs of its mutex (threading.Lock has it)."""
-
-    def acquire(self, blocking: bool = ...) -> bool: ...
-    def release(self) -> None: ...
-    def locked(self) -> bool: ...
-    def __enter__(self) -> bool: ...
-    def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
-                 tb: TracebackType | None) -> None: ...
 
 
 class HoldRecord(Protocol):
@@ -99,7 +89,6 @@ __all__ = [
     "ZERO",
     "Hold",
     "HoldRecord",
-    "Mutex",
     "PageRegistry",
 ]
 
@@ -524,7 +513,7 @@ class PageRegistry:
         holes: every run is restored with :meth:`_restore`.
         """
         state = hold.state
-        if (state != HELD and state != HANDED_OUT or hold.generation != self.generation
+        if ((state != HELD and state != HANDED_OUT) or hold.generation != self.generation
                 or hold.start == hold.end):
             hold.state = RELEASED
             self._live.pop(hold, None)
@@ -533,8 +522,9 @@ class PageRegistry:
         keys, vals = self._keys, self._vals
         i = bisect_left(keys, start)
         if (
-            not failed and hold.mode == FULL and i + 1 < len(keys) and keys[i] == start and keys[i + 1] == end
-            and vals[i] == ONE_FULL and (i == 0 or vals[i - 1] == ZERO)
+            not failed and hold.mode == FULL and i + 1 < len(keys)
+            and keys[i] == start and keys[i + 1] == end and vals[i] == ONE_FULL
+            and (i == 0 or vals[i - 1] == ZERO)
             and not self._lock_all_flags
         ):
             # Fast path: the only lock on an isolated range. Pinned pages: cannot fail.

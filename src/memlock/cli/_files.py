@@ -162,7 +162,7 @@ def _options(args: argparse.Namespace) -> WalkOptions:
                        exclude=args.exclude, max_size=args.max_size)
 
 
-_Row = tuple[str, int, int, int]
+_Row = tuple[str, int, int, int, bool]  # path, bytes, pages, resident, exact
 
 
 class _Errors:
@@ -179,11 +179,11 @@ def _pct(res: int, pages: int) -> str:
     return f"{100.0 if pages == 0 else 100.0 * res / pages:5.1f}%"
 
 
-def _cached_pages(fd: int, first: int, count: int) -> int:
-    """Resident pages of [first, first+count): cachestat, else mincore (see memlock._files)."""
-    from .._files import _cached_pages as cached
+def _cached_pages(fd: int, first: int, count: int) -> tuple[int, bool]:
+    """(resident pages, exact) of [first, first+count) (see memlock._files)."""
+    from .._files import cached_pages_or_bound
 
-    return cached(fd, first, count)
+    return cached_pages_or_bound(fd, first, count)
 
 
 def _measure(paths: list[str], options: WalkOptions, rng: tuple[int, int | None] | None,
@@ -211,16 +211,16 @@ def _measure(paths: list[str], options: WalkOptions, rng: tuple[int, int | None]
             size = st.st_size
             count = (size + page - 1) // page
             if count == 0:
-                return (path, size, 0, 0)
+                return (path, size, 0, 0, True)
             if fd < 0:
                 return None
             if cachestat_ok:
                 n = count_cached(fd)
                 if n >= 0:
-                    return (path, size, count, n if n < count else count)
+                    return (path, size, count, n if n < count else count, True)
                 if real_libc().cachestat_pages(fd, 0, 0)[1] == errno.ENOSYS:
                     cachestat_ok = False  # a kernel before 6.5: mincore from now on
-            return (path, size, count, slow(fd, 0, count))
+            return (path, size, count, *slow(fd, 0, count))
 
         if jobs is None:
             single = len(paths) == 1 and not os.path.isdir(paths[0])
@@ -240,12 +240,12 @@ def _measure(paths: list[str], options: WalkOptions, rng: tuple[int, int | None]
         count = -(-(off + n) // page) - first if n else 0
         if fd < 0:
             if count == 0 and action is None:
-                append((path, n, 0, 0))
+                append((path, n, 0, 0, True))
                 return True
             return False
         if action is not None:
             action(fd, size, off, n)
-        append((path, n, count, slow(fd, first, count) if count else 0))
+        append((path, n, count, *(slow(fd, first, count) if count else (0, True))))
         return True
 
     scan(paths, options, errors, visit_any)
@@ -262,9 +262,9 @@ def _report(args: argparse.Namespace, rows: list[_Row], verb: str, elapsed: floa
 
         doc = {
             "files": [{"path": r[0], "size_bytes": r[1], "pages": r[2],
-                       "resident_pages": r[3]} for r in rows],
+                       "resident_pages": r[3], "exact": r[4]} for r in rows],
             "total": {"files": len(rows), "size_bytes": size, "pages": pages,
-                      "resident_pages": res},
+                      "resident_pages": res, "exact": all([r[4] for r in rows])},
         }
         sys.stdout.write(json.dumps(doc) + "\n")
         return
@@ -276,17 +276,25 @@ def _report(args: argparse.Namespace, rows: list[_Row], verb: str, elapsed: floa
         lines.append(f"{'RESIDENT':>10} {'PAGES':>10} {'SIZE':>10} {'PCT':>6}  PATH")
         add = lines.append
         sizes: dict[int, str] = {}  # format_size once per distinct size
-        for path, nbytes, npages, nres in rows:
+        for path, nbytes, npages, nres, exact in rows:
             text = sizes.get(nbytes)
             if text is None:
                 text = sizes[nbytes] = f"{format_size(nbytes):>10}"
             pct = 100.0 if npages == 0 else 100.0 * nres / npages
-            add(f"{nres:>10} {npages:>10} {text} {pct:5.1f}%  {path}")
+            add(f"{nres:>10} {npages:>10} {text} {pct:5.1f}%{' ' if exact else '*'} {path}")
     share = _pct(res, pages) if rows else f"{'-':>6}"
     lines.append(f"{res:>10} {pages:>10} {format_size(size):>10} {share}  "
                  f"total: {plural(len(rows), 'file')}, {format_size(res * PAGE_SIZE)}"
                  f" resident ({verb}, {elapsed:.3f} s)")
     sys.stdout.write("\n".join(lines) + "\n")
+    hidden = sum([not r[4] for r in rows])
+    if hidden:
+        sys.stdout.flush()
+        sys.stderr.write(
+            f"memlock {verb}: * {plural(hidden, 'file')}: the kernel shows which pages of a "
+            "file are cached only to its owner, a user who may write it, or root "
+            "(CAP_FOWNER); for the others it counts every page resident, so these figures "
+            "are upper bounds\n")
 
 
 def _run(args: argparse.Namespace, verb: str,
