@@ -270,3 +270,125 @@ def planted_bug() -> None:
         print("caught:", type(exc).__name__, str(exc).splitlines()[0])
     else:
         print("missed")
+
+
+# -- secrets -----------------------------------------------------------------------------
+
+
+class SecretChecks:
+    """After an interrupted SecureBuffer operation: (a) no mutex held, (c) the secret wiped
+    wherever it was written, (d) no pool slot lost or shared, and nothing locked or mapped
+    that no buffer owns (VmLck and the mapping count as before)."""
+
+    def __init__(self, backend: str, written: list[int], size: int) -> None:
+        from memlock import _securemem
+
+        self.mem = _securemem
+        self.backend = backend
+        self.written = written  # addresses the operation wrote its secret to
+        self.size = size
+        responsive(lambda: memlock.SecureBuffer(32, backend=backend).close())  # warm up:
+        _securemem.trim()  # a thread's stack and arena stay mapped after its first run
+        self.base_vmlck = vmlck()
+        self.base_maps = _map_count()
+        self.base_live = len(_securemem.state.live)
+
+    def __call__(self, n: int, where: str) -> None:
+        mem = self.mem
+        ctx = f"after an interrupt at memlock event {n}: {where}"
+        st = mem.state
+        assert not st.pending, ctx
+        assert len(st.live) == self.base_live, ctx
+        for a in self.written:  # (c): read through the kernel where it lets us
+            if _ours(mem, a, self.size):  # else unmapped after its wipe, or reused since
+                assert _read(a, self.size, self.backend) == bytes(self.size), (ctx, hex(a))
+        self.written.clear()
+        _check_pools(mem, ctx)
+        responsive(lambda: memlock.SecureBuffer(32, backend=self.backend).close())
+        mem.trim()
+        assert vmlck() == self.base_vmlck, (ctx, vmlck(), self.base_vmlck)
+        assert _map_count() == self.base_maps, (ctx, _map_count(), self.base_maps)
+
+
+def _ours(mem: Any, address: int, size: int) -> bool:
+    """Whether [address, address+size) lies in a pool chunk or an open lease's mapping."""
+    spans = [(c.base, c.base + c.map.total) for p in mem._POOLS.values() for cs in p.chunks
+             for c in cs]
+    spans += [(lease.home.base, lease.home.base + lease.home.size) for lease in mem.state.live
+              if isinstance(lease.home, mem.Mapping)]
+    return any(lo <= address and address + size <= hi for lo, hi in spans)
+
+
+def _map_count() -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+
+
+def _read(address: int, size: int, backend: str) -> bytes:
+    """The bytes at ``address``: through /proc/self/mem, except for memfd_secret memory
+    (which the kernel refuses to it: read directly then)."""
+    if backend == "memfd_secret":
+        import ctypes
+
+        return ctypes.string_at(address, size)
+    with open("/proc/self/mem", "rb", buffering=0) as f:
+        f.seek(address)
+        return f.read(size)
+
+
+def _check_pools(mem: Any, ctx: str) -> None:
+    """(d): every carved slot is either free (wiped, canaries intact) or held by exactly
+    one open lease; free lists hold no duplicates."""
+    held: dict[tuple[int, int], int] = {}
+    for lease in mem.state.live:
+        if isinstance(lease.home, mem.Chunk):
+            key = (id(lease.home), lease.off)
+            held[key] = held.get(key, 0) + 1
+    assert all(v == 1 for v in held.values()), (ctx, "a slot held twice")
+    for pool in mem._POOLS.values():
+        for chunks in pool.chunks:
+            for c in chunks:
+                assert len(set(c.free)) == len(c.free), (ctx, "a slot freed twice")
+                carved = range(c.first, c.bump, c.stride)
+                for off in c.free:
+                    assert off in carved, ctx
+                    assert (id(c), off) not in held, (ctx, "a slot both free and held")
+                    assert c.mem[off:off + c.size] == c.zeros, (ctx, "a free slot not wiped")
+                    assert c.mem[off - 8:off] == mem.CANARY, ctx
+                lost = [off for off in carved if off not in c.free and (id(c), off) not in held
+                        and c.mem[off - 8:off] == mem.CANARY]  # retired slots have none
+                assert not lost, (ctx, "slots neither free nor held", lost)
+
+
+def secrets(backend: str, isolated: bool) -> None:
+    import ctypes
+
+    size = 40 if isolated else 32
+    memlock.SecureBuffer(size, isolated=isolated, backend=backend).close()  # warm the pool
+    keep = memlock.SecureBuffer(size, isolated=isolated, backend=backend)
+    written: list[int] = []
+    got = Got()
+    check = SecretChecks(backend, written, size)
+
+    def op() -> None:
+        sb = got.keep(memlock.SecureBuffer(size, isolated=isolated, backend=backend))
+        with sb.view() as v:
+            written.append(ctypes.addressof(ctypes.c_char.from_buffer(v)))
+            v[:] = os.urandom(size)
+        if isolated:
+            sb.noaccess()
+            with sb.access() as r:
+                assert len(r) == size
+            sb.readwrite()
+        sb.close()
+
+    def undo(n: int) -> None:
+        things, got.things = got.things, []
+        if n % 2 == 0:
+            for t in things:
+                t.close()  # an interrupted close() can be called again
+        del things
+
+    n = every_interrupt(op, undo, check)
+    keep.close()
+    _done(n)

@@ -193,3 +193,49 @@ def test_memfd_secret_over_the_limit_is_a_limit_error_with_numbers() -> None:
     assert err == errno.EAGAIN and kind == LockLimitError.__name__
     assert (requested, limit, locked) == (32 * PAGE, 8 * PAGE, 0)
     assert hint.startswith("How to fix")
+
+
+@pytest.mark.parametrize("backend", ["anonymous", "memfd_secret"])
+@pytest.mark.parametrize("unprivileged", [False, True], ids=["cap_ipc_lock", "unprivileged"])
+def test_secure_buffers_at_the_max_name_the_mapping_count(backend: str,
+                                                          unprivileged: bool) -> None:
+    """SecureBuffer itself, isolated and a new pool chunk: the error names the mapping
+    count and the sysctl (not RLIMIT_MEMLOCK), and nothing stays locked or mapped."""
+    from memlock import _securemem
+
+    if backend == "memfd_secret" and not _securemem.probe_memfd_secret():
+        pytest.skip("memfd_secret is not available on this kernel")
+    out = _run(f"""
+        from memlock import SecureBuffer, _securemem
+        B = {backend!r}
+        SecureBuffer(16, backend=B).close()   # the module loaded, no chunk of class 64
+        _securemem.trim()
+        locked_before = vmlck()
+        fill_map_count()
+        lines = map_lines()
+        found = []
+        for kwargs in ({{"isolated": True}}, {{"isolated": False}}):
+            try:
+                SecureBuffer(48, backend=B, **kwargs).close()
+                found.append(None)
+            except memlock.MemlockError as e:
+                found.append(describe(e))
+        after = map_lines()
+        release()
+        most = int(open("/proc/sys/vm/max_map_count").read())
+        print(json.dumps({{"lines": lines, "after": after, "max": most, "found": found,
+                          "vmlck": [locked_before, vmlck()]}}))
+    """, unprivileged=unprivileged)
+    lines, most = out["lines"], out["max"]
+    assert isinstance(lines, int) and isinstance(most, int)
+    found = out["found"]
+    assert isinstance(found, list) and len(found) == 2
+    for desc in found:
+        assert isinstance(desc, list), out
+        op = desc[2].split(":")[0]
+        assert op in ("mprotect", "mmap", "mmap(memfd_secret)", "madvise(MADV_DONTDUMP)",
+                      "madvise(MADV_WIPEONFORK)", "madvise(MADV_DONTFORK)", "mlock"), desc
+        _assert_names_map_count(desc, op, lines, most)
+    assert out["after"] == lines  # nothing left mapped by the failed attempts
+    vm = out["vmlck"]
+    assert isinstance(vm, list) and vm[0] == vm[1]  # nor locked

@@ -16,6 +16,13 @@ import pytest
 from .kernel import REPO, run_child
 
 
+def _memfd_secret_works() -> bool:
+    from memlock import _securemem
+
+    return _securemem.probe_memfd_secret()
+
+
+
 def scenario(call: str, timeout: float = 300) -> int:
     """Run ``tests.interrupt_scenarios.<call>`` in a child; how many events it had."""
     code = f"from tests import interrupt_scenarios as s\ns.{call}\n"
@@ -65,6 +72,18 @@ def test_lock_file_interrupted_anywhere(lock_path: str) -> None:
 
 def test_lock_all_interrupted_anywhere_is_undone_by_unlock_all(lock_path: str) -> None:
     assert scenario("lock_all()") > 10
+
+
+BACKENDS = ["anonymous"]
+if _memfd_secret_works():
+    BACKENDS.append("memfd_secret")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("isolated", [False, True], ids=["pooled", "isolated"])
+def test_secure_buffer_create_view_close_interrupted_anywhere(
+        lock_path: str, backend: str, isolated: bool) -> None:
+    assert scenario(f"secrets({backend!r}, {isolated})") > 30
 
 
 def test_the_injector_finds_a_planted_bug(tmp_path: Path) -> None:

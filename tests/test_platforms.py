@@ -538,7 +538,7 @@ def test_zero_limit_is_a_permission_error_whatever_errno_says(make, kw, errno_of
     addr = sim.mmap(2 * sim.page)
     assert sim.mlock(addr, sim.page) == errno_of_os  # what the OS itself says
     with pytest.raises(LockPermissionError) as info:
-        reg.acquire(addr, addr + 2 * sim.page, FULL)
+        acquire(reg, addr, addr + 2 * sim.page)
     e = info.value
     assert e.errno == errno.EPERM and isinstance(e, PermissionError)
     assert "RLIMIT_MEMLOCK is 0" in e.strerror and errno.errorcode[errno_of_os] in e.strerror

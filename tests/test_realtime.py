@@ -218,6 +218,7 @@ AS_4G = ["prlimit", f"--as={4 << 30}", "--"]  # RLIMIT_AS 4 GiB: the refusal is 
 def _heap_refusal(prefix: list[str]) -> dict:
     return child(
         """
+        from memlock import _lock, _realtime  # loaded first: imports map memory too
         before = status("VmSize")
         try:
             memlock.lock_process(prefault_heap=1 << 40)

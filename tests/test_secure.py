@@ -314,19 +314,69 @@ def test_canary_overrun_detected_at_close(backend: str) -> None:
 
 
 def test_canary_overrun_by_a_collected_buffer_is_not_blamed_on_the_next(backend: str) -> None:
-    import gc
-
     keep = SecureBuffer(24, backend=backend)
     sb = SecureBuffer(24, backend=backend)
     a = addr(sb)
     ctypes.memset(a + 24, 0x41, 1)  # overrun by an owner that then leaks the buffer
-    with pytest.warns(RuntimeWarning, match="canary"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         del sb
         gc.collect()
+    kinds = {w.category for w in caught}
+    assert kinds == {ResourceWarning, RuntimeWarning}, caught
+    assert any("past its end" in str(w.message) for w in caught), caught
     fresh = SecureBuffer(24, backend=backend)
     assert addr(fresh) != a  # the damaged slot is retired, not handed on
     fresh.close()  # and its new owner is not blamed
     keep.close()
+
+
+def _flip(address: int) -> None:
+    """Change one byte (whatever its value: the canary is random per process)."""
+    ctypes.memset(address, ctypes.string_at(address, 1)[0] ^ 0xFF, 1)
+
+
+def _neighbours(backend: str) -> tuple[SecureBuffer, SecureBuffer, list[SecureBuffer]]:
+    """Two pooled 32-byte buffers in adjacent slots (32 bytes between two 8-byte canaries),
+    and the others made on the way (to close)."""
+    made = [SecureBuffer(32, backend=backend) for _ in range(8)]
+    by_address = sorted(made, key=addr)
+    for x, y in zip(by_address, by_address[1:], strict=False):
+        if addr(y) - addr(x) == 48:
+            return x, y, [z for z in made if z is not x and z is not y]
+    raise AssertionError("no two adjacent slots among 8")
+
+
+def test_pooled_underrun_is_blamed_on_the_underrun_buffer(backend: str) -> None:
+    a_, b_, others = _neighbours(backend)
+    pa, pb = addr(a_), addr(b_)
+    for i in range(1, 5):  # a 4-byte underrun of b
+        _flip(pb - i)
+    a_.close()  # a is intact: its neighbour's underrun is not its fault
+    with pytest.raises(RuntimeError, match=r"before its start \(an underrun\)") as info:
+        b_.close()
+    assert "32-byte" in str(info.value) and "overrun of the slot before" not in str(info.value)
+    assert b_.closed
+    assert ctypes.string_at(pb - 8, 48) == bytes(48)  # wiped whole, retired
+    for x in others:
+        x.close()
+
+
+def test_pooled_overrun_into_the_next_slot_names_both_neighbours(backend: str) -> None:
+    a_, b_, others = _neighbours(backend)
+    pa, pb = addr(a_), addr(b_)
+    ctypes.memset(pa + 32, 0x41, 12)  # 12 bytes past a: a's canary, and 4 of b's
+    with pytest.raises(RuntimeError) as info:
+        a_.close()
+    text = str(info.value)
+    assert "past its end (an overrun, or an underrun of the slot after it" in text, text
+    with pytest.raises(RuntimeError) as info:
+        b_.close()
+    text = str(info.value)
+    assert "before its start (an underrun, or an overrun of the slot before it" in text, text
+    assert ctypes.string_at(pb, 32) == bytes(32)
+    for x in others:
+        x.close()
 
 
 def test_canary_underrun_detected_isolated(backend: str) -> None:

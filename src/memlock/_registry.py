@@ -127,6 +127,11 @@ class Hold(weakref.ref):  # type: ignore[type-arg]
     generation: int
     state: int
 
+    # By identity, alive or dead (a weakref hashes its referent, and a dead one that was
+    # never hashed cannot be).
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
+
 
 def _kernel_state(value: tuple[int, int]) -> int:
     return LOCKED if value[0] else (LOCKED_ON_FAULT if value[1] else NOT_LOCKED)

@@ -11,6 +11,11 @@ reusing memory a view can still see. The array also references its SecureBuffer,
 live view keeps the buffer from being collected. Nothing here writes into CPython's
 private structures. What this cannot see: raw addresses taken with ctypes and used after
 close.
+
+Interrupts (Ctrl-C, a signal handler that raises) may land anywhere: what a buffer holds
+is its lease (see memlock._securemem), changed only under the module's mutex and only by
+single statements after the work they stand for. An interrupted close() leaves the buffer
+open and wiped at worst, never closed and unwiped; calling close() again finishes it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol, final
 
 from . import _securemem as _mem
 from ._context import ReleasedOnExit
+from ._critical import try_under, under
 from ._pages import PAGE_SIZE, as_size
 from .errors import MemlockError
 
@@ -43,11 +49,13 @@ _MAX_CLASS = _mem.MAX_CLASS
 _SIZE_MAX = 2**62
 _Chunk = _mem.Chunk
 _Mapping = _mem.Mapping
-_pool = _mem.pool
-_POOLS = _mem._POOLS
-_CLASS_OF = _mem._CLASS_OF
-_TAILS = _mem._TAILS
-_tail = _mem.tail
+_caught_up = _mem.caught_up
+_take_slot = _mem.take_slot
+_give_back = _mem.give_back
+_CLOSED = _mem.CLOSED
+_Lease = _mem.Lease
+_FORK_PAGE = _mem._FORK_PAGE
+_SECRETS = _mem.SECRETS_SLOT
 #: Backend names resolved once ("auto" probes the kernel on first use).
 _RESOLVED: dict[str, str] = {}
 #: sys.getrefcount(arr) inside close() with no view alive: the buffer's own reference,
@@ -77,8 +85,8 @@ class SecureBuffer(ReleasedOnExit):
     (MADV_WIPEONFORK: the child sees zeros; memfd_secret: MADV_DONTFORK, the child has no
     mapping). In a child, inherited buffers read as closed.
 
-    Small secrets (up to 2048 bytes) share locked pages from a pool, each followed by a
-    canary; larger ones, and ``isolated=True``, get a mapping of their own between two
+    Small secrets (up to 2048 bytes) share locked pages from a pool, each between two
+    canaries; larger ones, and ``isolated=True``, get a mapping of their own between two
     PROT_NONE guard pages, ending exactly at the second guard (one byte past the end
     faults), with a canary before the secret. Isolated buffers can change protection
     (:meth:`noaccess`, :meth:`readonly`, :meth:`readwrite`, :meth:`access`).
@@ -94,16 +102,20 @@ class SecureBuffer(ReleasedOnExit):
 
     Raises:
         TypeError / ValueError: Bad arguments (before any system call).
+        LockPermissionError: RLIMIT_MEMLOCK is 0 and the process lacks the privilege.
         LockLimitError: RLIMIT_MEMLOCK does not allow the memory.
+        MemlockError: Another refusal, e.g. the process is at vm.max_map_count (named,
+            with the fix).
         UnsupportedOperation: ``backend="memfd_secret"`` where the kernel refuses it.
 
     Availability: Linux (verified). Elsewhere: locking and guard pages, FreeBSD
     MADV_NOCORE, fork protection by an at-fork wipe; no memfd_secret. Not verified there.
     """
 
-    __slots__ = ("_arr", "_backend", "_gen", "_home", "_isolated", "_off", "_prot", "_size")
+    __slots__ = ("__weakref__", "_arr", "_backend", "_gen", "_isolated", "_lease", "_prot",
+                 "_size")
 
-    _home: _mem.Chunk | _mem.Mapping | None
+    _lease: _mem.Lease
     _arr: _Exportable | None
 
     def __init__(self, size: int, *, isolated: bool = False, backend: str = "auto") -> None:
@@ -119,51 +131,25 @@ class SecureBuffer(ReleasedOnExit):
         if name is None:
             name = _mem.resolve_backend(backend)
             _RESOLVED[backend] = name
-        st = _mem.state
+        st = _mem.state if _FORK_PAGE is not None and _FORK_PAGE[_SECRETS] else _caught_up()
         self._size = n
         self._arr = None
         self._backend = name
         self._isolated = isolated
         self._prot = _RW
         self._gen = st.gen
+        (lease := _Lease(self, st.queue)).home = None  # one line: never without a home
+        lease.size = n
+        self._lease = lease
+        st.live[lease] = None
         if not isolated and n <= _MAX_CLASS:
-            mutex = st.mutex
-            mutex.acquire()
-            try:
-                pool = _POOLS.get(name) or _pool(name)
-                ci = _CLASS_OF[n]
-                avail = pool.avail[ci]
-                if avail and not st.pending:  # Pool.alloc, inlined for speed
-                    c = avail[-1]
-                    free = c.free
-                    if free:
-                        off = free.pop()
-                    else:
-                        off = c.bump
-                        c.bump = off + c.stride
-                        c.view[off + c.size:off + c.stride] = _CANARY  # carved once
-                    if not c.live:
-                        pool.empty[ci] -= 1
-                    c.live += 1
-                    if not free and c.bump > c.limit:
-                        avail.pop()
-                else:
-                    c, off = pool.alloc(n)
-                self._home = c
-                self._off = off
-            finally:
-                mutex.release()
+            with st.mutex: _take_slot(lease, name)  # noqa: E701  (see _critical.under)
             return
         pages = -(-(n + _CSIZE) // PAGE_SIZE) * PAGE_SIZE
-        m = _mem.map_pages(pages, name)
+        m = _mem.map_pages(pages, name)  # no mutex needed: nothing shared yet
         off = pages - n
         m.view[off - _CSIZE:off] = _CANARY
-        self._off = off
-        with st.mutex:
-            st.own.add(m)
-            self._home = m
-            if st.pending:
-                _mem.drain_pending()
+        under(st.mutex, _mem.adopt, lease, m, off)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -173,7 +159,7 @@ class SecureBuffer(ReleasedOnExit):
     @property
     def closed(self) -> bool:
         """True after close (and in a forked child for buffers inherited from the parent)."""
-        return self._home is None or self._gen != _mem.state.gen
+        return self._lease.home is None or self._gen != _caught_up().gen
 
     @property
     def backend(self) -> str:
@@ -198,13 +184,16 @@ class SecureBuffer(ReleasedOnExit):
         return (f"<memlock.SecureBuffer {st} size={self._size} {kind} "
                 f"backend={self._backend}{prot}>")
 
-    def _check_open(self, st: _mem._State) -> None:
-        if self._home is None:
+    def _home(self, st: _mem._State) -> _mem.Chunk | _mem.Mapping:
+        """Where the secret lives (mutex held). Raises ValueError when closed or inherited."""
+        home = self._lease.home
+        if home is None:
             raise ValueError("operation on a closed SecureBuffer")
         if self._gen != st.gen:
             raise ValueError(
                 "this SecureBuffer belongs to the parent process: its memory is not "
                 "available in a forked child")
+        return home
 
     # -- access --------------------------------------------------------------------------
 
@@ -218,27 +207,25 @@ class SecureBuffer(ReleasedOnExit):
         Raises:
             ValueError: Closed, inherited across fork, or protection ``"none"``.
         """
-        st = _mem.state
-        mutex = st.mutex
-        mutex.acquire()
-        try:
-            home = self._home
-            if home is None or self._gen != st.gen:
-                self._check_open(st)
-            prot = self._prot
-            if prot == _NONE:
-                raise ValueError(
-                    "SecureBuffer protection is 'none'; call readonly() or readwrite(), "
-                    "or use access()")
-            arr = self._arr
-            if arr is None:
-                assert home is not None
-                arr = self._arr = _exporter(home.base + self._off, self._size)
-                arr._owner = self  # type: ignore[attr-defined]  # a view keeps us alive
-            v = memoryview(arr).cast("B")
-        finally:
-            mutex.release()
-        return v if prot == _RW else v.toreadonly()
+        st = _mem.state if _FORK_PAGE is not None and _FORK_PAGE[_SECRETS] else _caught_up()
+        with st.mutex: v = self._view(st)  # noqa: E701  (see _critical.under)
+        return v if self._prot == _RW else v.toreadonly()
+
+    def _view(self, st: _mem._State) -> memoryview:
+        arr = self._arr
+        if arr is not None and self._prot == _RW and self._gen == st.gen:
+            return memoryview(arr).cast("B")  # open: the exporter goes at close
+        home = self._home(st)
+        if self._prot == _NONE:
+            raise ValueError(
+                "SecureBuffer protection is 'none'; call readonly() or readwrite(), "
+                "or use access()")
+        arr = self._arr
+        if arr is None:
+            arr = _exporter(home.base + self._lease.off, self._size)
+            arr._owner = self  # type: ignore[attr-defined]  # a view keeps us alive
+            self._arr = arr
+        return memoryview(arr).cast("B")
 
     @contextlib.contextmanager
     def access(self, write: bool = False) -> Iterator[memoryview]:
@@ -274,21 +261,27 @@ class SecureBuffer(ReleasedOnExit):
     def _protect(self, prot: int) -> None:
         if not self._isolated:
             raise ValueError("protection can change only for isolated=True buffers")
-        st = _mem.state
-        with st.mutex:
-            self._check_open(st)
-            home = self._home
-            assert isinstance(home, _mem.Mapping)
-            arr = self._arr
-            if prot & self._prot != self._prot and arr is not None and _views_alive(arr):
-                raise BufferError(
-                    "cannot restrict protection while a view of the SecureBuffer (or a "
-                    "slice/array made from one) is alive")
-            del arr
-            err = _LIBC.mprotect(home.base, home.size, prot)
-            if err:
-                raise MemlockError(err, f"mprotect: {os.strerror(err)}")
-            self._prot = prot
+        st = _caught_up()
+        under(st.mutex, self._set_protection, st, prot)
+
+    def _set_protection(self, st: _mem._State, prot: int) -> None:
+        m = self._home(st)
+        assert isinstance(m, _mem.Mapping)
+        old = self._prot
+        arr = self._arr
+        if prot & old != old and arr is not None and _views_alive(arr):
+            raise BufferError(
+                "cannot restrict protection while a view of the SecureBuffer (or a "
+                "slice/array made from one) is alive")
+        del arr
+        # The recorded protection is never wider than the kernel's: narrow it before the
+        # call, widen it after (an interrupt in between leaves the two safely apart).
+        if prot & old != old:
+            self._prot = prot & old
+        err = _LIBC.mprotect(m.base, m.size, prot)
+        if err:
+            raise MemlockError(err, f"mprotect: {os.strerror(err)}")
+        self._prot = prot
 
     def noaccess(self) -> None:
         """Make the secret unreadable (PROT_NONE): touching it kills the process.
@@ -330,100 +323,71 @@ class SecureBuffer(ReleasedOnExit):
     def close(self) -> None:
         """Wipe the secret (a memset the compiler cannot elide) and release its memory.
 
-        Idempotent. A reused pool slot always starts zeroed.
+        Idempotent. A reused pool slot always starts zeroed. If close() is interrupted
+        (Ctrl-C), the buffer is either still open (call close() again) or closed and
+        wiped.
 
         Raises:
             BufferError: A view (or a slice/array derived from one) is alive; nothing is
                 wiped then.
-            RuntimeError: The canary next to the secret was overwritten (a write ran
-                past the secret's bounds). The secret is wiped and the slot retired.
+            RuntimeError: A canary next to the secret was overwritten (a write ran before
+                its start or past its end): the message says which. The secret is wiped
+                and its slot retired.
         """
-        st = _mem.state
-        mutex = st.mutex
-        mutex.acquire()
-        try:
-            home = self._home
-            if home is None:
-                return
-            if self._gen != st.gen:  # inherited: never touch the parent's memory
-                self._home = self._arr = None
-                return
-            arr = self._arr
-            if arr is not None:
-                if _GETREFCOUNT(arr) > _ARR_BASE_REFS:
-                    raise BufferError(
-                        "cannot close a SecureBuffer while a view of it (or a slice, "
-                        "memoryview or array made from one) is alive")
-                arr._owner = None  # type: ignore[attr-defined]
-                self._arr = arr = None
-            self._home = None
-            if type(home) is _Chunk:
-                off = self._off
-                n = self._size
-                view = home.view
-                ok = view[off + n:off + home.stride] == (_TAILS.get(n) or _tail(n))
-                # Wipe: a memcpy by CPython into memory the compiler knows nothing
-                # about, so no optimiser can drop it as a dead store. The canary stays.
-                view[off:off + home.size] = home.zeros
-                if not ok:  # retire the slot: wiped whole, never reused
-                    _wipe(home.base + off, home.stride)
-                else:  # Pool.free, inlined
-                    free = home.free
-                    if not free and home.bump > home.limit:
-                        home.pool.avail[home.cls].append(home)
-                    free.append(off)
-                    home.live -= 1
-                    if not home.live:
-                        home.pool.emptied(home)
-            else:
-                st.own.discard(home)
-        finally:
-            mutex.release()
-        if type(home) is _Mapping:
-            if self._prot != _RW:
-                _LIBC.mprotect(home.base, home.size, _RW)
-            off = self._off
-            ok = home.view[off - _CSIZE:off] == _CANARY
-            _mem.unmap_pages(home)
-        if not ok:
-            raise RuntimeError(
-                f"SecureBuffer canary overwritten: a write ran past the bounds of the "
-                f"{self._size}-byte secret (memory corruption); the secret was wiped")
+        st = _mem.state if _FORK_PAGE is not None and _FORK_PAGE[_SECRETS] else _caught_up()
+        with st.mutex: note = self._close(st)  # noqa: E701  (see _critical.under)
+        if note:
+            raise RuntimeError(note)
+
+    def _close(self, st: _mem._State) -> str | None:
+        lease = self._lease
+        if lease.home is None:
+            return None
+        if self._gen != st.gen:  # inherited: never touch the parent's memory
+            self._lease = _CLOSED
+            return None
+        arr = self._arr
+        if arr is not None:
+            if _GETREFCOUNT(arr) > _ARR_BASE_REFS:
+                raise BufferError(
+                    "cannot close a SecureBuffer while a view of it (or a slice, "
+                    "memoryview or array made from one) is alive")
+            arr._owner = None  # type: ignore[attr-defined]
+            self._arr = arr = None
+        note = _give_back(lease, self._prot)
+        self._lease = _CLOSED  # its own lease is done: nothing to queue when we die
+        return note
 
     def _release_on_exit(self) -> None:
         self.close()
 
     def __del__(self) -> None:
         try:
-            home = self._home
-            if home is None or self._gen != _mem.state.gen:
-                return
-            unclosed = f"unclosed {self!r}: close it or use a with block; wiped by the finalizer"
-            # Last resort: wipe now, then warn (the warning may raise: -W error); the memory
-            # goes back at the next operation of this module (a finalizer may run with any
-            # lock held).
-            self._home = None
-            overrun = None
-            if isinstance(home, _Chunk):
-                off, n = self._off, self._size
-                intact = home.view[off + n:off + home.stride] == (_TAILS.get(n) or _tail(n))
-                if intact:
-                    _wipe(home.base + off, home.size)  # the canary stays
-                    _mem.state.pending.append((home, off))
-                else:  # as close() does: retire the slot, never blame its next owner
-                    _wipe(home.base + off, home.stride)
-                    overrun = (f"SecureBuffer canary overwritten past a collected {n}-byte "
-                               f"secret; its slot is retired")
-            else:
-                if self._prot != _RW:
-                    _LIBC.mprotect(home.base, home.size, _RW)
-                _wipe(home.base, home.size)
-                _mem.state.pending.append((home, -1))
-            warnings.warn(unclosed, ResourceWarning, stacklevel=2, source=self)
-            if overrun:
-                warnings.warn(overrun, RuntimeWarning, stacklevel=2)
-        except Exception:  # interpreter shutdown: modules may be half torn down
-            pass
+            lease = self._lease
+        except AttributeError:  # never filled in
+            return
+        home = lease.home
+        if home is None or self._gen != _mem.state.gen:
+            return
+        # Last resort: wipe now (the secret's own bytes: no lock needed), then give the
+        # memory back if the mutex is free (a finalizer may run with it held); if not, or
+        # if this is interrupted, this buffer's death queues its lease for the next
+        # operation of the module (see memlock._securemem: Leases).
+        notes: list[str | None] = []
+        unclosed = f"unclosed {self!r}: close it or use a with block; wiped by the finalizer"
+        try:
+            if type(home) is not _Chunk and self._prot != _RW:
+                _LIBC.mprotect(home.base, home.size, _RW)
+            _wipe(home.base + lease.off, self._size)  # the secret only: canaries stay
+            try_under(_mem.state.mutex, lambda: notes.append(_give_back(lease, _RW)))
+        finally:
+            try:  # the warnings may raise (-W error): the memory went back already
+                warnings.warn(unclosed, ResourceWarning, stacklevel=2, source=self)
+                for note in notes:  # never blamed on the slot's next owner
+                    if note:
+                        warnings.warn(note, RuntimeWarning, stacklevel=2)
+            except Exception:
+                pass
 
     # -- no copies -------------------------------------------------------------------------
 

@@ -1,47 +1,68 @@
 """Memory for secrets: guarded, locked, undumpable mappings and the small-secret pool.
 
-A *mapping* here is one reservation made with raw ``mmap(2)`` (no Python object owns it,
-so no file descriptor is kept and nothing unmaps it behind our back)::
+A *mapping* is one reservation owned by a Python ``mmap`` object (made with PROT_NONE,
+so it cannot be read through; no file descriptor)::
 
     [guard page, PROT_NONE][data pages, locked][guard page, PROT_NONE]
 
-Two backends fill the data pages:
+The mmap object owns the range from the moment the kernel made it: whatever interrupts
+the making of a mapping, dropping it unmaps everything (its Lock, if any, goes the same
+way). Two backends fill the data pages:
 
-* ``"anonymous"``: private anonymous memory, locked through the core registry
-  (:func:`memlock.lock`, charged to RLIMIT_MEMLOCK), ``MADV_DONTDUMP`` and
-  ``MADV_WIPEONFORK`` (a forked child sees zeros).
+* ``"anonymous"``: private anonymous memory made readable and writable, locked through
+  the core registry (:func:`memlock.lock`, charged to RLIMIT_MEMLOCK), ``MADV_DONTDUMP``
+  and ``MADV_WIPEONFORK`` (a forked child sees zeros).
 * ``"memfd_secret"`` (Linux 5.14+): ``memfd_secret(2)`` pages mapped over the data part
   with ``MAP_FIXED``. The kernel removes them from its direct map, locks them and charges
-  RLIMIT_MEMLOCK at ``mmap`` time (EAGAIN over the limit), and refuses
-  ``/proc/PID/mem``, ptrace peeks and get_user_pages (so ``mlock`` cannot be used on them;
-  they are locked already). ``MADV_DONTFORK``: a forked child has no mapping there.
-  The file descriptor is closed at once; the mapping keeps the memory alive.
+  RLIMIT_MEMLOCK at ``mmap`` time, and refuses ``/proc/PID/mem``, ptrace peeks and
+  get_user_pages (so ``mlock`` cannot be used on them; they are locked already).
+  ``MADV_DONTFORK``: a forked child has no mapping there. The file descriptor is closed
+  at once; the mapping keeps the memory alive.
 
-Small secrets share *chunks* (mappings) of a size-class pool; each slot is the class size
-followed by an 8-byte canary, written once when the slot is first used. At close the bytes
-after the secret must still be zeros and the canary (an overrun of even one byte shows),
-and the secret's part is wiped; a slot that fails the check is wiped and retired. Chunks
-grow by doubling up to :data:`MAX_CHUNK`, never past what RLIMIT_MEMLOCK still allows, and
-go back (wiped, unlocked, unmapped) when empty; one empty chunk per class is kept to avoid
-map/unmap churn, and every empty chunk is returned before a lock failure is reported.
+Small secrets share *chunks* (mappings) of a size-class pool. Each slot is a canary, the
+class size, and another canary, written when the slot is first used: at close the canary
+before the secret must be intact (an underrun shows) and the bytes after it must still be
+zeros and the canary (an overrun of even one byte shows); the secret's part is wiped, and
+a slot that fails the check is wiped whole and retired. Chunks grow by doubling up to
+:data:`MAX_CHUNK`, never past what RLIMIT_MEMLOCK still allows, and go back (wiped,
+unlocked, unmapped) when empty; one empty chunk per class is kept to avoid map/unmap
+churn, and every empty chunk is returned before a lock failure is reported.
 
-One mutex (``state.mutex``) guards the pool and the secure buffers' open/closed states. In a
-forked child the generation bumps: buffers and chunks inherited from the parent are
-abandoned (never touched, never unmapped: an inherited view may still point there).
+**Leases and interrupts.** What a SecureBuffer holds, a slot or a mapping of its own, is
+recorded in its :class:`Lease`: ``home`` is the Chunk or Mapping, None once closed. The
+pool and the leases change only under ``state.mutex``, taken through
+:func:`memlock._critical.under`, and each change is one statement made after the work it
+stands for (see memlock._registry: Interrupts): a slot is wiped before the statement that
+closes its lease and frees it, so an interrupted close leaves the buffer open and
+``close()`` retryable, never closed and unwiped; a slot leaves the free list in the
+statement that gives it to a lease, so none is handed out twice or lost. A lease whose
+buffer dies open is queued by the weakref machinery (C code, which no interrupt skips)
+and wiped and given back at the next operation of this module or garbage collection.
+
+In a forked child (by Python or by C: see ``_platform/_fork.py``) the generation bumps:
+buffers and chunks inherited from the parent are abandoned (never touched, never unmapped:
+an inherited view may still point there).
 """
 
 from __future__ import annotations
 
 import errno
+import gc
+import mmap
 import os
 import sys
 import threading
+import warnings
+import weakref
 
+from ._buffer import pin
+from ._critical import try_under, under
 from ._info import limits
 from ._lock import Lock
 from ._lock import lock as _lock_buffer
 from ._pages import PAGE_SIZE
-from ._platform import BACKEND
+from ._platform import BACKEND, FORK_WATCH
+from ._platform._fork import SECRETS_SLOT
 from ._platform._libc import real_libc
 from .errors import MemlockError, UnsupportedOperation
 
@@ -50,24 +71,26 @@ __all__ = [
     "CANARY",
     "CANARY_SIZE",
     "CLASS_SIZES",
+    "CLOSED",
     "MAX_CLASS",
     "MEMFD_SECRET",
     "PROT_NONE",
     "PROT_READ",
     "PROT_RW",
     "Chunk",
+    "Lease",
     "Mapping",
     "Pool",
-    "drain_pending",
+    "caught_up",
+    "give_back",
     "map_pages",
-    "pool",
     "pool_stats",
     "probe_memfd_secret",
     "resolve_backend",
     "state",
     "tail",
+    "take_slot",
     "trim",
-    "unmap_pages",
 ]
 
 LIBC = real_libc()
@@ -98,7 +121,8 @@ elif sys.platform == "sunos5":
 else:
     _MAP_ANONYMOUS = 0x20
 
-#: Bytes of the canary that follows (pool) or precedes (own mapping) every secret.
+#: Bytes of each canary: one before and one after every pooled secret, one before an
+#: isolated secret (the guard page follows it).
 CANARY_SIZE = 8
 #: Per-process random canary value (not secret: it detects overruns, not attackers).
 CANARY = os.urandom(CANARY_SIZE)
@@ -110,6 +134,7 @@ MIN_CHUNK = 4 * PAGE_SIZE
 MAX_CHUNK = max(64 * PAGE_SIZE, 256 * 1024)
 
 _TAILS: dict[int, bytes] = {}
+_FORK_PAGE = FORK_WATCH.page
 
 
 def tail(n: int) -> bytes:
@@ -126,56 +151,104 @@ for _n in range(MAX_CLASS + 1):
 del _n
 
 
+class Lease(weakref.ref):  # type: ignore[type-arg]
+    """What one SecureBuffer holds: ``home`` (its Chunk or Mapping; None once closed) and
+    ``off``, where its ``size`` bytes start there.
+
+    A weak reference to the buffer whose callback queues the lease: if the buffer dies
+    open (its finalizer interrupted, say), the weakref machinery, in C, queues it for
+    :func:`give_back`. ``state.live`` keeps every open lease reachable, so the callback
+    runs even when the buffer dies in a reference cycle.
+    """
+
+    __slots__ = ("home", "off", "size")
+
+    home: Chunk | Mapping | None
+    off: int
+    size: int
+
+    # By identity, alive or dead (a weakref hashes its referent, and a dead one that was
+    # never hashed cannot be): leases are keys of ``state.live`` from birth to death.
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
+
+
+class _Anchor:
+    """Referent of :data:`CLOSED`: lives as long as the module."""
+
+    __slots__ = ("__weakref__",)
+
+
+_ANCHOR = _Anchor()
+#: The lease of every closed buffer: its own lease is dropped at close, so the buffer's
+#: death queues nothing.
+CLOSED = Lease(_ANCHOR)
+CLOSED.home = None
+CLOSED.off = CLOSED.size = 0
+
+
 class _State:
     """Process-wide mutable state, replaced wholesale in a forked child."""
 
-    __slots__ = ("gen", "memfd_error", "memfd_ok", "mutex", "own", "pending")
+    __slots__ = ("gen", "live", "memfd_error", "memfd_ok", "mutex", "pending", "queue")
 
     def __init__(self, gen: int) -> None:
         self.gen = gen
-        #: Guards the pools, ``own``, ``pending`` and the buffers' open/closed states.
-        #: Never taken by a finalizer: finalizers only append to ``pending``.
+        #: Guards the pools and the leases. Taken only through _critical.under/try_under.
         self.mutex = threading.Lock()
-        #: Mappings of live buffers that have their own (isolated or large).
-        self.own: set[Mapping] = set()
         self.memfd_ok: bool | None = None  # probed on first use
         self.memfd_error = 0
-        #: What finalizers wiped but could not free: (chunk, slot offset) or (mapping, -1).
-        #: Freed at the next operation of this module.
-        self.pending: list[tuple[Chunk | Mapping, int]] = []
+        #: Leases of buffers that died open; appended to by C only (weakref callbacks).
+        self.pending: list[Lease] = []
+        self.queue = self.pending.append
+        #: Open leases (a dict used as a set).
+        self.live: dict[Lease, None] = {}
 
 
 #: Replaced in a forked child: always read it as ``_securemem.state``.
 state = _State(0)
+_fork_lock = threading.Lock()
+
+
+def caught_up() -> _State:
+    """The state of this process (catching up after a fork first: cheap otherwise)."""
+    page = _FORK_PAGE
+    if page is not None and page[SECRETS_SLOT]:
+        return state
+    if FORK_WATCH.forked(SECRETS_SLOT):
+        under(_fork_lock, _after_fork_in_child)
+    return state
 
 
 class Mapping:
-    """One guarded mapping: ``size`` data bytes at ``base``, a PROT_NONE page either side."""
+    """One guarded mapping: ``size`` data bytes at ``base``, a PROT_NONE page either side.
 
-    __slots__ = ("addr", "backend", "base", "lock", "size", "total", "view")
+    ``region`` (a Python mmap object) owns the whole reservation: closing or dropping it
+    unmaps it, the data pages included.
+    """
 
-    def __init__(self, addr: int, total: int, size: int, backend: str, lock: Lock | None,
-                 view: memoryview) -> None:
+    __slots__ = ("addr", "backend", "base", "lock", "region", "size", "total", "view")
+
+    def __init__(self, region: mmap.mmap, size: int, backend: str) -> None:
+        view, addr, _ = pin(region)
+        view.release()
+        self.region = region
         self.addr = addr
-        self.total = total
+        self.total = len(region)
         self.base = addr + PAGE_SIZE
         self.size = size
         self.backend = backend
-        self.lock = lock
+        self.lock: Lock | None = None
         #: A byte view of the data pages, for the library's own reads and writes.
-        self.view = view
+        self.view: memoryview = memoryview(b"")
 
-
-def _fail(op: str, err: int) -> MemlockError:
-    return MemlockError(err, f"{op}: {os.strerror(err)}")
-
-
-def _mmap_error(err: int, total: int) -> BaseException:
-    if err == errno.ENOMEM:
-        return MemlockError(
-            err, f"mmap of {total} bytes: {os.strerror(err)} (out of address space, memory, "
-            "or vm.max_map_count mappings)", requested=total)
-    return _fail("mmap", err)
+    def release(self) -> None:
+        """Unlock and unmap (idempotent; the data must be wiped already)."""
+        self.view.release()
+        lk = self.lock
+        if lk is not None:
+            lk.unlock()
+        self.region.close()
 
 
 def probe_memfd_secret() -> bool:
@@ -229,11 +302,10 @@ def _map_secretmem(base: int, size: int) -> None:
         _, err = LIBC.mmap(base, size, PROT_RW, _MAP_SHARED | _MAP_FIXED, fd)
     finally:
         os.close(fd)
-    if err in (errno.EAGAIN, errno.ENOMEM, errno.EPERM):
-        # The kernel charges RLIMIT_MEMLOCK at mmap time and says EAGAIN when over it.
-        raise BACKEND.limit_error("mmap(memfd_secret)", err, size)
     if err:
-        raise _fail("mmap(memfd_secret)", err)
+        # EAGAIN: over RLIMIT_MEMLOCK (charged at mmap time); ENOMEM at vm.max_map_count;
+        # RLIMIT_MEMLOCK 0 unprivileged: LockPermissionError whatever the errno.
+        raise BACKEND.map_error("mmap(memfd_secret)", err, size)
 
 
 def map_pages(size: int, backend: str) -> Mapping:
@@ -241,155 +313,151 @@ def map_pages(size: int, backend: str) -> Mapping:
 
     Raises:
         LockLimitError: Over RLIMIT_MEMLOCK (numbers and hint in the message).
-        MemlockError: Any other refusal; nothing stays mapped.
+        LockPermissionError: RLIMIT_MEMLOCK is 0 and the process lacks the privilege.
+        MemlockError: Any other refusal (vm.max_map_count: named, with the fix); nothing
+            stays mapped.
     """
     total = size + 2 * PAGE_SIZE
-    addr, err = LIBC.mmap(0, total, PROT_NONE, _MAP_PRIVATE | _MAP_ANONYMOUS)
-    if err:
-        raise _mmap_error(err, total)
-    base = addr + PAGE_SIZE
-    inner_mapped = True
     try:
-        if _MADV_DONTDUMP is not None:
-            err = LIBC.madvise(addr, total, _MADV_DONTDUMP)
-            if err:
-                raise _fail("madvise(MADV_DONTDUMP)", err)
-        lock = None
-        if backend == MEMFD_SECRET:
-            try:
-                _map_secretmem(base, size)
-            except MemlockError:
-                # A failed MAP_FIXED leaves a hole where the data pages were (checked on
-                # Linux 6.x): unmap only the guards, never a range someone may now own.
-                inner_mapped = False
-                raise
-            if _MADV_DONTFORK is not None:
-                err = LIBC.madvise(base, size, _MADV_DONTFORK)
-                if err:
-                    raise _fail("madvise(MADV_DONTFORK)", err)
-            arr = LIBC.exporter(base, size)
-        else:
-            err = LIBC.mprotect(base, size, PROT_RW)
-            if err:
-                raise _fail("mprotect", err)
-            if _MADV_WIPEONFORK is not None:
-                err = LIBC.madvise(base, size, _MADV_WIPEONFORK)
-                if err:
-                    raise _fail("madvise(MADV_WIPEONFORK)", err)
-            arr = LIBC.exporter(base, size)
-            lock = _lock_buffer(arr)
-    except BaseException:
-        if inner_mapped:
-            LIBC.munmap(addr, total)
-        else:
-            LIBC.munmap(addr, PAGE_SIZE)
-            LIBC.munmap(base + size, PAGE_SIZE)
-        raise
-    return Mapping(addr, total, size, backend, lock, memoryview(arr).cast("B"))
-
-
-def unmap_pages(m: Mapping) -> None:
-    """Wipe, unlock and unmap ``m`` (its data pages must be writable)."""
-    LIBC.wipe(m.base, m.size)
-    m.view.release()
-    if m.lock is not None:
-        m.lock.unlock()
-    err = LIBC.munmap(m.addr, m.total)
+        # Made writable for Python (mmap objects remember their protection), then
+        # PROT_NONE in the kernel at once: nothing is in it yet.
+        region = mmap.mmap(-1, total, flags=_MAP_PRIVATE, prot=PROT_RW)
+    except OSError as exc:
+        raise BACKEND.map_error("mmap", exc.errno or errno.ENOMEM, total) from None
+    m = Mapping(region, size, backend)  # owns the reservation from here on
+    base = m.base
+    err = LIBC.mprotect(m.addr, total, PROT_NONE)
     if err:
-        raise _fail("munmap", err)
+        raise BACKEND.map_error("mprotect", err, total)
+    if _MADV_DONTDUMP is not None:
+        err = LIBC.madvise(m.addr, total, _MADV_DONTDUMP)
+        if err:
+            raise BACKEND.map_error("madvise(MADV_DONTDUMP)", err, total)
+    if backend == MEMFD_SECRET:
+        _map_secretmem(base, size)
+        if _MADV_DONTFORK is not None:
+            err = LIBC.madvise(base, size, _MADV_DONTFORK)
+            if err:
+                raise BACKEND.map_error("madvise(MADV_DONTFORK)", err, size)
+        arr = LIBC.exporter(base, size)
+    else:
+        err = LIBC.mprotect(base, size, PROT_RW)
+        if err:
+            raise BACKEND.map_error("mprotect", err, size)
+        if _MADV_WIPEONFORK is not None:
+            err = LIBC.madvise(base, size, _MADV_WIPEONFORK)
+            if err:
+                raise BACKEND.map_error("madvise(MADV_WIPEONFORK)", err, size)
+        arr = LIBC.exporter(base, size)
+        m.lock = _lock_buffer(arr)
+    m.view = memoryview(arr).cast("B")
+    return m
 
 
 class Chunk:
-    """A pool mapping cut into ``stride``-byte slots of one size class."""
+    """A pool mapping cut into ``stride``-byte slots of one size class.
 
-    __slots__ = ("base", "bump", "cls", "free", "limit", "live", "map", "pool", "size",
-                 "stride", "view", "zeros")
+    Slot offsets (``off``) count from the start of the mapping (``base``; the data pages
+    begin a page in) and point at the secret: its canaries are at ``off - CANARY_SIZE``
+    and ``off + size``. ``free`` lists freed slots (wiped); ``bump`` is the offset of the
+    first slot never used. The pool reads and writes slots through ``mem``, the mapping's
+    mmap object (bytes comparisons are memcmp there).
+    """
+
+    __slots__ = ("base", "bump", "cls", "first", "free", "limit", "map", "mem", "pool",
+                 "siblings", "size", "stride", "zeros")
 
     def __init__(self, m: Mapping, cls: int, pool: Pool) -> None:
         self.map = m
-        self.base = m.base
-        self.view = m.view
+        self.mem = m.region
+        #: The chunks of its class (the pool's list: read only here).
+        self.siblings = pool.chunks[cls]
+        self.base = m.addr
         self.cls = cls
         self.pool = pool
         self.size = CLASS_SIZES[cls]
-        self.stride = self.size + CANARY_SIZE
+        self.stride = self.size + 2 * CANARY_SIZE
         self.zeros = bytes(self.size)
-        self.limit = m.size - self.stride  # the last slot offset
-        self.free: list[int] = []  # offsets of freed slots (wiped)
-        self.bump = 0  # offset of the first never-used slot
-        self.live = 0
+        self.first = PAGE_SIZE + CANARY_SIZE
+        self.limit = PAGE_SIZE + m.size - self.size - CANARY_SIZE  # the last slot offset
+        self.free: list[int] = []
+        self.bump = self.first
+
+    def live(self) -> int:
+        """Slots in use."""
+        return (self.bump - self.first) // self.stride - len(self.free)
 
 
 class Pool:
     """Size-class pool of one backend. Call with ``state.mutex`` held."""
 
-    __slots__ = ("avail", "backend", "chunks", "empty")
+    __slots__ = ("avail", "backend", "chunks")
 
     def __init__(self, backend: str) -> None:
         self.backend = backend
         n = len(CLASS_SIZES)
-        self.avail: list[list[Chunk]] = [[] for _ in range(n)]  # chunks with free slots
+        #: Per class, chunks that may have room: a hint, repaired by :meth:`_roomy`.
+        self.avail: list[list[Chunk]] = [[] for _ in range(n)]
         self.chunks: list[list[Chunk]] = [[] for _ in range(n)]
-        self.empty = [0] * n  # empty chunks kept per class (at most 1)
 
-    def alloc(self, n: int) -> tuple[Chunk, int]:
-        """A zeroed slot for an ``n``-byte secret, its canary written: (chunk, offset)."""
-        if state.pending:
-            drain_pending()
-        ci = _CLASS_OF[n]
+    def find(self, ci: int) -> tuple[Chunk, int]:
+        """A free slot of class ``ci``: (chunk, offset), its canaries written. Changes
+        nothing else: the caller's commit takes it."""
         avail = self.avail[ci]
-        c = avail[-1] if avail else self._grow(ci)
-        free = c.free
-        if free:
-            off = free.pop()
-        else:
-            off = c.bump
-            c.bump = off + c.stride
-            c.view[off + c.size:off + c.stride] = CANARY  # carved: the canary stays
-        if not c.live:
-            self.empty[ci] -= 1
-        c.live += 1
-        if not free and c.bump > c.limit:
-            avail.remove(c)
-        return c, off
+        while True:
+            while avail:
+                c = avail[-1]
+                free = c.free
+                if free:
+                    return c, free[-1]
+                off = c.bump
+                if off <= c.limit:
+                    mem = c.mem
+                    mem[off - CANARY_SIZE:off] = CANARY  # carved: the canaries stay
+                    mem[off + c.size:off + c.size + CANARY_SIZE] = CANARY
+                    return c, off
+                avail.pop()  # full: the hint goes
+            avail.append(self._roomy(ci) or self._grow(ci))
 
-    def free(self, c: Chunk, off: int) -> None:
-        """Return a slot the caller wiped."""
-        free = c.free
-        if not free and c.bump > c.limit:  # was full
-            self.avail[c.cls].append(c)
-        free.append(off)
-        c.live -= 1
-        if not c.live:
-            self.emptied(c)
+    def _roomy(self, ci: int) -> Chunk | None:
+        for c in self.chunks[ci]:
+            if c.free or c.bump <= c.limit:
+                return c
+        return None
 
-    def emptied(self, c: Chunk) -> None:
-        """``c`` has no live slot left: keep it as the class's spare, or return it."""
-        ci = c.cls
-        if self.empty[ci]:
-            self._release(c)
-        else:
-            self.empty[ci] = 1
+    def after_free(self, c: Chunk) -> None:
+        """Hints and spares after a slot of ``c`` went back (idempotent)."""
+        avail = self.avail[c.cls]
+        if c not in avail:
+            avail.append(c)
+        if not c.live():
+            chunks = self.chunks[c.cls]
+            if len(chunks) > 1 and any(x is not c and not x.live() for x in chunks):
+                self._release(c)  # one empty chunk per class is enough
 
     def _release(self, c: Chunk) -> None:
         ci = c.cls
-        self.avail[ci].remove(c)
-        self.chunks[ci].remove(c)
-        unmap_pages(c.map)
+        avail, chunks = self.avail[ci], self.chunks[ci]
+        if c in avail:
+            avail.remove(c)
+        if c in chunks:
+            chunks.remove(c)
+        m = c.map
+        LIBC.wipe(m.base, m.size)
+        m.release()
 
     def release_empty(self) -> int:
         """Return every empty chunk; how many."""
         done = 0
         for ci in range(len(CLASS_SIZES)):
-            for c in [c for c in self.chunks[ci] if not c.live]:
+            for c in [c for c in self.chunks[ci] if not c.live()]:
                 self._release(c)
                 done += 1
-            self.empty[ci] = 0
         return done
 
     def _grow(self, ci: int) -> Chunk:
-        stride = CLASS_SIZES[ci] + CANARY_SIZE
-        least = -(-stride // PAGE_SIZE) * PAGE_SIZE
+        stride = CLASS_SIZES[ci] + 2 * CANARY_SIZE
+        least = -(-(stride + CANARY_SIZE) // PAGE_SIZE) * PAGE_SIZE
         have = sum(c.map.size for c in self.chunks[ci])
         for attempt in (0, 1):
             lim = limits()
@@ -408,15 +476,15 @@ class Pool:
                 if attempt or not _release_all_empty():
                     raise
         c = Chunk(m, ci, self)
-        self.chunks[ci].append(c)
-        self.avail[ci].append(c)
-        self.empty[ci] += 1  # counted empty until its first slot is taken
+        chunks = self.chunks[ci]
+        n = len(chunks)
+        chunks[n:] = (c,)  # the pool owns it from here (one statement)
         return c
 
     def stats(self) -> list[tuple[int, int, int, int]]:
         """(class size, chunks, chunk bytes, live slots) per class, for tests."""
         return [
-            (CLASS_SIZES[ci], len(cs), sum(c.map.size for c in cs), sum(c.live for c in cs))
+            (CLASS_SIZES[ci], len(cs), sum(c.map.size for c in cs), sum(c.live() for c in cs))
             for ci, cs in enumerate(self.chunks)
         ]
 
@@ -424,8 +492,7 @@ class Pool:
 _POOLS: dict[str, Pool] = {}
 
 
-def pool(backend: str) -> Pool:
-    """The pool of ``backend`` (created on first use). Call with ``state.mutex`` held."""
+def _pool(backend: str) -> Pool:
     p = _POOLS.get(backend)
     if p is None:
         p = _POOLS[backend] = Pool(backend)
@@ -436,58 +503,195 @@ def _release_all_empty() -> int:
     return sum(p.release_empty() for p in _POOLS.values())
 
 
-def drain_pending() -> None:
-    """Free the slots finalizers wiped (call with ``state.mutex`` held)."""
+# -- leases: taking and giving back (all with state.mutex held) -----------------------------
+
+
+def new_lease(owner: object, size: int) -> Lease:
+    """An empty lease (``home`` None) for ``owner``, a SecureBuffer of ``size`` bytes."""
+    st = state
+    (lease := Lease(owner, st.queue)).home = None  # one line: never without a home
+    lease.size = size
+    st.live[lease] = None
+    return lease
+
+
+def take_slot(lease: Lease, backend: str) -> None:
+    """Give ``lease`` a zeroed pool slot for its size (mutex held)."""
+    if state.pending:
+        _drain()
+    pool = _POOLS.get(backend) or _pool(backend)
+    ci = _CLASS_OF[lease.size]
+    avail = pool.avail[ci]
+    c = avail[-1] if avail else None
+    if c is not None and c.free:  # the common case: a slot freed before
+        free = c.free
+        k = len(free) - 1
+        lease.home, lease.off, free[k:] = c, free[k], ()
+        return
+    c, off = pool.find(ci)
+    free = c.free
+    if free and free[-1] == off:
+        k = len(free) - 1
+        lease.home, lease.off, free[k:] = c, off, ()
+    else:
+        lease.home, lease.off, c.bump = c, off, off + c.stride
+
+
+def adopt(lease: Lease, m: Mapping, off: int) -> None:
+    """Give ``lease`` the mapping ``m`` (its secret at ``m.base + off``)."""
+    if state.pending:
+        _drain()
+    lease.home, lease.off = m, off
+
+
+def give_back(lease: Lease, prot: int | None) -> str | None:
+    """Wipe what ``lease`` holds, close it and return the memory (mutex held; idempotent).
+
+    ``prot``: the protection of an isolated mapping (None: unknown, made writable anyway).
+    Returns None, or the description of a damaged canary (the slot is then retired).
+    """
+    home = lease.home
+    if home is None:
+        state.live.pop(lease, None)
+        return None
+    off, n = lease.off, lease.size
+    if type(home) is Chunk:
+        c = home
+        mem = c.mem
+        front = mem[off - CANARY_SIZE:off] == CANARY
+        back = mem[off + n:off + c.size + CANARY_SIZE] == (_TAILS.get(n) or tail(n))
+        note = None if front and back else _damage(c, off, n, front, back)
+        # Wipe: a memcpy by CPython into memory the compiler knows nothing about, so no
+        # optimiser can drop it as a dead store. The canaries stay.
+        mem[off:off + c.size] = c.zeros
+        if note is None:
+            free = c.free
+            k = len(free)
+            lease.home, free[k:] = None, (off,)  # closed and free: one statement
+            state.live.pop(lease, None)
+            if (k == 0 and c.bump > c.limit) or (
+                    len(c.siblings) > 1 and (c.bump - c.first) // c.stride == k + 1):
+                c.pool.after_free(c)  # it was full, or it is empty and has siblings
+            return None
+        LIBC.wipe(c.base + off - CANARY_SIZE, c.stride)  # retired: wiped whole
+        lease.home = None  # closed; the slot never goes back
+        state.live.pop(lease, None)
+        return note
+    m = home
+    assert isinstance(m, Mapping)
+    if prot != PROT_RW:
+        LIBC.mprotect(m.base, m.size, PROT_RW)
+    note = None
+    if m.view[off - CANARY_SIZE:off] != CANARY:
+        note = (f"SecureBuffer canary overwritten: a write ran before the start of the "
+                f"{n}-byte secret (an underrun; memory corruption); the secret was wiped")
+    LIBC.wipe(m.base + off, n)  # the secret (the rest was never written); canary stays
+    lease.home = None
+    state.live.pop(lease, None)
+    m.release()
+    return note
+
+
+def _damage(c: Chunk, off: int, n: int, front: bool, back: bool) -> str:
+    """How the canaries of the slot at ``off`` were damaged, and by whom, honestly."""
+    mem, size, stride = c.mem, c.size, c.stride
+    before = off - stride  # the slot before, if any, and its canary after its secret
+    prev_hit = before >= c.first and mem[before + size:before + size + CANARY_SIZE] != CANARY
+    after = off + stride
+    next_hit = after < c.bump and mem[after - CANARY_SIZE:after] != CANARY
+    what = []
+    if not front:
+        what.append("before its start (an underrun" + (
+            ", or an overrun of the slot before it, whose canary is damaged too)"
+            if prev_hit else ")"))
+    if not back:
+        what.append("past its end (an overrun" + (
+            ", or an underrun of the slot after it, whose canary is damaged too)"
+            if next_hit else ")"))
+    return (f"SecureBuffer canary overwritten: a write ran {' and '.join(what)} of this "
+            f"{n}-byte secret (memory corruption); the secret was wiped and its slot "
+            "retired")
+
+
+def _drain() -> None:
+    """Wipe and give back the leases of buffers that died open (mutex held)."""
     pending = state.pending
+    notes = []
     while pending:
-        home, off = pending.pop()  # atomic: a finalizer may append meanwhile
-        if isinstance(home, Chunk):
-            home.pool.free(home, off)
-        else:
-            state.own.discard(home)
-            unmap_pages(home)
+        lease = pending[-1]
+        note = give_back(lease, None)
+        if note:
+            notes.append(note)
+        pending.remove(lease)
+    for note in notes:  # a collected buffer was overrun: never blamed on the slot's next owner
+        try:
+            warnings.warn(note, RuntimeWarning, stacklevel=2)
+        except Exception:  # -W error: the warning is an error nobody can catch here
+            pass
+
+
+def drain_soon() -> None:
+    """Give back the leases of buffers that died open, if the mutex is free."""
+    if state.pending:
+        try_under(state.mutex, _drain)
+
+
+def _after_collection(phase: str, info: dict[str, int]) -> None:
+    if phase == "stop" and state.pending:
+        drain_soon()
+
+
+gc.callbacks.append(_after_collection)
 
 
 def trim() -> int:
     """Return every empty pool chunk now; how many were returned."""
-    with state.mutex:
-        if state.pending:
-            drain_pending()
-        return _release_all_empty()
+    return under(caught_up().mutex, _trim)
+
+
+def _trim() -> int:
+    if state.pending:
+        _drain()
+    return _release_all_empty()
 
 
 def pool_stats() -> dict[str, list[tuple[int, int, int, int]]]:
     """Per backend: (class size, chunks, chunk bytes, live slots) per class."""
-    with state.mutex:
-        return {name: p.stats() for name, p in _POOLS.items()}
+    return under(caught_up().mutex, lambda: {name: p.stats() for name, p in _POOLS.items()})
 
 
 def _after_fork_in_child() -> None:
     """Abandon the parent's pools and buffers: never touch or unmap their memory here."""
     global state
+    if not FORK_WATCH.forked(SECRETS_SLOT):
+        return
     old = state
+    maps = [c.map for p in _POOLS.values() for cs in p.chunks for c in cs]
+    maps += [lease.home for lease in old.live if isinstance(lease.home, Mapping)]
     if _MADV_WIPEONFORK is None:
         # No kernel wipe on fork (not Linux): zero our copies of the parent's anonymous
         # mappings (copy-on-write: the parent keeps its secrets). Untested off Linux.
-        maps = [c.map for p in _POOLS.values() for cs in p.chunks for c in cs]
-        for m in maps + list(old.own):
+        for m in maps:
             if m.backend == ANONYMOUS and LIBC.mprotect(m.base, m.size, PROT_RW) == 0:
                 LIBC.wipe(m.base, m.size)
     if sys.platform == "linux":
         # MADV_DONTFORK left holes where the parent's memfd_secret pages are. Fill them
         # with PROT_NONE (MAP_FIXED_NOREPLACE: only where nothing is mapped yet), so an
         # inherited view faults instead of one day reaching a mapping the child makes there.
-        maps = [c.map for p in _POOLS.values() for cs in p.chunks for c in cs]
-        for m in maps + list(old.own):
+        for m in maps:
             if m.backend == MEMFD_SECRET:
                 LIBC.mmap(m.base, m.size, PROT_NONE,
                           _MAP_PRIVATE | _MAP_ANONYMOUS | _MAP_FIXED_NOREPLACE)
-    _ABANDONED.append((list(_POOLS.values()), old.own))
+    _ABANDONED.append((list(_POOLS.values()), maps, old))
     _POOLS.clear()
-    state = _State(old.gen + 1)
-    state.memfd_ok, state.memfd_error = old.memfd_ok, old.memfd_error
+    new = _State(old.gen + 1)
+    new.memfd_ok, new.memfd_error = old.memfd_ok, old.memfd_error
+    state = new
+    FORK_WATCH.caught_up(SECRETS_SLOT)  # last: an interrupt before it redoes all
 
 
-#: Pools inherited from parents: kept referenced, never unmapped in this process.
-_ABANDONED: list[tuple[list[Pool], set[Mapping]]] = []
+#: Pools and mappings inherited from parents: kept referenced, never unmapped here.
+_ABANDONED: list[tuple[list[Pool], list[Mapping], _State]] = []
+# A fork made through Python fills the memfd_secret holes at once (before the child maps
+# anything there); one made from C is caught up at the child's next secure operation.
 os.register_at_fork(after_in_child=_after_fork_in_child)
