@@ -17,7 +17,7 @@ from memlock._platform._base import Backend
 from memlock._platform.darwin import DarwinBackend
 from memlock._platform.freebsd import FreeBSDBackend
 from memlock._platform.sunos import SunOSBackend
-from memlock._registry import FULL, PARALLEL_MIN_BYTES, PageRegistry
+from memlock._registry import PARALLEL_MIN_BYTES, PageRegistry
 from memlock.errors import (
     LockLimitError,
     LockPermissionError,

@@ -11,6 +11,7 @@ import copy
 import ctypes
 import gc
 import hmac
+import itertools
 import os
 import pickle
 import sys
@@ -341,7 +342,7 @@ def _neighbours(backend: str) -> tuple[SecureBuffer, SecureBuffer, list[SecureBu
     and the others made on the way (to close)."""
     made = [SecureBuffer(32, backend=backend) for _ in range(8)]
     by_address = sorted(made, key=addr)
-    for x, y in zip(by_address, by_address[1:], strict=False):
+    for x, y in itertools.pairwise(by_address):
         if addr(y) - addr(x) == 48:
             return x, y, [z for z in made if z is not x and z is not y]
     raise AssertionError("no two adjacent slots among 8")
@@ -349,7 +350,7 @@ def _neighbours(backend: str) -> tuple[SecureBuffer, SecureBuffer, list[SecureBu
 
 def test_pooled_underrun_is_blamed_on_the_underrun_buffer(backend: str) -> None:
     a_, b_, others = _neighbours(backend)
-    pa, pb = addr(a_), addr(b_)
+    pb = addr(b_)
     for i in range(1, 5):  # a 4-byte underrun of b
         _flip(pb - i)
     a_.close()  # a is intact: its neighbour's underrun is not its fault

@@ -31,6 +31,7 @@ from . import _securemem as _mem
 from ._context import ReleasedOnExit
 from ._critical import try_under, under
 from ._pages import PAGE_SIZE, as_size
+from ._platform._fork import SECRETS_SLOT as _SECRETS
 from .errors import MemlockError
 
 if TYPE_CHECKING:
@@ -55,7 +56,6 @@ _give_back = _mem.give_back
 _CLOSED = _mem.CLOSED
 _Lease = _mem.Lease
 _FORK_PAGE = _mem._FORK_PAGE
-_SECRETS = _mem.SECRETS_SLOT
 #: Backend names resolved once ("auto" probes the kernel on first use).
 _RESOLVED: dict[str, str] = {}
 #: sys.getrefcount(arr) inside close() with no view alive: the buffer's own reference,
