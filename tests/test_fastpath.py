@@ -330,3 +330,40 @@ def test_interrupt_as_a_failed_mlock_returns_leaves_nothing_locked(
     lines = proc.stdout.split("\n")
     assert lines[0] in ("KeyboardInterrupt", "MemlockError"), proc.stdout
     assert lines[1] == "none (0, 0)", proc.stdout
+
+
+def test_try_call_never_waits_and_always_gives_the_mutex_back() -> None:
+    """Finalizers take the registry's and the secrets' mutex only through try_call: in C,
+    so no signal handler runs between taking and giving back, and never a wait."""
+    require_c_path()
+    import threading
+
+    from memlock import _speedups
+
+    m = _speedups.Mutex()
+    calls: list[int] = []
+    assert _speedups.try_call(m, calls.append, 1) is True and not m.locked()
+    held, go = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with m:
+            held.set()
+            go.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(10)
+    assert _speedups.try_call(m, calls.append, 2) is False  # busy: at once, not a wait
+    go.set()
+    t.join()
+
+    def boom() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _speedups.try_call(m, boom)
+    assert not m.locked() and calls == [1]
+    assert type(REGISTRY._mutex) is _speedups.Mutex
+    from memlock import _securemem
+
+    assert type(_securemem.state.mutex) is _speedups.Mutex

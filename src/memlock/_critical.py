@@ -13,6 +13,7 @@ or a trace function, passes through the ``with`` statement, which gives the mute
 
 from __future__ import annotations
 
+import os
 import threading
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import; mypy reads the first branch
@@ -33,10 +34,26 @@ if TYPE_CHECKING:
         def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
                      tb: TracebackType | None) -> None: ...
 
-__all__ = ["try_under", "under"]
+__all__ = ["PURE_PYTHON_REQUESTED", "new_mutex", "speedups", "try_under", "under"]
 
 _main_thread = threading.main_thread
 _current_thread = threading.current_thread
+
+#: MEMLOCK_PURE_PYTHON is set: no C at all (no C Mutex, no fast path).
+PURE_PYTHON_REQUESTED = os.environ.get("MEMLOCK_PURE_PYTHON", "") not in ("", "0")
+try:  # the optional C module (memlock/_speedups.c)
+    if PURE_PYTHON_REQUESTED:
+        raise ImportError("MEMLOCK_PURE_PYTHON")
+    from . import _speedups as speedups
+except ImportError:
+    speedups = None  # type: ignore[assignment]
+_CMutex = None if speedups is None else speedups.Mutex
+_try_call = None if speedups is None else speedups.try_call
+
+
+def new_mutex() -> Mutex:
+    """A mutex for memlock's state: the C module's Mutex where built, else threading.Lock."""
+    return threading.Lock() if _CMutex is None else _CMutex()
 
 
 def under(mutex: Mutex, fn: Callable[..., T], *args: object) -> T:
@@ -49,8 +66,11 @@ def try_under(mutex: Mutex, fn: Callable[..., object], *args: object) -> bool:
 
     For finalizers, which may run in the thread that holds the mutex (garbage collection
     can start inside any allocation) or in one that thread waits for. Returns whether
-    ``fn`` ran.
+    ``fn`` ran. With the C module's Mutex, all of it happens in C: never a wait, in any
+    thread.
     """
+    if _try_call is not None and type(mutex) is _CMutex:
+        return bool(_try_call(mutex, fn, *args))
     if _current_thread() is _main_thread():
         # Signal handlers run in this thread only, so the mutex is taken with ``with``.
         # It waits only if another thread took the mutex since locked() said it was free.

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import threading
 import warnings
 from collections.abc import Callable
 
 from ._buffer import fast_address, pin
 from ._context import ReleasedOnExit
+from ._critical import new_mutex, speedups
 from ._pages import PAGE_SIZE, SIZE_MAX, as_size
 from ._platform import BACKEND, FORK_WATCH
 from ._platform._fork import REGISTRY_SLOT
@@ -28,18 +27,11 @@ from .errors import MemlockError, UnsupportedOperation
 
 __all__ = ["REGISTRY", "Lock", "lock"]
 
-#: MEMLOCK_PURE_PYTHON is set: no C at all (no _speedups.Mutex, no fast path).
-PURE_PYTHON_REQUESTED = os.environ.get("MEMLOCK_PURE_PYTHON", "") not in ("", "0")
-try:  # the optional C fast path (see _use_c)
-    if PURE_PYTHON_REQUESTED:
-        raise ImportError("MEMLOCK_PURE_PYTHON")
-    from . import _speedups
-except ImportError:
-    _speedups = None  # type: ignore[assignment]
+#: The optional C module (None: not built, or MEMLOCK_PURE_PYTHON set).
+_speedups = speedups
 
-#: The one registry of this process. With the C fast path, its mutex is the C one.
-REGISTRY = PageRegistry(BACKEND, threading.Lock if _speedups is None else _speedups.Mutex,
-                        FORK_WATCH)
+#: The one registry of this process. With the C module, its mutex is the C one.
+REGISTRY = PageRegistry(BACKEND, new_mutex, FORK_WATCH)
 watch_collections(REGISTRY)
 
 _release: Callable[[HoldRecord], None] = REGISTRY.release

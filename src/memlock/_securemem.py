@@ -56,7 +56,7 @@ import warnings
 import weakref
 
 from ._buffer import pin
-from ._critical import try_under, under
+from ._critical import new_mutex, try_under, under
 from ._info import limits
 from ._lock import Lock
 from ._lock import lock as _lock_buffer
@@ -195,7 +195,7 @@ class _State:
     def __init__(self, gen: int) -> None:
         self.gen = gen
         #: Guards the pools and the leases. Taken only through _critical.under/try_under.
-        self.mutex = threading.Lock()
+        self.mutex = new_mutex()
         self.memfd_ok: bool | None = None  # probed on first use
         self.memfd_error = 0
         #: Leases of buffers that died open; appended to by C only (weakref callbacks).

@@ -887,8 +887,37 @@ static PyModuleDef_Slot speedups_slots[] = {
     {0, NULL},
 };
 
+/* try_call(mutex, fn, *args) -> bool: fn(*args) with the mutex held, if it is free now.
+ * For finalizers, which must never wait (memlock/_critical.py, try_under): taking the
+ * mutex and giving it back happen in C, so no signal handler can run between taking it
+ * and the code that gives it back, in any thread. False: the mutex was busy. */
+static PyObject *
+mutex_try_call(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 2 || !Py_IS_TYPE(args[0], &MutexType)) {
+        PyErr_SetString(PyExc_TypeError, "try_call(mutex, fn, *args): mutex must be a Mutex");
+        return NULL;
+    }
+    Mutex *m = (Mutex *)args[0];
+    if (mutex_take(m, 0) == 0)
+        Py_RETURN_FALSE;
+    PyObject *r = PyObject_Vectorcall(args[1], args + 2, nargs - 2, NULL);
+    (void)mutex_give(m); /* taken above: cannot fail */
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    Py_RETURN_TRUE;
+}
+
+static PyMethodDef speedups_functions[] = {
+    {"try_call", (PyCFunction)(void (*)(void))mutex_try_call, METH_FASTCALL,
+     "try_call(mutex, fn, *args) -> bool: fn(*args) under the mutex if it is free now."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
+    .m_methods = speedups_functions,
     .m_name = "memlock._speedups",
     .m_doc = "Optional C fast path of memlock.lock() (see _speedups.c).",
     .m_size = 0,

@@ -246,11 +246,11 @@ def doctor_checks() -> tuple[list[Check], memlock.Limits, str]:
 
 
 def _fast_path_check() -> Check:
-    from .. import _lock
+    from .. import _critical, _lock
 
     if _lock._fast_lock is not None:
         return Check("C fast path", True, "lock()/unlock() of small buffers in one C call each")
-    if _lock.PURE_PYTHON_REQUESTED:
+    if _critical.PURE_PYTHON_REQUESTED:
         why = "off (MEMLOCK_PURE_PYTHON is set)"
     else:
         why = "not built (memlock was installed without a C compiler or Python headers)"
