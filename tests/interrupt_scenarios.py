@@ -13,6 +13,7 @@ import mmap
 import os
 import sys
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -287,11 +288,19 @@ class SecretChecks:
         self.backend = backend
         self.written = written  # addresses the operation wrote its secret to
         self.size = size
-        responsive(lambda: memlock.SecureBuffer(32, backend=backend).close())  # warm up:
-        _securemem.trim()  # a thread's stack and arena stay mapped after its first run
+        responsive(lambda: memlock.SecureBuffer(32, backend=backend).close())  # warm up
+        _securemem.trim()
         self.base_vmlck = vmlck()
-        self.base_maps = _map_count()
         self.base_live = len(_securemem.state.live)
+        # Every mapping a SecureBuffer makes, weakly: none may stay mapped unowned.
+        self.regions: list[Any] = []
+        made = _securemem.Mapping.__init__
+
+        def record(m: Any, region: Any, *args: Any) -> None:
+            self.regions.append(weakref.ref(region))
+            made(m, region, *args)
+
+        _securemem.Mapping.__init__ = record  # type: ignore[method-assign]
 
     def __call__(self, n: int, where: str) -> None:
         mem = self.mem
@@ -307,7 +316,14 @@ class SecretChecks:
         responsive(lambda: memlock.SecureBuffer(32, backend=self.backend).close())
         mem.trim()
         assert vmlck() == self.base_vmlck, (ctx, vmlck(), self.base_vmlck)
-        assert _map_count() == self.base_maps, (ctx, _map_count(), self.base_maps)
+        owned = {id(c.map.region) for p in mem._POOLS.values() for cs in p.chunks for c in cs}
+        owned |= {id(lease.home.region) for lease in mem.state.live
+                  if isinstance(lease.home, mem.Mapping)}
+        for ref in self.regions:
+            region = ref()
+            assert region is None or region.closed or id(region) in owned, (
+                ctx, "a mapping left with no owner")
+        self.regions[:] = [r for r in self.regions if r() is not None and not r().closed]
 
 
 def _ours(mem: Any, address: int, size: int) -> bool:
@@ -317,11 +333,6 @@ def _ours(mem: Any, address: int, size: int) -> bool:
     spans += [(lease.home.base, lease.home.base + lease.home.size) for lease in mem.state.live
               if isinstance(lease.home, mem.Mapping)]
     return any(lo <= address and address + size <= hi for lo, hi in spans)
-
-
-def _map_count() -> int:
-    with open("/proc/self/maps") as f:
-        return sum(1 for _ in f)
 
 
 def _read(address: int, size: int, backend: str) -> bytes:

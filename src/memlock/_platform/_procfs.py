@@ -94,6 +94,33 @@ def iter_maps(lines: Iterable[str]) -> Iterator[tuple[int, int, str, str]]:
         yield int(lo, 16), int(hi, 16), fields[1], path
 
 
+def maps_overlapping(text: str, start: int, end: int) -> list[tuple[int, int, str, str]]:
+    """:func:`parse_maps` of only the mappings that overlap [start, end).
+
+    Finds them by bisection over the mapping ends, gathered by C code (a regular
+    expression and ``map``), so the Python work does not grow with the process's mapping
+    count (populating a big lock parses maps for every range it locks).
+    """
+    import re
+    from bisect import bisect_right
+    from itertools import repeat
+
+    ends = list(map(int, re.findall(r"(?m)^[0-9a-f]+-([0-9a-f]+) ", text), repeat(16)))
+    first = bisect_right(ends, start)
+    if first == len(ends):
+        return []
+    lines = text.splitlines()
+    out = []
+    for line in lines[first:]:
+        m = next(iter_maps((line,)), None)
+        if m is None:
+            continue
+        if m[0] >= end:
+            break
+        out.append(m)
+    return out
+
+
 def parse_maps(text: str) -> list[tuple[int, int, str, str]]:
     """(start, end, perms, path) of each line of a /proc/PID/maps text; path "" if none."""
     return list(iter_maps(text.splitlines()))

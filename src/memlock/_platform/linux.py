@@ -123,11 +123,14 @@ class LinuxBackend(Backend):
         Mirrors the kernel's own choice in mlock (populate_vma_page_range), so populating
         never dirties a shared file page or breaks copy-on-write where mlock would not.
         """
+        try:
+            text = _procfs.read_text("/proc/self/maps")
+        except OSError:
+            return []
         return [
             (max(lo, start), min(hi, end),
              MADV_POPULATE_WRITE if perms[1] == "w" and perms[3] == "p" else MADV_POPULATE_READ)
-            for lo, hi, perms, _ in self._maps() or ()
-            if hi > start and lo < end
+            for lo, hi, perms, _ in _procfs.maps_overlapping(text, start, end)
         ]
 
     def populate(self, start: int, end: int, advice: int) -> None:
