@@ -427,3 +427,19 @@ def test_locking_memfd_secret_memory_says_what_it_is() -> None:
         assert "memfd_secret" in str(info.value) and vmlck() == before
         view.release()
 
+
+
+@pytest.mark.parametrize("flag", ["no", "", 0, 1, None, 1.0])
+def test_flags_must_be_bools(flag: object) -> None:
+    """``onfault="no"`` once gave an on-fault Lock: a flag that is not a bool is a TypeError,
+    before anything is locked."""
+    buf = bytearray(100)
+    before = memlock.status().locked_bytes
+    with pytest.raises(TypeError, match="onfault must be a bool"):
+        memlock.lock(buf, onfault=flag)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be a bool"):
+        memlock.lock_all(current=flag)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be a bool"):
+        memlock.lock_all(onfault=flag)  # type: ignore[arg-type]
+    assert memlock.status().locked_bytes == before
+    buf.append(1)  # no export left behind

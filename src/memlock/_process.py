@@ -19,6 +19,7 @@ def lock_all(*, current: bool = True, future: bool = True, onfault: bool = False
         onfault: Lock pages as they fault in (MCL_ONFAULT, Linux 4.4+).
 
     Raises:
+        TypeError: a flag that is not a bool.
         ValueError: neither ``current`` nor ``future``.
         LockLimitError: Unprivileged and the whole address space (VmSize on Linux, not
             resident memory) exceeds RLIMIT_MEMLOCK.
@@ -26,6 +27,9 @@ def lock_all(*, current: bool = True, future: bool = True, onfault: bool = False
 
     Availability: Linux, FreeBSD, illumos/Solaris; not macOS (ENOSYS).
     """
+    for name, flag in (("current", current), ("future", future), ("onfault", onfault)):
+        if flag is not True and flag is not False:
+            raise TypeError(f"{name} must be a bool, not {type(flag).__name__}")
     if not (current or future):
         raise ValueError("lock_all() needs current=True or future=True")
     c = BACKEND.constants
