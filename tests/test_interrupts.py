@@ -92,11 +92,11 @@ def test_the_injector_finds_a_planted_bug(tmp_path: Path) -> None:
     copy = tmp_path / "memlock-mutant" / "memlock"
     shutil.copytree(REPO / "src" / "memlock", copy)
     source = (copy / "_registry.py").read_text()
-    one = "        keys[i:j], vals[i:j], hold.state = new_keys, new_vals, HELD\n"
+    one = "        keys[i:j], vals[i:j], hold.state, unsure[k:] = new_keys, new_vals, HELD, span\n"
     assert one in source
     (copy / "_registry.py").write_text(source.replace(one, (
         "        keys[i:j] = new_keys\n        vals[i:j] = new_vals\n"
-        "        hold.state = HELD\n")))
+        "        hold.state, unsure[k:] = HELD, span\n")))
     code = ("import sys\nsys.path.insert(0, sys.argv[1])\n"
             "from tests import interrupt_scenarios as s\ns.planted_bug()\n")
     proc = run_child(code, args=[str(copy.parent)], cwd=REPO)

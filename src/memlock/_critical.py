@@ -3,12 +3,21 @@
 A signal handler that raises (Ctrl-C) runs between bytecodes: at function entry, loop
 back-edges and after calls. ``mutex.acquire()`` followed by ``try:`` has such a point
 between the two, and an exception there keeps the mutex forever. ``with mutex:`` has none,
-but a *trace* function (which tests use to raise at every line) still finds two lines the
-``with`` statement does not cover: the ``try:`` of a nested try statement, and the line
-event CPython emits for the ``with`` line itself when the block ends (3.11 to 3.13 alike).
-:func:`under` writes the whole critical section as one line, ``with mutex: return fn()``,
-which leaves neither: every exception raised while the mutex is held, by a signal handler
-or a trace function, passes through the ``with`` statement, which gives the mutex back.
+but a *trace* function (which tests use to raise at every line) still finds lines the
+``with`` statement does not cover: the ``try:`` of a nested try statement, the line event
+CPython emits for the ``with`` line itself when the block ends (3.11 to 3.13), and, on
+3.12, a second event on that line when an exception leaves the block. :func:`under`
+therefore writes the critical section as one line, ``with mutex: ... = _guarded(fn, ...)``,
+where ``_guarded`` turns what ``fn`` raises into a value: nothing but an interrupt ever
+leaves the ``with`` statement as an exception, and the ``with`` gives the mutex back.
+
+Mutexes are the C module's Mutex where it is built (``new_mutex``): it knows which thread
+holds it, so a signal handler or a finalizer that calls memlock while memlock runs in the
+same thread gets :data:`Reentered` (a RuntimeError) instead of waiting for itself, and
+finalizers take it without a wait and without a gap (:func:`try_under`). Without the C
+module (or with ``MEMLOCK_PURE_PYTHON=1``) it is ``threading.Lock``: the same ordering
+guarantees hold, but such a re-entry waits forever, and a finalizer in the main thread
+may wait if another thread takes the mutex in the instant after it was seen free.
 """
 
 from __future__ import annotations
@@ -34,7 +43,8 @@ if TYPE_CHECKING:
         def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
                      tb: TracebackType | None) -> None: ...
 
-__all__ = ["PURE_PYTHON_REQUESTED", "new_mutex", "speedups", "try_under", "under"]
+__all__ = ["PURE_PYTHON_REQUESTED", "Reentered", "new_mutex", "speedups", "try_under",
+           "under"]
 
 _main_thread = threading.main_thread
 _current_thread = threading.current_thread
@@ -51,14 +61,36 @@ _CMutex = None if speedups is None else speedups.Mutex
 _try_call = None if speedups is None else speedups.try_call
 
 
+class _NeverRaised(RuntimeError):
+    """Stands for the C module's Reentered where it is not built (threading.Lock waits)."""
+
+
+#: Raised instead of a wait by the thread that holds a mutex already (C module only).
+Reentered: type[RuntimeError] = _NeverRaised if speedups is None else speedups.Reentered
+
+
 def new_mutex() -> Mutex:
     """A mutex for memlock's state: the C module's Mutex where built, else threading.Lock."""
     return threading.Lock() if _CMutex is None else _CMutex()
 
 
+def _guarded(fn: Callable[..., T], args: tuple[object, ...]
+             ) -> tuple[BaseException | None, T | None]:
+    try:
+        return None, fn(*args)
+    except BaseException as exc:  # carried out of the with statement as a value
+        return exc, None
+
+
 def under(mutex: Mutex, fn: Callable[..., T], *args: object) -> T:
     """``fn(*args)`` with ``mutex`` held; the mutex is given back whatever happens."""
-    with mutex: return fn(*args)  # noqa: E701  (one line: see the module docstring)
+    with mutex: exc, value = _guarded(fn, args)  # noqa: E701  (one line: see above)
+    if exc is not None:
+        try:
+            raise exc
+        finally:
+            del exc  # no cycle through this frame
+    return value  # type: ignore[return-value]
 
 
 def try_under(mutex: Mutex, fn: Callable[..., object], *args: object) -> bool:

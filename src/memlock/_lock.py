@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from ._buffer import fast_address, pin
 from ._context import ReleasedOnExit
-from ._critical import new_mutex, speedups
+from ._critical import Reentered, new_mutex, speedups
 from ._pages import PAGE_SIZE, SIZE_MAX, as_size
 from ._platform import BACKEND, FORK_WATCH
 from ._platform._fork import REGISTRY_SLOT
@@ -83,7 +83,10 @@ class Lock(ReleasedOnExit):
         """Release this lock (idempotent). Pages other Locks hold stay locked."""
         hold = self._hold
         if hold is not None:
-            _release(hold)
+            try:
+                _release(hold)
+            except Reentered:  # called by a signal handler or finalizer that interrupted
+                REGISTRY.queue(hold)  # memlock in this thread: released at its next call
             self._hold = None  # the hold is done: no callback when this Lock dies...
             del hold  # ...not even while this frame is cleared (``self`` goes first)
         pinned, self._pinned = self._pinned, None

@@ -30,8 +30,11 @@ function at any line). Three rules keep the state whole whatever line an excepti
    and trace functions run).
 3. The kernel never holds a lock the counts do not account for: an acquire commits its
    counts *before* mlock, a release unlocks *before* it commits. An exception in between
-   leaves a counted hold whose pages may not be locked yet, or already unlocked; either way
-   the hold's owner (or the queue of dead holds) releases it later, idempotently.
+   leaves a counted hold whose pages may not be locked yet, or already unlocked: the range
+   stays listed in ``_unsure`` (pushed in the commit that counts, popped in the statement
+   after the kernel calls), and the next entry makes the kernel match the counts there
+   before anything else, so a later Lock on those pages is really locked. The hold's
+   owner (or the queue of dead holds) releases the hold itself later, idempotently.
 
 A hold that dies unreleased is queued by C code that cannot be interrupted (the weakref
 callback ``list.append`` here, ``tp_finalize`` of the C fast path's hold) and drained at
@@ -221,6 +224,9 @@ class PageRegistry:
         self._lock_all_snapshot: list[tuple[int, int]] | None = None
         #: An unlock_all() that has not finished: finished at the next entry.
         self._unlock_all_due = False
+        #: (start, end) ranges whose kernel state an interrupted operation may have left
+        #: apart from the counts: made to match them at the next entry (see Interrupts).
+        self._unsure: list[tuple[int, int]] = []
         #: Holds whose owner died before releasing them; appended to by C only (weakref
         #: callbacks, the C fast path's finalizer), drained with the mutex held. The list
         #: object is never replaced: ``queue`` is bound to it.
@@ -269,6 +275,7 @@ class PageRegistry:
         self._lock_all_flags = 0  # MCL_FUTURE is not inherited either
         self._lock_all_snapshot = None
         self._unlock_all_due = False
+        self._unsure.clear()
         self.generation += 1
         self._fork_watch.caught_up(REGISTRY_SLOT)  # last: an interrupt before it redoes all
 
@@ -282,6 +289,9 @@ class PageRegistry:
 
     def _counts(self, start: int, end: int) -> list[tuple[int, int, int, int]]:
         self._catch_up()
+        return self._segments(start, end)
+
+    def _segments(self, start: int, end: int) -> list[tuple[int, int, int, int]]:
         keys, vals = self._keys, self._vals
         points = [start, *(k for k in keys if start < k < end), end]
         out = []
@@ -306,16 +316,19 @@ class PageRegistry:
     @staticmethod
     def _commit_counted(keys: list[int], vals: list[tuple[int, int]], i: int, j: int,
                         new_keys: list[int], new_vals: list[tuple[int, int]],
-                        hold: HoldRecord) -> None:
-        """Replace ``keys[i:j]``/``vals[i:j]`` and mark ``hold`` counted: one statement."""
-        keys[i:j], vals[i:j], hold.state = new_keys, new_vals, HELD
+                        hold: HoldRecord, unsure: list[tuple[int, int]], k: int) -> None:
+        """Replace ``keys[i:j]``/``vals[i:j]``, mark ``hold`` counted and its range unsure
+        (the kernel does not lock it yet): one statement."""
+        span = ((hold.start, hold.end),)
+        keys[i:j], vals[i:j], hold.state, unsure[k:] = new_keys, new_vals, HELD, span
 
     @staticmethod
     def _commit_released(keys: list[int], vals: list[tuple[int, int]], i: int, j: int,
                          new_keys: list[int], new_vals: list[tuple[int, int]],
-                         hold: HoldRecord) -> None:
-        """Replace ``keys[i:j]``/``vals[i:j]`` and mark ``hold`` released: one statement."""
-        keys[i:j], vals[i:j], hold.state = new_keys, new_vals, RELEASED
+                         hold: HoldRecord, unsure: list[tuple[int, int]], k: int) -> None:
+        """Replace ``keys[i:j]``/``vals[i:j]``, mark ``hold`` released and its range sure
+        again (the kernel's unlock is done): one statement."""
+        keys[i:j], vals[i:j], hold.state, unsure[k:] = new_keys, new_vals, RELEASED, ()
 
     # -- kernel calls ----------------------------------------------------------------
 
@@ -420,11 +433,30 @@ class PageRegistry:
     # -- entry ---------------------------------------------------------------------------
 
     def _catch_up(self) -> None:
-        """With the mutex held: finish an interrupted unlock_all, release dead holds."""
+        """With the mutex held: finish an interrupted unlock_all, make the kernel match the
+        counts where an interrupted operation left it unsure, release dead holds."""
         if self._unlock_all_due:
             self._finish_unlock_all()
+        if self._unsure:
+            self._repair()
         if self._pending:
             self._drain()
+
+    def _repair(self) -> None:
+        """Make the kernel's state match the counts over the unsure ranges (mutex held).
+
+        Idempotent: a range leaves the list only once it is done.
+        """
+        unsure = self._unsure
+        while unsure:
+            start, end = unsure[-1]
+            for s, e, full, onf in self._segments(start, end):
+                state = _kernel_state((full, onf))
+                if state == NOT_LOCKED:
+                    self._lower([(s, e, NOT_LOCKED)])
+                else:
+                    self._restore(s, e, state)
+            unsure.pop()
 
     # -- locking -----------------------------------------------------------------------
 
@@ -441,39 +473,47 @@ class PageRegistry:
 
     def _acquire(self, hold: HoldRecord) -> None:
         start, end, mode = hold.start, hold.end, hold.mode
-        if self._pending or self._unlock_all_due:
+        if self._pending or self._unlock_all_due or self._unsure:
             self._catch_up()
         hold.generation = self.generation
-        keys, vals = self._keys, self._vals
+        keys, vals, unsure = self._keys, self._vals, self._unsure
         if start == end:
             hold.state = HANDED_OUT
             return
+        k = len(unsure)
+        span = ((start, end),)
         i = bisect_left(keys, start)
         if (mode == FULL and end - start < PARALLEL_MIN_BYTES
                 and (i == len(keys) or keys[i] >= end) and (i == 0 or vals[i - 1] == ZERO)):
             # Fast path: one full lock of a range nobody holds.
             if i < len(keys) and keys[i] == end:
                 if vals[i] == ONE_FULL:  # the next range has the same counts: merge
-                    keys[i], hold.state = start, HELD
+                    keys[i], hold.state, unsure[k:] = start, HELD, span
                 else:
-                    keys[i:i], vals[i:i], hold.state = (start,), (ONE_FULL,), HELD
+                    one_key, one_val = (start,), (ONE_FULL,)
+                    keys[i:i], vals[i:i], hold.state, unsure[k:] = one_key, one_val, HELD, span
             else:
-                keys[i:i], vals[i:i], hold.state = (start, end), (ONE_FULL, ZERO), HELD
+                two_keys, two_vals = (start, end), (ONE_FULL, ZERO)
+                keys[i:i], vals[i:i], hold.state, unsure[k:] = two_keys, two_vals, HELD, span
             err = self._libc_mlock(start, end - start)
             if err:
-                raise self._lock_failed(hold, "mlock", err, end - start)
-            hold.state = HANDED_OUT
+                exc = self._lock_failed(hold, "mlock", err, end - start)
+                del unsure[k:]
+                raise exc
+            hold.state, unsure[k:] = HANDED_OUT, ()
             return
         i, j, new_keys, new_vals, changes = plan_change(keys, vals, start, end, mode, 1)
-        self._commit_counted(keys, vals, i, j, new_keys, new_vals, hold)
+        self._commit_counted(keys, vals, i, j, new_keys, new_vals, hold, unsure, k)
         for s, e, state in changes:
             try:
                 self._apply(s, e, state)
             except MemlockError as exc:
                 requested = sum(ce - cs for cs, ce, _ in changes)
-                raise self._lock_failed(hold, "mlock" if state == LOCKED else "mlock2",
-                                        exc.errno or 0, requested) from None
-        hold.state = HANDED_OUT
+                failure = self._lock_failed(hold, "mlock" if state == LOCKED else "mlock2",
+                                            exc.errno or 0, requested)
+                del unsure[k:]
+                raise failure from None
+        hold.state, unsure[k:] = HANDED_OUT, ()
 
     def _lock_failed(self, hold: HoldRecord, op: str, err: int,
                      requested: int) -> MemlockError:
@@ -507,7 +547,7 @@ class PageRegistry:
         under(self._mutex, self._release, hold)
 
     def _release(self, hold: HoldRecord) -> None:
-        if self._pending or self._unlock_all_due:
+        if self._pending or self._unlock_all_due or self._unsure:
             self._catch_up()
         self._release_hold(hold)
 
@@ -524,7 +564,8 @@ class PageRegistry:
             self._live.pop(hold, None)
             return
         start, end = hold.start, hold.end
-        keys, vals = self._keys, self._vals
+        keys, vals, unsure = self._keys, self._vals, self._unsure
+        k = len(unsure)
         i = bisect_left(keys, start)
         if (
             not failed and hold.mode == FULL and i + 1 < len(keys)
@@ -533,14 +574,16 @@ class PageRegistry:
             and not self._lock_all_flags
         ):
             # Fast path: the only lock on an isolated range. Pinned pages: cannot fail.
+            unsure[k:] = ((start, end),)  # the kernel is about to differ from the counts
             self._libc_munlock(start, end - start)
             self._commit_released(keys, vals, i, i + 2 if vals[i + 1] == ZERO else i + 1, [],
-                                  [], hold)
+                                  [], hold, unsure, k)
         else:
             i, j, new_keys, new_vals, changes = plan_change(keys, vals, start, end,
                                                             hold.mode, -1)
+            unsure[k:] = ((start, end),)
             self._lower(changes)
-            self._commit_released(keys, vals, i, j, new_keys, new_vals, hold)
+            self._commit_released(keys, vals, i, j, new_keys, new_vals, hold, unsure, k)
         self._live.pop(hold, None)
 
     def release_soon(self, hold: HoldRecord) -> bool:
@@ -550,13 +593,16 @@ class PageRegistry:
         start inside any allocation), or in one that thread waits for. Returns False if the
         hold could not be released now: its owner's death queues it then (Hold's callback).
         """
-        if self._fork_watch.forked(REGISTRY_SLOT):
-            self._after_fork()
+        if self._fork_watch.forked(REGISTRY_SLOT) and not try_under(  # never wait here,
+                self._fork_lock, self._forget_parent):  # not even for that
+            return False
         return try_under(self._mutex, self._release, hold)
 
     def drain_soon(self) -> None:
         """Release queued dead holds now if the mutex is free (the gc callback)."""
-        if self._pending or self._unlock_all_due:
+        if self._fork_watch.forked(REGISTRY_SLOT):  # a C fork's child: the parent's
+            return  # ranges are not ours to touch; the next entry catches up
+        if self._pending or self._unlock_all_due or self._unsure:
             try_under(self._mutex, self._catch_up)
 
     def _drain(self) -> None:
@@ -623,7 +669,7 @@ def drain_after_collection(registry: PageRegistry) -> Callable[[str, dict[str, i
     def callback(phase: str, info: dict[str, int]) -> None:
         if phase == "stop":
             reg = ref()
-            if reg is not None and (reg._pending or reg._unlock_all_due):
+            if reg is not None and (reg._pending or reg._unlock_all_due or reg._unsure):
                 reg.drain_soon()
 
     return callback

@@ -5,7 +5,9 @@ Views on Python 3.11 (no PEP 688): each buffer exports its bytes through one cty
 ``memoryview(arr).cast("B")``. Every view, slice, ``memoryview(view)``, ``numpy``
 array or ctypes object derived from such a view keeps the view's managed buffer alive,
 which holds a reference to ``arr``. :meth:`SecureBuffer.close` therefore reads
-``sys.getrefcount(arr)``: above its baseline, some derived object can still reach the
+``sys.getrefcount(arr)``: above its baseline (the buffer's own slot; memlock's code keeps
+no other reference, not even in a local variable, so that a frame an interrupt leaves in
+a traceback cannot look like a view), some derived object can still reach the
 memory, and close refuses with BufferError (as ``mmap.close`` does) instead of wiping or
 reusing memory a view can still see. The array also references its SecureBuffer, so a
 live view keeps the buffer from being collected. Nothing here writes into CPython's
@@ -21,6 +23,7 @@ open and wiped at worst, never closed and unwiped; calling close() again finishe
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import warnings
@@ -29,7 +32,7 @@ from typing import TYPE_CHECKING, Protocol, final
 
 from . import _securemem as _mem
 from ._context import ReleasedOnExit
-from ._critical import try_under, under
+from ._critical import Reentered, try_under, under
 from ._pages import PAGE_SIZE, as_size
 from ._platform._fork import SECRETS_SLOT as _SECRETS
 from .errors import MemlockError
@@ -58,9 +61,9 @@ _Lease = _mem.Lease
 _FORK_PAGE = _mem._FORK_PAGE
 #: Backend names resolved once ("auto" probes the kernel on first use).
 _RESOLVED: dict[str, str] = {}
-#: sys.getrefcount(arr) inside close() with no view alive: the buffer's own reference,
-#: the local variable, and getrefcount's argument.
-_ARR_BASE_REFS = 3
+#: sys.getrefcount(sb._arr) with no view alive: the buffer's own slot, and getrefcount's
+#: argument.
+_ARR_BASE_REFS = 2
 _GETREFCOUNT = sys.getrefcount
 
 
@@ -70,9 +73,14 @@ class _Exportable(Protocol):
     def __buffer__(self, flags: int, /) -> memoryview: ...
 
 
-def _views_alive(arr: _Exportable) -> bool:
-    # Our caller's slot + its local + this argument + getrefcount's argument.
-    return _GETREFCOUNT(arr) > _ARR_BASE_REFS + 1
+
+
+def _exporter_of(sb: SecureBuffer, address: int, size: int) -> _Exportable:
+    """The ctypes array through which ``sb`` exports ``size`` bytes at ``address``; it
+    refers to ``sb``, so a live view keeps the buffer from being collected."""
+    arr = _exporter(address, size)
+    arr._owner = sb  # type: ignore[attr-defined]
+    return arr
 
 
 @final
@@ -143,7 +151,12 @@ class SecureBuffer(ReleasedOnExit):
         self._lease = lease
         st.live[lease] = None
         if not isolated and n <= _MAX_CLASS:
-            with st.mutex: _take_slot(lease, name)  # noqa: E701  (see _critical.under)
+            with st.mutex: failed = _take_slot(lease, name)  # noqa: E701  (_critical.under)
+            if failed is not None:
+                try:
+                    raise failed
+                finally:
+                    del failed  # no cycle through this frame
             return
         pages = -(-(n + _CSIZE) // PAGE_SIZE) * PAGE_SIZE
         m = _mem.map_pages(pages, name)  # no mutex needed: nothing shared yet
@@ -209,23 +222,31 @@ class SecureBuffer(ReleasedOnExit):
         """
         st = _mem.state if _FORK_PAGE is not None and _FORK_PAGE[_SECRETS] else _caught_up()
         with st.mutex: v = self._view(st)  # noqa: E701  (see _critical.under)
+        if type(v) is not memoryview:
+            try:
+                raise v
+            finally:
+                del v  # no cycle through this frame
         return v if self._prot == _RW else v.toreadonly()
 
-    def _view(self, st: _mem._State) -> memoryview:
-        arr = self._arr
-        if arr is not None and self._prot == _RW and self._gen == st.gen:
-            return memoryview(arr).cast("B")  # open: the exporter goes at close
+    def _view(self, st: _mem._State) -> memoryview | BaseException:
+        """A view (mutex held), or what refused it (returned: see _critical.under)."""
+        if self._arr is not None and self._prot == _RW and self._gen == st.gen:
+            return memoryview(self._arr).cast("B")  # open: the exporter goes at close
+        try:
+            return self._new_view(st)
+        except BaseException as exc:
+            return exc
+
+    def _new_view(self, st: _mem._State) -> memoryview:
         home = self._home(st)
         if self._prot == _NONE:
             raise ValueError(
                 "SecureBuffer protection is 'none'; call readonly() or readwrite(), "
                 "or use access()")
-        arr = self._arr
-        if arr is None:
-            arr = _exporter(home.base + self._lease.off, self._size)
-            arr._owner = self  # type: ignore[attr-defined]  # a view keeps us alive
-            self._arr = arr
-        return memoryview(arr).cast("B")
+        if self._arr is None:
+            self._arr = _exporter_of(self, home.base + self._lease.off, self._size)
+        return memoryview(self._arr).cast("B")
 
     @contextlib.contextmanager
     def access(self, write: bool = False) -> Iterator[memoryview]:
@@ -242,38 +263,44 @@ class SecureBuffer(ReleasedOnExit):
         prev = self._prot
         want = _RW if write else _READ
         changed = self._isolated and prev & want != want
-        if changed:
-            self._protect(prev | want)
-        v = self.view()
-        if not write and not v.readonly:
-            ro = v.toreadonly()
-            v.release()
-            v = ro
-        try:
+        v: memoryview | None = None
+        handed = False
+        try:  # everything inside: an interrupt anywhere still puts the protection back
+            if changed:
+                self._protect(prev | want)
+            v = self.view()
+            if not write and not v.readonly:
+                ro = v.toreadonly()
+                v.release()
+                v = ro
+            handed = True
             yield v
         finally:
-            with contextlib.suppress(BufferError):
-                v.release()
+            if v is not None:
+                with contextlib.suppress(BufferError):
+                    v.release()
             del v
             if changed:
-                self._protect(prev)
+                # Before the view was handed out (an interrupt), no view made here can be
+                # in use: views in the interrupted frames do not count. Views from before
+                # the call were fine with ``prev`` already.
+                self._protect(prev, check_views=handed)
 
-    def _protect(self, prot: int) -> None:
+    def _protect(self, prot: int, check_views: bool = True) -> None:
         if not self._isolated:
             raise ValueError("protection can change only for isolated=True buffers")
         st = _caught_up()
-        under(st.mutex, self._set_protection, st, prot)
+        under(st.mutex, self._set_protection, st, prot, check_views)
 
-    def _set_protection(self, st: _mem._State, prot: int) -> None:
+    def _set_protection(self, st: _mem._State, prot: int, check_views: bool) -> None:
         m = self._home(st)
         assert isinstance(m, _mem.Mapping)
         old = self._prot
-        arr = self._arr
-        if prot & old != old and arr is not None and _views_alive(arr):
+        if (check_views and prot & old != old and self._arr is not None
+                and _GETREFCOUNT(self._arr) > _ARR_BASE_REFS):
             raise BufferError(
                 "cannot restrict protection while a view of the SecureBuffer (or a "
                 "slice/array made from one) is alive")
-        del arr
         # The recorded protection is never wider than the kernel's: narrow it before the
         # call, widen it after (an interrupt in between leaves the two safely apart).
         if prot & old != old:
@@ -335,28 +362,57 @@ class SecureBuffer(ReleasedOnExit):
                 and its slot retired.
         """
         st = _mem.state if _FORK_PAGE is not None and _FORK_PAGE[_SECRETS] else _caught_up()
-        with st.mutex: note = self._close(st)  # noqa: E701  (see _critical.under)
-        if note:
-            raise RuntimeError(note)
+        try:
+            with st.mutex: outcome = self._close(st)  # noqa: E701  (see _critical.under)
+        except Reentered:  # a signal handler or finalizer interrupted memlock in this thread
+            outcome = self._close_later()
+        if outcome is not None:
+            try:
+                raise outcome if isinstance(outcome, BaseException) else RuntimeError(outcome)
+            finally:
+                del outcome  # no cycle through this frame
 
-    def _close(self, st: _mem._State) -> str | None:
+    def _close(self, st: _mem._State) -> str | BaseException | None:
+        """Close (mutex held): None, a damaged canary's story, or what refused (returned,
+        not raised: see _critical.under)."""
+        try:
+            return self._close_locked(st)
+        except BaseException as exc:
+            return exc
+
+    def _close_locked(self, st: _mem._State) -> str | None:
         lease = self._lease
         if lease.home is None:
             return None
         if self._gen != st.gen:  # inherited: never touch the parent's memory
             self._lease = _CLOSED
             return None
-        arr = self._arr
-        if arr is not None:
-            if _GETREFCOUNT(arr) > _ARR_BASE_REFS:
+        if self._arr is not None:
+            if _GETREFCOUNT(self._arr) > _ARR_BASE_REFS:
                 raise BufferError(
                     "cannot close a SecureBuffer while a view of it (or a slice, "
                     "memoryview or array made from one) is alive")
-            arr._owner = None  # type: ignore[attr-defined]
-            self._arr = arr = None
+            self._arr._owner = None  # type: ignore[attr-defined]
+            self._arr = None
         note = _give_back(lease, self._prot)
         self._lease = _CLOSED  # its own lease is done: nothing to queue when we die
         return note
+
+    def _close_later(self) -> BaseException | None:
+        """close() from code that interrupted this module in the same thread: wipe now (the
+        secret's own bytes need no lock), give the memory back at the module's next call."""
+        lease = self._lease
+        home = lease.home
+        if home is None or self._gen != _mem.state.gen:
+            return None
+        if self._arr is not None and _GETREFCOUNT(self._arr) > _ARR_BASE_REFS:
+            return BufferError("cannot close a SecureBuffer while a view of it is alive")
+        if type(home) is not _Chunk and self._prot != _RW:
+            _LIBC.mprotect(home.base, home.size, _RW)
+        _wipe(home.base + lease.off, self._size)
+        _mem.state.queue(lease)  # wiped again and given back by the next call (a drain)
+        self._lease = _CLOSED
+        return None
 
     def _release_on_exit(self) -> None:
         self.close()
@@ -367,8 +423,8 @@ class SecureBuffer(ReleasedOnExit):
         except AttributeError:  # never filled in
             return
         home = lease.home
-        if home is None or self._gen != _mem.state.gen:
-            return
+        if home is None or _mem.forked() or self._gen != _mem.state.gen:
+            return  # closed, or inherited across a fork (by Python or C): not ours
         # Last resort: wipe now (the secret's own bytes: no lock needed), then give the
         # memory back if the mutex is free (a finalizer may run with it held); if not, or
         # if this is interrupted, this buffer's death queues its lease for the next
@@ -379,7 +435,7 @@ class SecureBuffer(ReleasedOnExit):
             if type(home) is not _Chunk and self._prot != _RW:
                 _LIBC.mprotect(home.base, home.size, _RW)
             _wipe(home.base + lease.off, self._size)  # the secret only: canaries stay
-            try_under(_mem.state.mutex, lambda: notes.append(_give_back(lease, _RW)))
+            try_under(_mem.state.mutex, lambda: notes.append(_give_back(lease, _RW, False)))
         finally:
             try:  # the warnings may raise (-W error): the memory went back already
                 warnings.warn(unclosed, ResourceWarning, stacklevel=2, source=self)
@@ -468,10 +524,8 @@ def read_secret(
     if not isinstance(strip_newline, bool):
         raise TypeError("strip_newline must be a bool")
     _check_common(isolated, backend)
-    if isinstance(source, int):
-        fd, own = source, False
-    else:
-        fd, own = os.open(source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)), True
+    opened = None if isinstance(source, int) else io.FileIO(source, "r")  # owns its fd
+    fd = source if isinstance(source, int) else opened.fileno()  # type: ignore[union-attr]
     try:
         if want is not None:
             buf = SecureBuffer(want, isolated=isolated, backend=backend)
@@ -486,8 +540,8 @@ def read_secret(
         else:
             buf, n = _read_to_eof(fd, limit, backend)
     finally:
-        if own:
-            os.close(fd)
+        if opened is not None:
+            opened.close()
     if strip_newline:
         with buf.view() as v:
             if n and v[n - 1] == 10:
@@ -578,10 +632,10 @@ def getpass(
         raise ValueError("max_size must be at least 1")
     _check_common(isolated, backend)
     try:
-        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
-        out, own = fd, True
+        tty: io.FileIO | None = io.FileIO("/dev/tty", "r+")  # owns its fd
     except OSError:
-        fd, out, own = 0, 2, False
+        tty = None
+    fd, out = (0, 2) if tty is None else (tty.fileno(), tty.fileno())
     try:
         buf = SecureBuffer(limit + 1, backend=backend)  # the last byte: overflow scratch
         try:
@@ -590,8 +644,8 @@ def getpass(
             buf.close()
             raise
     finally:
-        if own:
-            os.close(fd)
+        if tty is not None:
+            tty.close()
     return _exact(buf, n, isolated, backend)
 
 

@@ -82,6 +82,7 @@ __all__ = [
     "Mapping",
     "Pool",
     "caught_up",
+    "forked",
     "give_back",
     "map_pages",
     "pool_stats",
@@ -210,6 +211,14 @@ state = _State(0)
 _fork_lock = threading.Lock()
 
 
+def forked() -> bool:
+    """Whether this process is a fork child that has not caught up with its state yet."""
+    page = _FORK_PAGE
+    if page is not None:
+        return not page[SECRETS_SLOT]
+    return FORK_WATCH.forked(SECRETS_SLOT)
+
+
 def caught_up() -> _State:
     """The state of this process (catching up after a fork first: cheap otherwise)."""
     page = _FORK_PAGE
@@ -242,12 +251,19 @@ class Mapping:
         #: A byte view of the data pages, for the library's own reads and writes.
         self.view: memoryview = memoryview(b"")
 
-    def release(self) -> None:
-        """Unlock and unmap (idempotent; the data must be wiped already)."""
+    def release(self, wait: bool = True) -> None:
+        """Unlock and unmap (idempotent; the data must be wiped already).
+
+        ``wait`` False (finalizers): never wait for the registry's mutex; if it is busy,
+        the Lock goes with this object and its release is queued (memlock._registry).
+        """
         self.view.release()
         lk = self.lock
         if lk is not None:
-            lk.unlock()
+            if wait:
+                lk.unlock()
+            else:
+                lk._release_soon()
         self.region.close()
 
 
@@ -258,11 +274,11 @@ def probe_memfd_secret() -> bool:
         if sys.platform != "linux":
             st.memfd_ok, st.memfd_error = False, errno.ENOSYS
         else:
-            fd, err = LIBC.memfd_secret(_O_CLOEXEC)
-            if err:
-                st.memfd_ok, st.memfd_error = False, err
+            try:
+                LIBC.memfd_secret_file(_O_CLOEXEC).close()
+            except OSError as exc:
+                st.memfd_ok, st.memfd_error = False, exc.errno or errno.ENOSYS
             else:
-                os.close(fd)
                 st.memfd_ok = True
     return st.memfd_ok
 
@@ -294,14 +310,13 @@ def resolve_backend(backend: object) -> str:
 
 def _map_secretmem(base: int, size: int) -> None:
     """Map ``size`` bytes of a new memfd_secret file at ``base`` (MAP_FIXED)."""
-    fd, err = LIBC.memfd_secret(_O_CLOEXEC)
-    if err:
-        raise UnsupportedOperation(f"memfd_secret(2): {os.strerror(err)}")
     try:
-        os.ftruncate(fd, size)
-        _, err = LIBC.mmap(base, size, PROT_RW, _MAP_SHARED | _MAP_FIXED, fd)
-    finally:
-        os.close(fd)
+        f = LIBC.memfd_secret_file(_O_CLOEXEC)  # owns the descriptor (see _libc)
+    except OSError as exc:
+        raise UnsupportedOperation(f"memfd_secret(2): {exc.strerror}") from None
+    with f:
+        os.ftruncate(f.fileno(), size)
+        _, err = LIBC.mmap(base, size, PROT_RW, _MAP_SHARED | _MAP_FIXED, f.fileno())
     if err:
         # EAGAIN: over RLIMIT_MEMLOCK (charged at mmap time); ENOMEM at vm.max_map_count;
         # RLIMIT_MEMLOCK 0 unprivileged: LockPermissionError whatever the errno.
@@ -425,7 +440,7 @@ class Pool:
                 return c
         return None
 
-    def after_free(self, c: Chunk) -> None:
+    def after_free(self, c: Chunk, wait: bool = True) -> None:
         """Hints and spares after a slot of ``c`` went back (idempotent)."""
         avail = self.avail[c.cls]
         if c not in avail:
@@ -433,9 +448,9 @@ class Pool:
         if not c.live():
             chunks = self.chunks[c.cls]
             if len(chunks) > 1 and any(x is not c and not x.live() for x in chunks):
-                self._release(c)  # one empty chunk per class is enough
+                self._release(c, wait)  # one empty chunk per class is enough
 
-    def _release(self, c: Chunk) -> None:
+    def _release(self, c: Chunk, wait: bool = True) -> None:
         ci = c.cls
         avail, chunks = self.avail[ci], self.chunks[ci]
         if c in avail:
@@ -444,7 +459,7 @@ class Pool:
             chunks.remove(c)
         m = c.map
         LIBC.wipe(m.base, m.size)
-        m.release()
+        m.release(wait)
 
     def release_empty(self) -> int:
         """Return every empty chunk; how many."""
@@ -515,8 +530,20 @@ def new_lease(owner: object, size: int) -> Lease:
     return lease
 
 
-def take_slot(lease: Lease, backend: str) -> None:
-    """Give ``lease`` a zeroed pool slot for its size (mutex held)."""
+def take_slot(lease: Lease, backend: str) -> BaseException | None:
+    """Give ``lease`` a zeroed pool slot for its size (mutex held).
+
+    Returns what it raised instead of raising (see _critical: nothing but an interrupt
+    leaves the caller's one-line ``with`` as an exception).
+    """
+    try:
+        _take_slot(lease, backend)
+    except BaseException as exc:
+        return exc
+    return None
+
+
+def _take_slot(lease: Lease, backend: str) -> None:
     if state.pending:
         _drain()
     pool = _POOLS.get(backend) or _pool(backend)
@@ -544,10 +571,11 @@ def adopt(lease: Lease, m: Mapping, off: int) -> None:
     lease.home, lease.off = m, off
 
 
-def give_back(lease: Lease, prot: int | None) -> str | None:
+def give_back(lease: Lease, prot: int | None, wait: bool = True) -> str | None:
     """Wipe what ``lease`` holds, close it and return the memory (mutex held; idempotent).
 
     ``prot``: the protection of an isolated mapping (None: unknown, made writable anyway).
+    ``wait`` False (finalizers): never wait for the registry (see Mapping.release).
     Returns None, or the description of a damaged canary (the slot is then retired).
     """
     home = lease.home
@@ -571,7 +599,7 @@ def give_back(lease: Lease, prot: int | None) -> str | None:
             state.live.pop(lease, None)
             if (k == 0 and c.bump > c.limit) or (
                     len(c.siblings) > 1 and (c.bump - c.first) // c.stride == k + 1):
-                c.pool.after_free(c)  # it was full, or it is empty and has siblings
+                c.pool.after_free(c, wait)  # it was full, or it is empty and has siblings
             return None
         LIBC.wipe(c.base + off - CANARY_SIZE, c.stride)  # retired: wiped whole
         lease.home = None  # closed; the slot never goes back
@@ -588,7 +616,7 @@ def give_back(lease: Lease, prot: int | None) -> str | None:
     LIBC.wipe(m.base + off, n)  # the secret (the rest was never written); canary stays
     lease.home = None
     state.live.pop(lease, None)
-    m.release()
+    m.release(wait)
     return note
 
 
@@ -613,13 +641,13 @@ def _damage(c: Chunk, off: int, n: int, front: bool, back: bool) -> str:
             "retired")
 
 
-def _drain() -> None:
+def _drain(wait: bool = True) -> None:
     """Wipe and give back the leases of buffers that died open (mutex held)."""
     pending = state.pending
     notes = []
     while pending:
         lease = pending[-1]
-        note = give_back(lease, None)
+        note = give_back(lease, None, wait)
         if note:
             notes.append(note)
         pending.remove(lease)
@@ -631,9 +659,13 @@ def _drain() -> None:
 
 
 def drain_soon() -> None:
-    """Give back the leases of buffers that died open, if the mutex is free."""
-    if state.pending:
-        try_under(state.mutex, _drain)
+    """Give back the leases of buffers that died open, if the mutex is free (gc callback).
+
+    Never waits (it may run anywhere), and does nothing in a child forked from C that has
+    not caught up yet: what is queued there is the parent's.
+    """
+    if state.pending and not forked():
+        try_under(state.mutex, _drain, False)
 
 
 def _after_collection(phase: str, info: dict[str, int]) -> None:

@@ -50,7 +50,7 @@ typedef struct {
 static PyObject *hold_queue;
 
 static PyObject *s_mutex, *s_pending, *s_keys, *s_vals, *s_lock_all_flags, *s_generation;
-static PyObject *s_unlock_all_due, *s_hold, *s_pinned, *s_mode, *s_address, *s_nbytes;
+static PyObject *s_unlock_all_due, *s_unsure, *s_hold, *s_pinned, *s_mode, *s_address, *s_nbytes;
 
 /* -- Hold: what one Lock holds, outliving it until released --------------------------- */
 
@@ -113,7 +113,13 @@ typedef struct {
     PyObject_HEAD
     PyThread_type_lock lock;
     int locked;
+    unsigned long owner; /* the thread that holds it (valid while locked) */
 } Mutex;
+
+/* Raised by a blocking take of a Mutex by the thread that holds it already: a signal
+ * handler or a finalizer that called memlock while memlock ran in the same thread. Waiting
+ * would never end; the caller can defer instead (memlock/_lock.py, _secure.py). */
+static PyObject *Reentered;
 
 static PyTypeObject MutexType;
 
@@ -122,9 +128,19 @@ static PyTypeObject MutexType;
 static int
 mutex_take(Mutex *m, int blocking)
 {
+    unsigned long me = PyThread_get_thread_ident();
     if (PyThread_acquire_lock(m->lock, NOWAIT_LOCK)) {
         m->locked = 1;
+        m->owner = me;
         return 1;
+    }
+    if (m->locked && m->owner == me) { /* only this thread can have set it to itself */
+        if (!blocking)
+            return 0;
+        PyErr_SetString(Reentered,
+                        "memlock was called from code that interrupted memlock in the same "
+                        "thread (a signal handler or a finalizer): it would wait for itself");
+        return -1;
     }
     if (!blocking)
         return 0;
@@ -135,6 +151,7 @@ mutex_take(Mutex *m, int blocking)
         Py_END_ALLOW_THREADS
         if (r == PY_LOCK_ACQUIRED) {
             m->locked = 1;
+            m->owner = me;
             return 1;
         }
         if (r != PY_LOCK_INTR) {
@@ -154,6 +171,7 @@ mutex_give(Mutex *m)
         return -1;
     }
     m->locked = 0;
+    m->owner = 0;
     PyThread_release_lock(m->lock);
     return 0;
 }
@@ -239,11 +257,18 @@ mutex_locked(Mutex *m, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(m->locked);
 }
 
+static PyObject *
+mutex_owned(Mutex *m, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(m->locked && m->owner == PyThread_get_thread_ident());
+}
+
 static PyMethodDef mutex_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))mutex_acquire, METH_FASTCALL | METH_KEYWORDS,
      "acquire(blocking=True) -> bool"},
     {"release", (PyCFunction)mutex_release, METH_NOARGS, "release()"},
     {"locked", (PyCFunction)mutex_locked, METH_NOARGS, "locked() -> bool"},
+    {"owned", (PyCFunction)mutex_owned, METH_NOARGS, "owned() -> bool: held by this thread"},
     {"__enter__", (PyCFunction)mutex_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))mutex_exit, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
@@ -330,7 +355,8 @@ state_enter(FastPath *fp, State *st)
     PyObject *pending = registry_attr(st, s_pending);
     PyObject *flags = pending ? registry_attr(st, s_lock_all_flags) : NULL;
     PyObject *due = flags ? registry_attr(st, s_unlock_all_due) : NULL;
-    if (due != NULL) {
+    PyObject *unsure = due ? registry_attr(st, s_unsure) : NULL;
+    if (unsure != NULL) {
         st->keys = registry_attr(st, s_keys);
         st->vals = st->keys ? registry_attr(st, s_vals) : NULL;
     }
@@ -338,14 +364,16 @@ state_enter(FastPath *fp, State *st)
         int busy = PyObject_IsTrue(pending);
         int all = PyObject_IsTrue(flags);
         int unfinished = PyObject_IsTrue(due);
-        if (busy >= 0 && all >= 0 && unfinished >= 0)
-            fast = !busy && !all && !unfinished && PyList_CheckExact(st->keys)
+        int repair = PyObject_IsTrue(unsure);
+        if (busy >= 0 && all >= 0 && unfinished >= 0 && repair >= 0)
+            fast = !busy && !all && !unfinished && !repair && PyList_CheckExact(st->keys)
                    && PyList_CheckExact(st->vals)
                    && PyList_GET_SIZE(st->keys) == PyList_GET_SIZE(st->vals);
     }
     Py_XDECREF(pending);
     Py_XDECREF(flags);
     Py_XDECREF(due);
+    Py_XDECREF(unsure);
     if (fast != 1) {
         (void)mutex_give((Mutex *)st->mutex); /* taken above: cannot fail */
         state_clear(st);
@@ -855,6 +883,7 @@ speedups_exec(PyObject *module)
         || intern(&s_generation, "generation") < 0 || intern(&s_pinned, "_pinned") < 0
         || intern(&s_mode, "_mode") < 0 || intern(&s_hold, "_hold") < 0
         || intern(&s_unlock_all_due, "_unlock_all_due") < 0
+        || intern(&s_unsure, "_unsure") < 0
         || intern(&s_address, "address") < 0 || intern(&s_nbytes, "nbytes") < 0)
         return -1;
     if (PyType_Ready(&FastPathType) < 0 || PyType_Ready(&MutexType) < 0
@@ -863,6 +892,20 @@ speedups_exec(PyObject *module)
     Py_INCREF(&HoldType);
     if (PyModule_AddObject(module, "Hold", (PyObject *)&HoldType) < 0) {
         Py_DECREF(&HoldType);
+        return -1;
+    }
+    if (Reentered == NULL) {
+        Reentered = PyErr_NewExceptionWithDoc(
+            "memlock._speedups.Reentered",
+            "memlock was called, in the same thread, by code that interrupted it (a signal "
+            "handler or a finalizer) and would have waited for itself.",
+            PyExc_RuntimeError, NULL);
+        if (Reentered == NULL)
+            return -1;
+    }
+    Py_INCREF(Reentered);
+    if (PyModule_AddObject(module, "Reentered", Reentered) < 0) {
+        Py_DECREF(Reentered);
         return -1;
     }
     Py_INCREF(&MutexType);

@@ -274,18 +274,19 @@ class LinuxBackend(Backend):
         CAP_IPC_LOCK, LockLimitError with no room left under the limit, and so on. The page
         is charged to RLIMIT_MEMLOCK for the moment it is mapped.
         """
+        import mmap
+
         libc: RealLibc = self.libc  # type: ignore[assignment]
-        fd, err = libc.memfd_secret(_O_CLOEXEC)
-        if err:
-            return UnsupportedOperation(f"memfd_secret(2): {os.strerror(err)}")
         try:
-            os.ftruncate(fd, self.page_size)
-            addr, err = libc.mmap(0, self.page_size, _PROT_RW, _MAP_SHARED, fd)
-        finally:
-            os.close(fd)
-        if err:
-            return self.map_error("mmap(memfd_secret)", err, self.page_size)
-        libc.munmap(addr, self.page_size)
+            f = libc.memfd_secret_file(_O_CLOEXEC)  # owns the descriptor
+        except OSError as exc:
+            return UnsupportedOperation(f"memfd_secret(2): {exc.strerror}")
+        with f:
+            os.ftruncate(f.fileno(), self.page_size)
+            try:  # a Python mmap object owns the mapping: no interrupt can leak it
+                mmap.mmap(f.fileno(), self.page_size, flags=_MAP_SHARED).close()
+            except OSError as exc:
+                return self.map_error("mmap(memfd_secret)", exc.errno or 0, self.page_size)
         return None
 
     def allocation_refusal(self, nbytes: int) -> tuple[str | None, str]:
