@@ -235,6 +235,7 @@ class PageRegistry:
         #: The pure-Python holds not released yet (see Hold): a dict used as a set.
         self._live: dict[object, None] = {}
         self._fork_watch = fork_watch or ForkWatch()
+        self._fork_page = self._fork_watch.page
         self._fork_lock = threading.Lock()
         self.parallel_workers = max(1, min(os.cpu_count() or 1, 16))
 
@@ -467,11 +468,25 @@ class PageRegistry:
             MemlockError: The kernel refused; nothing changed (kernel and counts), the
                 hold is RELEASED.
         """
-        if self._fork_watch.forked(REGISTRY_SLOT):
-            self._after_fork()
-        under(self._mutex, self._acquire, hold)
+        page = self._fork_page  # forked() inlined: this is the hot path
+        if page is None or not page[REGISTRY_SLOT]:
+            self.current_generation()
+        with self._mutex: failed = self._acquire(hold)  # noqa: E701  (see _critical.under)
+        if failed is not None:
+            try:
+                raise failed
+            finally:
+                del failed  # no cycle through this frame
 
-    def _acquire(self, hold: HoldRecord) -> None:
+    def _acquire(self, hold: HoldRecord) -> BaseException | None:
+        """acquire() with the mutex held; returns what it raised (see _critical.under)."""
+        try:
+            self._acquire_held(hold)
+        except BaseException as exc:
+            return exc
+        return None
+
+    def _acquire_held(self, hold: HoldRecord) -> None:
         start, end, mode = hold.start, hold.end, hold.mode
         if self._pending or self._unlock_all_due or self._unsure:
             self._catch_up()
@@ -542,14 +557,25 @@ class PageRegistry:
 
     def release(self, hold: HoldRecord) -> None:
         """Release ``hold`` (idempotent; a no-op for a hold that predates a fork)."""
-        if self._fork_watch.forked(REGISTRY_SLOT):
-            self._after_fork()
-        under(self._mutex, self._release, hold)
+        page = self._fork_page
+        if page is None or not page[REGISTRY_SLOT]:
+            self.current_generation()
+        with self._mutex: failed = self._release(hold)  # noqa: E701  (see _critical.under)
+        if failed is not None:
+            try:
+                raise failed
+            finally:
+                del failed  # no cycle through this frame
 
-    def _release(self, hold: HoldRecord) -> None:
-        if self._pending or self._unlock_all_due or self._unsure:
-            self._catch_up()
-        self._release_hold(hold)
+    def _release(self, hold: HoldRecord) -> BaseException | None:
+        """release() with the mutex held; returns what it raised (see _critical.under)."""
+        try:
+            if self._pending or self._unlock_all_due or self._unsure:
+                self._catch_up()
+            self._release_hold(hold)
+        except BaseException as exc:
+            return exc
+        return None
 
     def _release_hold(self, hold: HoldRecord, failed: bool = False) -> None:
         """Uncount ``hold`` and unlock what nothing else holds (mutex held). Idempotent.
@@ -574,10 +600,10 @@ class PageRegistry:
             and not self._lock_all_flags
         ):
             # Fast path: the only lock on an isolated range. Pinned pages: cannot fail.
+            j = i + 2 if vals[i + 1] == ZERO else i + 1
             unsure[k:] = ((start, end),)  # the kernel is about to differ from the counts
             self._libc_munlock(start, end - start)
-            self._commit_released(keys, vals, i, i + 2 if vals[i + 1] == ZERO else i + 1, [],
-                                  [], hold, unsure, k)
+            keys[i:j], vals[i:j], hold.state, unsure[k:] = (), (), RELEASED, ()  # one commit
         else:
             i, j, new_keys, new_vals, changes = plan_change(keys, vals, start, end,
                                                             hold.mode, -1)
@@ -596,7 +622,12 @@ class PageRegistry:
         if self._fork_watch.forked(REGISTRY_SLOT) and not try_under(  # never wait here,
                 self._fork_lock, self._forget_parent):  # not even for that
             return False
-        return try_under(self._mutex, self._release, hold)
+        return try_under(self._mutex, self._release_or_raise, hold)
+
+    def _release_or_raise(self, hold: HoldRecord) -> None:
+        failed = self._release(hold)
+        if failed is not None:
+            raise failed
 
     def drain_soon(self) -> None:
         """Release queued dead holds now if the mutex is free (the gc callback)."""
