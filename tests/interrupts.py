@@ -14,6 +14,7 @@ handlers); C code (the fast path) has no events and cannot be interrupted.
 from __future__ import annotations
 
 import gc
+import linecache
 import sys
 import threading
 import warnings
@@ -135,3 +136,32 @@ def responsive(fn: Callable[[], None], timeout: float = 10.0) -> None:
     assert not t.is_alive(), "another thread's memlock call hangs: a mutex was left held"
     if errors:
         raise errors[0]
+
+
+class interrupt_at:  # a context manager: ``with interrupt_at(...):``
+    """Raise :class:`Injected` once, at the line event of memlock function ``func`` whose
+    source line contains ``text`` (its ``nth`` occurrence); for regression tests of one
+    known point."""
+
+    def __init__(self, func: str, text: str, nth: int = 1) -> None:
+        self.func, self.text, self.nth = func, text, nth
+        self.fired = False
+
+    def _trace(self, frame: FrameType, event: str, arg: Any) -> Any:
+        code = frame.f_code
+        if not code.co_filename.startswith(PACKAGE):
+            return None
+        if (event == "line" and not self.fired and code.co_name == self.func
+                and self.text in linecache.getline(code.co_filename, frame.f_lineno)):
+            self.nth -= 1
+            if self.nth == 0:
+                self.fired = True
+                raise Injected(f"{code.co_filename}:{frame.f_lineno}")
+        return self._trace
+
+    def __enter__(self) -> interrupt_at:
+        sys.settrace(self._trace)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.settrace(None)

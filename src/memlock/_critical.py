@@ -16,8 +16,8 @@ holds it, so a signal handler or a finalizer that calls memlock while memlock ru
 same thread gets :data:`Reentered` (a RuntimeError) instead of waiting for itself, and
 finalizers take it without a wait and without a gap (:func:`try_under`). Without the C
 module (or with ``MEMLOCK_PURE_PYTHON=1``) it is ``threading.Lock``: the same ordering
-guarantees hold, but such a re-entry waits forever, and a finalizer in the main thread
-may wait if another thread takes the mutex in the instant after it was seen free.
+guarantees hold, but such a re-entry waits forever, and a finalizer may wait if another
+thread takes the mutex in the instant after it was seen free.
 """
 
 from __future__ import annotations
@@ -45,9 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PURE_PYTHON_REQUESTED", "Reentered", "new_mutex", "speedups", "try_under",
            "under"]
-
-_main_thread = threading.main_thread
-_current_thread = threading.current_thread
 
 #: MEMLOCK_PURE_PYTHON is set: no C at all (no C Mutex, no fast path).
 PURE_PYTHON_REQUESTED = os.environ.get("MEMLOCK_PURE_PYTHON", "") not in ("", "0")
@@ -103,17 +100,11 @@ def try_under(mutex: Mutex, fn: Callable[..., object], *args: object) -> bool:
     """
     if _try_call is not None and type(mutex) is _CMutex:
         return bool(_try_call(mutex, fn, *args))
-    if _current_thread() is _main_thread():
-        # Signal handlers run in this thread only, so the mutex is taken with ``with``.
-        # It waits only if another thread took the mutex since locked() said it was free.
-        if mutex.locked():
-            return False
-        under(mutex, fn, *args)
-        return True
-    if not mutex.acquire(False):  # no signal handler runs in this thread
+    # threading.Lock: taken with ``with`` (acquire(False) then ``try:`` has a gap that an
+    # exception can fall into). It waits only if another thread took the mutex since
+    # locked() said it was free (populate workers never meet that: they run only while
+    # the thread that made them holds the registry's mutex).
+    if mutex.locked():
         return False
-    try:
-        fn(*args)
-    finally:
-        mutex.release()
+    under(mutex, fn, *args)
     return True

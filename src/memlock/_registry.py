@@ -60,7 +60,7 @@ from ._critical import try_under, under
 from ._parallel import run_parallel
 from ._platform import Backend, ForkWatch
 from ._platform._fork import REGISTRY_SLOT
-from .errors import MemlockError
+from .errors import LockLimitError, LockPermissionError, MemlockError
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import; mypy reads the first branch
 if TYPE_CHECKING:
@@ -267,8 +267,13 @@ class PageRegistry:
     def _forget_parent(self) -> None:
         if not self._fork_watch.forked(REGISTRY_SLOT):
             return
-        # The parent's mutex may have been held by a thread that does not exist here.
-        self._mutex = self._mutex_type()
+        # The parent's mutex may have been held by a thread that does not exist here. The
+        # C one is renewed in place (other mutexes refer to it: see _securemem).
+        reinit = getattr(self._mutex, "reinit", None)
+        if reinit is not None:
+            reinit()
+        else:
+            self._mutex = self._mutex_type()
         self._keys.clear()
         self._vals.clear()
         self._pending.clear()  # the parent's holds: releasing them would be a no-op
@@ -446,18 +451,45 @@ class PageRegistry:
     def _repair(self) -> None:
         """Make the kernel's state match the counts over the unsure ranges (mutex held).
 
-        Idempotent: a range leaves the list only once it is done.
+        Idempotent: a range leaves the list only once it is done. A range the kernel
+        refuses to lock again (over RLIMIT_MEMLOCK now, or no privilege) stays listed, and
+        a later acquire of any of its pages raises that refusal (:meth:`_refused_repair`)
+        rather than count on a lock that is not there.
         """
-        unsure = self._unsure
-        while unsure:
-            start, end = unsure[-1]
-            for s, e, full, onf in self._segments(start, end):
-                state = _kernel_state((full, onf))
-                if state == NOT_LOCKED:
-                    self._lower([(s, e, NOT_LOCKED)])
-                else:
-                    self._restore(s, e, state)
-            unsure.pop()
+        for span in list(self._unsure):
+            try:
+                self._match_kernel(*span)
+            except (LockLimitError, LockPermissionError):
+                continue  # stays unsure; retried at each entry
+            if span in self._unsure:
+                self._unsure.remove(span)
+
+    def _match_kernel(self, start: int, end: int) -> None:
+        """Set the kernel's state of [start, end) to what the counts ask for.
+
+        Raises:
+            LockLimitError, LockPermissionError: Pages counted locked cannot be locked
+                now. Other refusals (holes, PROT_NONE) are tolerated, as in _restore.
+        """
+        for s, e, full, onf in self._segments(start, end):
+            state = _kernel_state((full, onf))
+            if state == NOT_LOCKED:
+                self._lower([(s, e, NOT_LOCKED)])
+                continue
+            try:
+                self._apply(s, e, state)
+            except (LockLimitError, LockPermissionError):
+                raise
+            except MemlockError:
+                self._restore(s, e, state)
+
+    def _refused_repair(self, start: int, end: int) -> None:
+        """Raise the refusal of an unsure range that overlaps [start, end) (mutex held)."""
+        for s, e in list(self._unsure):
+            if s < end and e > start:
+                self._match_kernel(s, e)  # raises the kernel's refusal again, or succeeds
+                if (s, e) in self._unsure:
+                    self._unsure.remove((s, e))
 
     # -- locking -----------------------------------------------------------------------
 
@@ -490,6 +522,8 @@ class PageRegistry:
         start, end, mode = hold.start, hold.end, hold.mode
         if self._pending or self._unlock_all_due or self._unsure:
             self._catch_up()
+            if self._unsure:  # what could not be repaired must not be counted on
+                self._refused_repair(start, end)
         hold.generation = self.generation
         keys, vals, unsure = self._keys, self._vals, self._unsure
         if start == end:

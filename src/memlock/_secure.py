@@ -27,6 +27,7 @@ import io
 import os
 import sys
 import warnings
+import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol, final
 
@@ -73,6 +74,42 @@ class _Exportable(Protocol):
     def __buffer__(self, flags: int, /) -> memoryview: ...
 
 
+
+
+class _InProgress:
+    """A marker living exactly as long as an ``access()`` block (see _heal)."""
+
+    __slots__ = ("__weakref__",)
+
+
+def _heal(st: _mem._State) -> None:
+    """Narrow the protection that interrupted ``access()`` blocks left open (mutex held).
+
+    Each is put back once no view of its buffer is alive; until then it stays listed.
+    """
+    for lease, (prot, block) in list(st.reopened.items()):
+        sb = lease()
+        home = lease.home
+        if sb is None or home is None or not isinstance(home, _mem.Mapping):
+            st.reopened.pop(lease, None)
+            continue
+        if block() is not None:  # its access() block is still running: its own business
+            continue
+        if sb._arr is not None and _GETREFCOUNT(sb._arr) > _ARR_BASE_REFS:
+            continue
+        sb._prot = prot & sb._prot  # never wider than the kernel's (see _set_protection)
+        if _LIBC.mprotect(home.base, home.size, prot) == 0:
+            sb._prot = prot
+            st.reopened.pop(lease, None)
+
+
+_mem.heal = _heal  # also run after garbage collections (_securemem.drain_soon)
+
+
+def _heal_soon(_block: object) -> None:
+    """When an ``access()`` block's frame is gone: narrow what it left open, if the mutex
+    is free now (never waits; otherwise the next call or collection does)."""
+    _mem.drain_soon()
 
 
 def _exporter_of(sb: SecureBuffer, address: int, size: int) -> _Exportable:
@@ -151,13 +188,17 @@ class SecureBuffer(ReleasedOnExit):
         self._lease = lease
         st.live[lease] = None
         if not isolated and n <= _MAX_CLASS:
-            with st.mutex: failed = _take_slot(lease, name)  # noqa: E701  (_critical.under)
-            if failed is not None:
+            while True:
+                with st.mutex: outcome = _take_slot(lease, name)  # noqa: E701 (_critical)
+                if outcome is None:
+                    return
+                if type(outcome) is int:  # every chunk is full: grow, without the mutex
+                    _mem.grow(name, outcome)
+                    continue
                 try:
-                    raise failed
+                    raise outcome  # type: ignore[misc]
                 finally:
-                    del failed  # no cycle through this frame
-            return
+                    del outcome  # no cycle through this frame
         pages = -(-(n + _CSIZE) // PAGE_SIZE) * PAGE_SIZE
         m = _mem.map_pages(pages, name)  # no mutex needed: nothing shared yet
         off = pages - n
@@ -231,9 +272,12 @@ class SecureBuffer(ReleasedOnExit):
 
     def _view(self, st: _mem._State) -> memoryview | BaseException:
         """A view (mutex held), or what refused it (returned: see _critical.under)."""
-        if self._arr is not None and self._prot == _RW and self._gen == st.gen:
+        if (self._arr is not None and self._prot == _RW and self._gen == st.gen
+                and self._lease.home is not None):
             return memoryview(self._arr).cast("B")  # open: the exporter goes at close
         try:
+            if st.pending or st.reopened:
+                _mem.settle()
             return self._new_view(st)
         except BaseException as exc:
             return exc
@@ -265,8 +309,13 @@ class SecureBuffer(ReleasedOnExit):
         changed = self._isolated and prev & want != want
         v: memoryview | None = None
         handed = False
+        reopened = _caught_up().reopened
+        alive = _InProgress()  # dies with this frame: then _heal may act on the entry
         try:  # everything inside: an interrupt anywhere still puts the protection back
             if changed:
+                # Recorded first: if the way out is interrupted, the next call of this
+                # module narrows it again once this block is gone (_heal).
+                reopened[self._lease] = (prev, weakref.ref(alive, _heal_soon))
                 self._protect(prev | want)
             v = self.view()
             if not write and not v.readonly:
@@ -285,6 +334,7 @@ class SecureBuffer(ReleasedOnExit):
                 # in use: views in the interrupted frames do not count. Views from before
                 # the call were fine with ``prev`` already.
                 self._protect(prev, check_views=handed)
+                reopened.pop(self._lease, None)
 
     def _protect(self, prot: int, check_views: bool = True) -> None:
         if not self._isolated:
@@ -363,24 +413,43 @@ class SecureBuffer(ReleasedOnExit):
         """
         st = _mem.state if _FORK_PAGE is not None and _FORK_PAGE[_SECRETS] else _caught_up()
         try:
-            with st.mutex: outcome = self._close(st)  # noqa: E701  (see _critical.under)
+            with st.mutex: outcome = self._close(st, True)  # noqa: E701  (_critical.under)
         except Reentered:  # a signal handler or finalizer interrupted memlock in this thread
-            outcome = self._close_later()
+            outcome = self._close_later(True)
+        else:
+            _mem.release_unmapped()  # a mapping goes back after the mutex (lock order)
         if outcome is not None:
             try:
                 raise outcome if isinstance(outcome, BaseException) else RuntimeError(outcome)
             finally:
                 del outcome  # no cycle through this frame
 
-    def _close(self, st: _mem._State) -> str | BaseException | None:
+    def _discard(self) -> None:
+        """close() for a buffer memlock made and has not handed out (its own cleanup).
+
+        Views memlock's code made of it may still be alive in the frames an interrupt left
+        in a traceback, where nobody can use them: the secret is wiped anyway, and
+        nothing here raises over the exception being handled.
+        """
+        st = _caught_up()
+        try:
+            with st.mutex: self._close(st, False)  # noqa: E701  (_critical.under)
+        except Reentered:
+            self._close_later(False)
+        else:
+            _mem.release_unmapped()
+
+    def _close(self, st: _mem._State, check_views: bool) -> str | BaseException | None:
         """Close (mutex held): None, a damaged canary's story, or what refused (returned,
         not raised: see _critical.under)."""
         try:
-            return self._close_locked(st)
+            if st.pending or st.reopened:
+                _mem.settle()
+            return self._close_locked(st, check_views)
         except BaseException as exc:
             return exc
 
-    def _close_locked(self, st: _mem._State) -> str | None:
+    def _close_locked(self, st: _mem._State, check_views: bool) -> str | None:
         lease = self._lease
         if lease.home is None:
             return None
@@ -388,7 +457,7 @@ class SecureBuffer(ReleasedOnExit):
             self._lease = _CLOSED
             return None
         if self._arr is not None:
-            if _GETREFCOUNT(self._arr) > _ARR_BASE_REFS:
+            if check_views and _GETREFCOUNT(self._arr) > _ARR_BASE_REFS:
                 raise BufferError(
                     "cannot close a SecureBuffer while a view of it (or a slice, "
                     "memoryview or array made from one) is alive")
@@ -398,15 +467,19 @@ class SecureBuffer(ReleasedOnExit):
         self._lease = _CLOSED  # its own lease is done: nothing to queue when we die
         return note
 
-    def _close_later(self) -> BaseException | None:
+    def _close_later(self, check_views: bool) -> BaseException | None:
         """close() from code that interrupted this module in the same thread: wipe now (the
-        secret's own bytes need no lock), give the memory back at the module's next call."""
+        secret's own bytes need no lock), give the memory back at the module's next
+        SecureBuffer call or garbage collection."""
         lease = self._lease
         home = lease.home
         if home is None or self._gen != _mem.state.gen:
             return None
-        if self._arr is not None and _GETREFCOUNT(self._arr) > _ARR_BASE_REFS:
-            return BufferError("cannot close a SecureBuffer while a view of it is alive")
+        if self._arr is not None:
+            if check_views and _GETREFCOUNT(self._arr) > _ARR_BASE_REFS:
+                return BufferError("cannot close a SecureBuffer while a view of it is alive")
+            self._arr._owner = None  # type: ignore[attr-defined]
+            self._arr = None  # no view is ever handed out again
         if type(home) is not _Chunk and self._prot != _RW:
             _LIBC.mprotect(home.base, home.size, _RW)
         _wipe(home.base + lease.off, self._size)
@@ -435,7 +508,8 @@ class SecureBuffer(ReleasedOnExit):
             if type(home) is not _Chunk and self._prot != _RW:
                 _LIBC.mprotect(home.base, home.size, _RW)
             _wipe(home.base + lease.off, self._size)  # the secret only: canaries stay
-            try_under(_mem.state.mutex, lambda: notes.append(_give_back(lease, _RW, False)))
+            try_under(_mem.state.mutex, lambda: notes.append(_give_back(lease, _RW)))
+            _mem.release_unmapped(wait=False)
         finally:
             try:  # the warnings may raise (-W error): the memory went back already
                 warnings.warn(unclosed, ResourceWarning, stacklevel=2, source=self)
@@ -468,10 +542,10 @@ def _exact(src: SecureBuffer, n: int, isolated: bool, backend: str) -> SecureBuf
             with src.view() as s, dst.view() as d:
                 d[:] = s[:n]
         except BaseException:
-            dst.close()
+            dst._discard()
             raise
     finally:
-        src.close()
+        src._discard()
     return dst
 
 
@@ -534,7 +608,7 @@ def read_secret(
                 if got < want:
                     raise EOFError(f"the source ended after {got} of {want} bytes")
             except BaseException:
-                buf.close()
+                buf._discard()
                 raise
             n = want
         else:
@@ -586,10 +660,10 @@ def _read_to_eof(fd: int, limit: int, backend: str) -> tuple[SecureBuffer, int]:
             bigger = SecureBuffer(min(2 * len(buf), limit + 1), backend=backend)
             with buf.view() as s, bigger.view() as d:
                 d[:got] = s
-            buf.close()
+            buf._discard()
             buf = bigger
     except BaseException:
-        buf.close()
+        buf._discard()
         raise
 
 
@@ -641,7 +715,7 @@ def getpass(
         try:
             n = _read_password(fd, out, prompt.encode(errors="replace"), buf, limit)
         except BaseException:
-            buf.close()
+            buf._discard()
             raise
     finally:
         if tty is not None:

@@ -54,11 +54,12 @@ import sys
 import threading
 import warnings
 import weakref
+from collections.abc import Callable
 
 from ._buffer import pin
 from ._critical import new_mutex, try_under, under
 from ._info import limits
-from ._lock import Lock
+from ._lock import REGISTRY, Lock
 from ._lock import lock as _lock_buffer
 from ._pages import PAGE_SIZE
 from ._platform import BACKEND, FORK_WATCH
@@ -84,10 +85,13 @@ __all__ = [
     "caught_up",
     "forked",
     "give_back",
+    "grow",
     "map_pages",
     "pool_stats",
     "probe_memfd_secret",
+    "release_unmapped",
     "resolve_backend",
+    "settle",
     "state",
     "tail",
     "take_slot",
@@ -191,12 +195,19 @@ CLOSED.off = CLOSED.size = 0
 class _State:
     """Process-wide mutable state, replaced wholesale in a forked child."""
 
-    __slots__ = ("gen", "live", "memfd_error", "memfd_ok", "mutex", "pending", "queue")
+    __slots__ = ("gen", "live", "memfd_error", "memfd_ok", "mutex", "pending", "queue",
+                 "reopened", "unmap")
 
     def __init__(self, gen: int) -> None:
         self.gen = gen
-        #: Guards the pools and the leases. Taken only through _critical.under/try_under.
+        #: Guards the pools and the leases. Taken only through _critical.under/try_under,
+        #: and before the registry's mutex, never after (give_back unlocks, pool growth
+        #: locks): a thread that holds the registry's mutex gets Reentered instead of a wait
+        #: (a signal handler calling close() inside lock()). C module only.
         self.mutex = new_mutex()
+        set_outer = getattr(self.mutex, "set_outer", None)
+        if set_outer is not None and type(REGISTRY._mutex) is type(self.mutex):
+            set_outer(REGISTRY._mutex)
         self.memfd_ok: bool | None = None  # probed on first use
         self.memfd_error = 0
         #: Leases of buffers that died open; appended to by C only (weakref callbacks).
@@ -204,6 +215,13 @@ class _State:
         self.queue = self.pending.append
         #: Open leases (a dict used as a set).
         self.live: dict[Lease, None] = {}
+        #: Mappings given back under the mutex, unlocked and unmapped after it (the
+        #: registry's mutex is never taken under this one): release_unmapped().
+        self.unmap: list[Mapping] = []
+        #: Isolated buffers an ``access()`` block opened, with the protection to put back:
+        #: listed before the block opens them, unlisted once it has put it back; what an
+        #: interrupt left listed is put back by the module's next call (_secure._heal).
+        self.reopened: dict[Lease, tuple[int, weakref.ref[object]]] = {}
 
 
 #: Replaced in a forked child: always read it as ``_securemem.state``.
@@ -415,9 +433,10 @@ class Pool:
         self.avail: list[list[Chunk]] = [[] for _ in range(n)]
         self.chunks: list[list[Chunk]] = [[] for _ in range(n)]
 
-    def find(self, ci: int) -> tuple[Chunk, int]:
-        """A free slot of class ``ci``: (chunk, offset), its canaries written. Changes
-        nothing else: the caller's commit takes it."""
+    def find(self, ci: int) -> tuple[Chunk, int] | None:
+        """A free slot of class ``ci``: (chunk, offset), its canaries written; None when
+        every chunk is full (grow it: :func:`new_chunk_mapping`, outside the mutex). Changes
+        nothing else: the caller's commit takes the slot."""
         avail = self.avail[ci]
         while True:
             while avail:
@@ -432,7 +451,10 @@ class Pool:
                     mem[off + c.size:off + c.size + CANARY_SIZE] = CANARY
                     return c, off
                 avail.pop()  # full: the hint goes
-            avail.append(self._roomy(ci) or self._grow(ci))
+            roomy = self._roomy(ci)
+            if roomy is None:
+                return None
+            avail.append(roomy)
 
     def _roomy(self, ci: int) -> Chunk | None:
         for c in self.chunks[ci]:
@@ -440,7 +462,7 @@ class Pool:
                 return c
         return None
 
-    def after_free(self, c: Chunk, wait: bool = True) -> None:
+    def after_free(self, c: Chunk) -> None:
         """Hints and spares after a slot of ``c`` went back (idempotent)."""
         avail = self.avail[c.cls]
         if c not in avail:
@@ -448,53 +470,53 @@ class Pool:
         if not c.live():
             chunks = self.chunks[c.cls]
             if len(chunks) > 1 and any(x is not c and not x.live() for x in chunks):
-                self._release(c, wait)  # one empty chunk per class is enough
+                self._detach(c)  # one empty chunk per class is enough
 
-    def _release(self, c: Chunk, wait: bool = True) -> None:
+    def _detach(self, c: Chunk) -> None:
+        """Take an empty chunk out of the pool; its mapping goes back after the mutex."""
         ci = c.cls
         avail, chunks = self.avail[ci], self.chunks[ci]
         if c in avail:
             avail.remove(c)
         if c in chunks:
+            m = c.map
+            LIBC.wipe(m.base, m.size)
+            k = len(state.unmap)
             chunks.remove(c)
-        m = c.map
-        LIBC.wipe(m.base, m.size)
-        m.release(wait)
+            state.unmap[k:] = (m,)  # released by release_unmapped(), outside the mutex
 
-    def release_empty(self) -> int:
-        """Return every empty chunk; how many."""
+    def detach_empty(self) -> int:
+        """Take every empty chunk out (their mappings go back after the mutex); how many."""
         done = 0
         for ci in range(len(CLASS_SIZES)):
             for c in [c for c in self.chunks[ci] if not c.live()]:
-                self._release(c)
+                self._detach(c)
                 done += 1
         return done
 
-    def _grow(self, ci: int) -> Chunk:
+    def chunk_size(self, ci: int) -> int:
+        """Bytes of the next chunk of class ``ci``: doubling, within what the limit allows."""
         stride = CLASS_SIZES[ci] + 2 * CANARY_SIZE
         least = -(-(stride + CANARY_SIZE) // PAGE_SIZE) * PAGE_SIZE
         have = sum(c.map.size for c in self.chunks[ci])
-        for attempt in (0, 1):
-            lim = limits()
-            first = MIN_CHUNK
-            if lim.soft is not None and not lim.privileged:
-                # Small limits: first chunks of 1/16 of the limit, so all classes fit.
-                first = max(PAGE_SIZE, min(MIN_CHUNK, lim.soft // 16 // PAGE_SIZE * PAGE_SIZE))
-            size = max(least, min(MAX_CHUNK, max(first, have)))
-            free = lim.available_bytes
-            if free is not None and free < size:
-                size = max(least, free - free % PAGE_SIZE)
-            try:
-                m = map_pages(size, self.backend)
-                break
-            except MemlockError:
-                if attempt or not _release_all_empty():
-                    raise
+        lim = limits()
+        first = MIN_CHUNK
+        if lim.soft is not None and not lim.privileged:
+            # Small limits: first chunks of 1/16 of the limit, so all classes fit.
+            first = max(PAGE_SIZE, min(MIN_CHUNK, lim.soft // 16 // PAGE_SIZE * PAGE_SIZE))
+        size = max(least, min(MAX_CHUNK, max(first, have)))
+        free = lim.available_bytes
+        if free is not None and free < size:
+            size = max(least, free - free % PAGE_SIZE)
+        return size
+
+    def add_chunk(self, m: Mapping, ci: int) -> None:
+        """Take a new chunk's mapping into the pool (mutex held)."""
         c = Chunk(m, ci, self)
         chunks = self.chunks[ci]
         n = len(chunks)
         chunks[n:] = (c,)  # the pool owns it from here (one statement)
-        return c
+        self.avail[ci].append(c)
 
     def stats(self) -> list[tuple[int, int, int, int]]:
         """(class size, chunks, chunk bytes, live slots) per class, for tests."""
@@ -514,8 +536,8 @@ def _pool(backend: str) -> Pool:
     return p
 
 
-def _release_all_empty() -> int:
-    return sum(p.release_empty() for p in _POOLS.values())
+def _detach_all_empty() -> int:
+    return sum(p.detach_empty() for p in _POOLS.values())
 
 
 # -- leases: taking and giving back (all with state.mutex held) -----------------------------
@@ -530,22 +552,23 @@ def new_lease(owner: object, size: int) -> Lease:
     return lease
 
 
-def take_slot(lease: Lease, backend: str) -> BaseException | None:
+def take_slot(lease: Lease, backend: str) -> BaseException | int | None:
     """Give ``lease`` a zeroed pool slot for its size (mutex held).
 
-    Returns what it raised instead of raising (see _critical: nothing but an interrupt
-    leaves the caller's one-line ``with`` as an exception).
+    Returns None when done, the size class to grow when every chunk is full (call
+    :func:`grow` without the mutex, then this again), or what it raised instead of raising
+    (see _critical: nothing but an interrupt leaves the caller's one-line ``with`` as an
+    exception).
     """
     try:
-        _take_slot(lease, backend)
+        return _take_slot(lease, backend)
     except BaseException as exc:
         return exc
-    return None
 
 
-def _take_slot(lease: Lease, backend: str) -> None:
-    if state.pending:
-        _drain()
+def _take_slot(lease: Lease, backend: str) -> int | None:
+    if state.pending or state.reopened:
+        settle()
     pool = _POOLS.get(backend) or _pool(backend)
     ci = _CLASS_OF[lease.size]
     avail = pool.avail[ci]
@@ -554,29 +577,70 @@ def _take_slot(lease: Lease, backend: str) -> None:
         free = c.free
         k = len(free) - 1
         lease.home, lease.off, free[k:] = c, free[k], ()
-        return
-    c, off = pool.find(ci)
+        return None
+    found = pool.find(ci)
+    if found is None:
+        return ci
+    c, off = found
     free = c.free
     if free and free[-1] == off:
         k = len(free) - 1
         lease.home, lease.off, free[k:] = c, off, ()
     else:
         lease.home, lease.off, c.bump = c, off, off + c.stride
+    return None
+
+
+def grow(backend: str, ci: int) -> None:
+    """Add a chunk of class ``ci`` to ``backend``'s pool; call WITHOUT the mutex.
+
+    The mapping is made (and, for the anonymous backend, locked through the registry)
+    outside the secrets' mutex, which is never held while the registry's is taken (the
+    lock order: see _State.mutex). Over the limit, the empty chunks of every class go back
+    and it tries once more.
+
+    Raises:
+        LockLimitError, LockPermissionError, MemlockError: As :func:`map_pages`.
+    """
+    st = state
+    for attempt in (0, 1):
+        size = under(st.mutex, lambda: (_POOLS.get(backend) or _pool(backend)).chunk_size(ci))
+        try:
+            m = map_pages(size, backend)
+            break
+        except MemlockError:
+            if attempt or not under(st.mutex, _detach_all_empty):
+                raise
+            release_unmapped()
+    under(st.mutex, (_POOLS.get(backend) or _pool(backend)).add_chunk, m, ci)
+
+
+def release_unmapped(wait: bool = True) -> None:
+    """Unlock and unmap the mappings given back under the mutex; call WITHOUT it.
+
+    ``wait`` False (finalizers, gc callbacks): never wait for the registry (see
+    Mapping.release). Each leaves the list before its release: an interrupt in between
+    leaves it unreferenced, and dropping a Mapping unmaps it and releases its Lock.
+    """
+    unmap = state.unmap
+    while unmap:
+        m = unmap.pop()
+        m.release(wait)
 
 
 def adopt(lease: Lease, m: Mapping, off: int) -> None:
     """Give ``lease`` the mapping ``m`` (its secret at ``m.base + off``)."""
-    if state.pending:
-        _drain()
+    if state.pending or state.reopened:
+        settle()
     lease.home, lease.off = m, off
 
 
-def give_back(lease: Lease, prot: int | None, wait: bool = True) -> str | None:
+def give_back(lease: Lease, prot: int | None) -> str | None:
     """Wipe what ``lease`` holds, close it and return the memory (mutex held; idempotent).
 
     ``prot``: the protection of an isolated mapping (None: unknown, made writable anyway).
-    ``wait`` False (finalizers): never wait for the registry (see Mapping.release).
-    Returns None, or the description of a damaged canary (the slot is then retired).
+    A mapping goes back by :func:`release_unmapped`, after the mutex. Returns None, or
+    the description of a damaged canary (the slot is then retired).
     """
     home = lease.home
     if home is None:
@@ -599,7 +663,7 @@ def give_back(lease: Lease, prot: int | None, wait: bool = True) -> str | None:
             state.live.pop(lease, None)
             if (k == 0 and c.bump > c.limit) or (
                     len(c.siblings) > 1 and (c.bump - c.first) // c.stride == k + 1):
-                c.pool.after_free(c, wait)  # it was full, or it is empty and has siblings
+                c.pool.after_free(c)  # it was full, or it is empty and has siblings
             return None
         LIBC.wipe(c.base + off - CANARY_SIZE, c.stride)  # retired: wiped whole
         lease.home = None  # closed; the slot never goes back
@@ -614,9 +678,9 @@ def give_back(lease: Lease, prot: int | None, wait: bool = True) -> str | None:
         note = (f"SecureBuffer canary overwritten: a write ran before the start of the "
                 f"{n}-byte secret (an underrun; memory corruption); the secret was wiped")
     LIBC.wipe(m.base + off, n)  # the secret (the rest was never written); canary stays
-    lease.home = None
+    k = len(state.unmap)
+    lease.home, state.unmap[k:] = None, (m,)  # closed; unmapped after the mutex
     state.live.pop(lease, None)
-    m.release(wait)
     return note
 
 
@@ -641,13 +705,12 @@ def _damage(c: Chunk, off: int, n: int, front: bool, back: bool) -> str:
             "retired")
 
 
-def _drain(wait: bool = True) -> None:
-    """Wipe and give back the leases of buffers that died open (mutex held)."""
+def _drain() -> None:
     pending = state.pending
     notes = []
     while pending:
         lease = pending[-1]
-        note = give_back(lease, None, wait)
+        note = give_back(lease, None)
         if note:
             notes.append(note)
         pending.remove(lease)
@@ -658,18 +721,34 @@ def _drain(wait: bool = True) -> None:
             pass
 
 
+#: Narrows the protection interrupted ``access()`` blocks left open (set by _secure).
+heal: Callable[[_State], None] | None = None
+
+
 def drain_soon() -> None:
-    """Give back the leases of buffers that died open, if the mutex is free (gc callback).
+    """Give back the leases of buffers that died open, and narrow protections interrupted
+    ``access()`` blocks left open, if the mutex is free (the gc callback).
 
     Never waits (it may run anywhere), and does nothing in a child forked from C that has
     not caught up yet: what is queued there is the parent's.
     """
-    if state.pending and not forked():
-        try_under(state.mutex, _drain, False)
+    if (state.pending or state.reopened) and not forked():
+        try_under(state.mutex, settle)
+        release_unmapped(wait=False)
+
+
+def settle() -> None:
+    """What each entry does first (mutex held): give back the leases of buffers that died
+    or were closed later, and narrow the protections interrupted ``access()`` blocks left
+    open."""
+    if state.pending:
+        _drain()
+    if state.reopened and heal is not None:
+        heal(state)
 
 
 def _after_collection(phase: str, info: dict[str, int]) -> None:
-    if phase == "stop" and state.pending:
+    if phase == "stop" and (state.pending or state.reopened):
         drain_soon()
 
 
@@ -678,13 +757,14 @@ gc.callbacks.append(_after_collection)
 
 def trim() -> int:
     """Return every empty pool chunk now; how many were returned."""
-    return under(caught_up().mutex, _trim)
+    done = under(caught_up().mutex, _trim)
+    release_unmapped()
+    return done
 
 
 def _trim() -> int:
-    if state.pending:
-        _drain()
-    return _release_all_empty()
+    settle()
+    return _detach_all_empty()
 
 
 def pool_stats() -> dict[str, list[tuple[int, int, int, int]]]:

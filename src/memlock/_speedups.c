@@ -114,6 +114,7 @@ typedef struct {
     PyThread_type_lock lock;
     int locked;
     unsigned long owner; /* the thread that holds it (valid while locked) */
+    PyObject *outer;     /* a Mutex never to wait for this one under (set_outer), or NULL */
 } Mutex;
 
 /* Raised by a blocking take of a Mutex by the thread that holds it already: a signal
@@ -134,7 +135,12 @@ mutex_take(Mutex *m, int blocking)
         m->owner = me;
         return 1;
     }
-    if (m->locked && m->owner == me) { /* only this thread can have set it to itself */
+    Mutex *outer = (Mutex *)m->outer;
+    if ((m->locked && m->owner == me) /* only this thread can have set it to itself */
+        || (outer != NULL && outer->locked && outer->owner == me)) {
+        /* Waiting here would wait for this very thread: for itself, or for a thread that
+         * holds this mutex and waits for ``outer``, which this thread holds (the lock
+         * order is this mutex, then outer). */
         if (!blocking)
             return 0;
         PyErr_SetString(Reentered,
@@ -197,6 +203,7 @@ mutex_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static void
 mutex_dealloc(Mutex *m)
 {
+    Py_CLEAR(m->outer);
     if (m->lock != NULL) {
         if (m->locked)
             PyThread_release_lock(m->lock);
@@ -263,12 +270,44 @@ mutex_owned(Mutex *m, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(m->locked && m->owner == PyThread_get_thread_ident());
 }
 
+/* set_outer(mutex): a thread holding ``mutex`` must never wait for this one (it is taken
+ * before ``mutex``, never after): such a wait raises Reentered instead. */
+static PyObject *
+mutex_set_outer(Mutex *m, PyObject *outer)
+{
+    if (!Py_IS_TYPE(outer, &MutexType)) {
+        PyErr_SetString(PyExc_TypeError, "set_outer(mutex): a Mutex");
+        return NULL;
+    }
+    Py_INCREF(outer);
+    Py_XSETREF(m->outer, outer);
+    Py_RETURN_NONE;
+}
+
+/* reinit(): a fresh, unheld lock in place (a forked child, where the thread that held the
+ * old one does not exist). The old lock is left as it is: it may be held. */
+static PyObject *
+mutex_reinit(Mutex *m, PyObject *Py_UNUSED(ignored))
+{
+    PyThread_type_lock lock = PyThread_allocate_lock();
+    if (lock == NULL)
+        return PyErr_NoMemory();
+    m->lock = lock;
+    m->locked = 0;
+    m->owner = 0;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef mutex_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))mutex_acquire, METH_FASTCALL | METH_KEYWORDS,
      "acquire(blocking=True) -> bool"},
     {"release", (PyCFunction)mutex_release, METH_NOARGS, "release()"},
     {"locked", (PyCFunction)mutex_locked, METH_NOARGS, "locked() -> bool"},
     {"owned", (PyCFunction)mutex_owned, METH_NOARGS, "owned() -> bool: held by this thread"},
+    {"set_outer", (PyCFunction)mutex_set_outer, METH_O,
+     "set_outer(mutex): never wait for this mutex while holding that one"},
+    {"reinit", (PyCFunction)mutex_reinit, METH_NOARGS,
+     "reinit(): a fresh unheld lock (in a forked child)"},
     {"__enter__", (PyCFunction)mutex_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))mutex_exit, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
