@@ -258,7 +258,7 @@ def run_cmd(
     drop: Sequence[str] = (),
     limit: int | tuple[int, int] | None = None,
     prefix: Sequence[Arg] = (),
-    cwd: str | Path | None = None,
+    cwd: str | bytes | Path | None = None,
     env: Mapping[str, str] | None = None,
     input: str | None = None,
     timeout: float = 60,
@@ -287,16 +287,31 @@ def run_cmd(
                           timeout=timeout, check=False)
 
 
-def run_child(code: str, *, args: Sequence[Arg] = (), as_nobody: bool = False,
-              **options: Any) -> subprocess.CompletedProcess[str]:
-    """Run Python ``code`` (dedented) in a fresh interpreter, with ``sys.argv[1:]`` ``args``.
+#: A prelude for child code that judges memlock by this module (``prelude=`` of run_child).
+CHILD_PRELUDE = """\
+import errno, json, mmap, os, sys
+import memlock
+from tests.kernel import (PAGE, address_of, anon, mappings, page_state, page_states,
+                          status_bytes, vma, vmlck)
+"""
 
-    ``options`` are those of :func:`run_cmd` (unprivileged, limit, cwd, env, timeout, ...);
-    with ``as_nobody``, those of :func:`run_as_nobody` (cwd, env, timeout), as uid 65534.
+
+def run_child(code: str, *, args: Sequence[Arg] = (), prelude: str = "", as_nobody: bool = False,
+              **options: Any) -> subprocess.CompletedProcess[str]:
+    """Run Python ``code`` in a fresh interpreter, with ``sys.argv[1:]`` ``args``.
+
+    Args:
+        code: Python source, dedented.
+        args: The child's arguments.
+        prelude: Python source run first (dedented on its own), such as CHILD_PRELUDE.
+        as_nobody: As uid 65534 (:func:`run_as_nobody`, whose options apply: cwd, env,
+            timeout).
+        **options: Those of :func:`run_cmd` (unprivileged, limit, cwd, env, timeout, ...).
     """
+    source = textwrap.dedent(prelude) + textwrap.dedent(code)
     if as_nobody:
-        return run_as_nobody(code, args=args, **options)
-    return run_cmd(python_cmd(code, *args), **options)
+        return run_as_nobody(source, args=args, **options)
+    return run_cmd(python_cmd(source, *args), **options)
 
 
 def run_cli(*args: Arg, **options: Any) -> subprocess.CompletedProcess[str]:

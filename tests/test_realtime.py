@@ -56,7 +56,7 @@ def child(code: str, **options: Any) -> dict:
 
     ``options`` are those of tests.kernel.run_cmd (unprivileged, prefix, ...).
     """
-    out: dict = last_json(run_child(PRELUDE + textwrap.dedent(code), **options))
+    out: dict = last_json(run_child(code, prelude=PRELUDE, **options))
     return out
 
 
