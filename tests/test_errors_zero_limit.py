@@ -26,9 +26,9 @@ CHILD = """
     import memlock, memlock.lowlevel
     from memlock._platform import BACKEND
     from memlock._platform._libc import real_libc
-    from tests.kernel import anon, address_of, page_state, status_bytes, vmlck
+    from tests.kernel import PAGE as P, anon, address_of, page_state, status_bytes, vmlck
 
-    L, P = real_libc(), os.sysconf("SC_PAGE_SIZE")
+    L = real_libc()
 
     def describe(exc):
         if exc is None:

@@ -85,18 +85,14 @@ def test_the_same_file_by_two_names_is_listed_once(tmp_path: Path) -> None:
 
 
 def test_fifo_never_blocks(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from .kernel import child_env
+    from .kernel import run_child
 
     os.mkfifo(tmp_path / "fifo")
     code = ("import memlock, sys\n"
             "for f in (memlock.residency, memlock.touch, memlock.evict, memlock.lock_file):\n"
             "    try:\n        f(sys.argv[1])\n    except OSError as e:\n"
             "        print(type(e).__name__)\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "fifo")], timeout=30,
-                          capture_output=True, text=True, env=child_env(), check=False)
+    proc = run_child(code, args=[str(tmp_path / "fifo")], timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["OSError"] * 4
 

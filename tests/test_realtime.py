@@ -19,7 +19,7 @@ import pytest
 import memlock
 from memlock._realtime import PageFaults, find_mapping, parse_syscall_sp
 
-from .kernel import last_json, run_child, run_cli
+from .kernel import PAGE, last_json, run_child, run_cli
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="verified on Linux only")
 
@@ -74,7 +74,7 @@ def test_hot_loop_faults_without_memlock() -> None:
     """)
     minors = [m for m, _ in r["per"]]
     print(f"without memlock: minor faults per iteration {min(minors)}..{max(minors)}")
-    assert min(minors) > 64 * MiB // mmap.PAGESIZE // 2  # thousands: ~16385 here
+    assert min(minors) > 64 * MiB // PAGE // 2  # thousands: ~16385 here
     assert not any(r["in_heap"])  # mmap'd, not from the heap
 
 
@@ -112,7 +112,7 @@ def test_without_tune_malloc_the_loop_still_faults() -> None:
         per, _ = loop(5)
         print(dumps({"per": per}))
     """)
-    assert min(m for m, _ in r["per"]) > 64 * MiB // mmap.PAGESIZE // 2
+    assert min(m for m, _ in r["per"]) > 64 * MiB // PAGE // 2
 
 
 def test_lock_process_locks_everything_and_unlock_all_undoes_it() -> None:
@@ -346,13 +346,13 @@ def test_page_faults_counts_first_touches() -> None:
     m = mmap.mmap(-1, 8 * MiB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     with memlock.page_faults() as pf:
         assert (pf.minor, pf.major) == (0, 0)  # filled at exit
-        for off in range(0, len(m), mmap.PAGESIZE):
+        for off in range(0, len(m), PAGE):
             m[off] = 1
-    pages = 8 * MiB // mmap.PAGESIZE
+    pages = 8 * MiB // PAGE
     assert pages <= pf.minor < pages + 200
     assert pf.major == 0
     with memlock.page_faults() as again:  # the pages are mapped now
-        for off in range(0, len(m), mmap.PAGESIZE):
+        for off in range(0, len(m), PAGE):
             m[off] = 2
     assert again.minor < 50
     assert isinstance(pf, PageFaults) and "minor=" in repr(pf)
@@ -364,7 +364,7 @@ def test_page_faults_are_per_thread_on_linux() -> None:
 
     def other() -> None:
         m = mmap.mmap(-1, 16 * MiB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        for off in range(0, len(m), mmap.PAGESIZE):
+        for off in range(0, len(m), PAGE):
             m[off] = 1
         m.close()
         done.set()
