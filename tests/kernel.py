@@ -1,7 +1,10 @@
-"""The kernel's own accounting, read independently of memlock's parsers.
+"""The kernel's own accounting, read independently of memlock, and the children tests run.
 
-Tests judge memlock by these, never by its return values: the VMA that holds an address
-in /proc/PID/smaps (``lo``/``lf`` in VmFlags, ``Locked:``, ``Swap:``), VmLck, mincore.
+Tests judge memlock by these, never by its return values: the mappings of /proc/PID/smaps
+(``lo``/``lf`` in VmFlags, ``Locked:``, ``Swap:``), the ``Vm*`` fields of /proc/PID/status,
+mincore(2). Whatever changes limits, forks or may crash runs in a child started here: with
+CAP_IPC_LOCK dropped (:func:`unprivileged_cmd`), under a RLIMIT_MEMLOCK, or as uid 65534
+(:func:`run_as_nobody`). Standard library only: children import it as ``tests.kernel``.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import ctypes
+import json
 import mmap
 import os
 import re
@@ -21,66 +25,97 @@ import tempfile
 import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 REPO = Path(__file__).resolve().parent.parent
 SRC = REPO / "src"
 
+# -- /proc/PID/smaps ----------------------------------------------------------------------
 
-def vma(addr: int, pid: int | str = "self") -> dict[str, object]:
-    """The smaps entry of the mapping holding ``addr``: flags (set) and kB fields (bytes)."""
-    found: dict[str, object] | None = None
+#: One mapping of smaps: start, end (addresses), perms, inode, path (without " (deleted)"),
+#: deleted, flags (the set of VmFlags; empty on kernels without them), and every ``kB``
+#: field (Size, Rss, Locked, Swap, ...) in bytes.
+Vma = dict[str, Any]
+
+_HEAD = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ (\d+)[ \t]*(.*)$", re.M)
+_DELETED = " (deleted)"
+
+
+def _smaps(pid: int | str) -> tuple[str, list[re.Match[str]]]:
+    """The text of /proc/PID/smaps and its header lines, in address order."""
     with open(f"/proc/{pid}/smaps") as f:
-        for line in f:
-            head = line.split(" ", 1)[0]
-            if "-" in head and ":" not in head:
-                if found is not None:
-                    break
-                lo, hi = (int(x, 16) for x in head.split("-"))
-                if lo <= addr < hi:
-                    found = {"start": lo, "end": hi}
-            elif found is not None:
-                key, _, rest = line.partition(":")
-                if key == "VmFlags":
-                    found["flags"] = set(rest.split())
-                elif rest.strip().endswith("kB"):
-                    found[key] = int(rest.split()[0]) * 1024
-    if found is None:
+        text = f.read()
+    return text, list(_HEAD.finditer(text))
+
+
+def _parse(text: str, heads: list[re.Match[str]], k: int) -> Vma:
+    """The ``k``-th mapping of :func:`_smaps`."""
+    head = heads[k]
+    path = head[5]
+    deleted = path.endswith(_DELETED)
+    entry: Vma = {"start": int(head[1], 16), "end": int(head[2], 16), "perms": head[3],
+                  "inode": int(head[4]), "path": path[:-len(_DELETED)] if deleted else path,
+                  "deleted": deleted, "flags": set()}
+    body_end = heads[k + 1].start() if k + 1 < len(heads) else len(text)
+    for line in text[head.end():body_end].splitlines():
+        key, _, rest = line.partition(":")
+        if key == "VmFlags":
+            entry["flags"] = set(rest.split())
+        elif rest.endswith(" kB"):
+            entry[key] = int(rest.split()[0]) * 1024
+    return entry
+
+
+def _holding(heads: list[re.Match[str]], starts: list[int], addr: int) -> int:
+    """Index of the mapping holding ``addr``; LookupError if none does."""
+    k = bisect.bisect_right(starts, addr) - 1
+    if k < 0 or addr >= int(heads[k][2], 16):
         raise LookupError(f"no mapping holds {addr:#x}")
-    return found
+    return k
 
 
-def page_state(addr: int, pid: int | str = "self") -> str:
-    """'full', 'onfault' or 'none': the kernel's lock state of the page holding ``addr``."""
-    flags = vma(addr, pid)["flags"]
-    assert isinstance(flags, set)
+def mappings(pid: int | str = "self", path: str | None = None) -> list[Vma]:
+    """Every mapping of the process (see :data:`Vma`), or only those of file ``path``."""
+    text, heads = _smaps(pid)
+    return [_parse(text, heads, k) for k, head in enumerate(heads)
+            if path is None or head[5] in (path, path + _DELETED)]
+
+
+def vmas(addrs: Sequence[int], pid: int | str = "self") -> list[Vma]:
+    """The mapping holding each address, from one read of smaps."""
+    text, heads = _smaps(pid)
+    starts = [int(head[1], 16) for head in heads]
+    return [_parse(text, heads, _holding(heads, starts, a)) for a in addrs]
+
+
+def vma(addr: int, pid: int | str = "self") -> Vma:
+    """The mapping holding ``addr``."""
+    return vmas([addr], pid)[0]
+
+
+def lock_state(flags: set[str]) -> str:
+    """'full', 'onfault' or 'none': the lock state VmFlags say."""
     if "lo" not in flags:
         return "none"
     return "onfault" if "lf" in flags else "full"
 
 
-_VMA = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ", re.M)
-
-
-def page_states(addrs: list[int], pid: int | str = "self") -> list[str]:
+def page_states(addrs: Sequence[int], pid: int | str = "self") -> list[str]:
     """:func:`page_state` of many addresses from one read of smaps."""
-    with open(f"/proc/{pid}/smaps") as f:
-        text = f.read()
-    heads = [(int(m.group(1), 16), int(m.group(2), 16), m.end()) for m in _VMA.finditer(text)]
-    starts = [lo for lo, _, _ in heads]
-    out = []
-    for a in addrs:
-        k = bisect.bisect_right(starts, a) - 1
-        if k < 0 or not heads[k][0] <= a < heads[k][1]:
-            raise LookupError(f"no mapping holds {a:#x}")
-        at = text.index("VmFlags:", heads[k][2])
-        flags = text[at + 8:text.index("\n", at)].split()
-        out.append("none" if "lo" not in flags else ("onfault" if "lf" in flags else "full"))
-    return out
+    return [lock_state(v["flags"]) for v in vmas(addrs, pid)]
 
 
-def status_kb(field: str, pid: int | str = "self") -> int:
-    """A ``Vm*`` field of /proc/PID/status in bytes."""
+def page_state(addr: int, pid: int | str = "self") -> str:
+    """'full', 'onfault' or 'none': the kernel's lock state of the page holding ``addr``."""
+    return page_states([addr], pid)[0]
+
+
+# -- /proc/PID/status ---------------------------------------------------------------------
+
+
+def status_bytes(field: str, pid: int | str = "self") -> int:
+    """A ``kB`` field of /proc/PID/status (VmLck, VmSize, RssAnon, ...) in bytes."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -90,7 +125,10 @@ def status_kb(field: str, pid: int | str = "self") -> int:
 
 def vmlck(pid: int | str = "self") -> int:
     """VmLck in bytes."""
-    return status_kb("VmLck", pid)
+    return status_bytes("VmLck", pid)
+
+
+# -- memory and mincore(2) ----------------------------------------------------------------
 
 
 def address_of(buf: object) -> int:
@@ -106,79 +144,210 @@ def anon(pages: int) -> mmap.mmap:
     return m
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc.mmap.restype = ctypes.c_void_p
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+
+
 def resident_pages(addr: int, length: int) -> int:
     """Pages of [addr, addr+length) resident per mincore(2)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
     start = addr - addr % PAGE
     n = (addr + length - start + PAGE - 1) // PAGE
     vec = (ctypes.c_ubyte * n)()
-    if libc.mincore(start, n * PAGE, vec) != 0:
+    if _libc.mincore(start, n * PAGE, vec) != 0:
         raise OSError(ctypes.get_errno(), "mincore")
     return sum(v & 1 for v in vec)
 
 
-def file_resident_pages(path: str | Path) -> int:
-    """Pages of a whole file resident per mincore(2) over our own read-only shared mapping.
+def file_resident_pages(path: str | Path, offset: int = 0, length: int | None = None) -> int:
+    """Pages of a file range (default: to its end) resident per mincore(2).
 
-    Independent of memlock (and of Python's mmap module): the file is mapped with the C
-    library's mmap, PROT_READ and MAP_SHARED, up to its end. Meaningful for a caller who
-    owns the file, may write it or is root: for anyone else the kernel reports every page.
+    Independent of memlock (and of Python's mmap module): the range is mapped with the C
+    library's mmap, PROT_READ and MAP_SHARED. Meaningful for a caller who owns the file,
+    may write it or is root: for anyone else the kernel reports every page.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                          ctypes.c_int, ctypes.c_long]
-    libc.mmap.restype = ctypes.c_void_p
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     fd = os.open(path, os.O_RDONLY)
     try:
-        size = os.fstat(fd).st_size
-        if size == 0:
+        end = os.fstat(fd).st_size if length is None else offset + length
+        if end <= offset:
             return 0
-        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        first = offset - offset % PAGE
+        addr = _libc.mmap(None, end - first, mmap.PROT_READ, mmap.MAP_SHARED, fd, first)
         if addr in (None, ctypes.c_void_p(-1).value):
             raise OSError(ctypes.get_errno(), "mmap")
     finally:
         os.close(fd)
     try:
-        return resident_pages(addr, size)
+        return resident_pages(addr + offset - first, end - offset)
     finally:
-        libc.munmap(addr, size)
+        _libc.munmap(addr, end - first)
 
 
-def child_env() -> dict[str, str]:
-    """Environment for a child Python that imports memlock from this checkout."""
+
+# -- files and the page cache -------------------------------------------------------------
+
+
+def make_file(path: str, size: int) -> str:
+    """A file of ``size`` random bytes, written back to disk (so it can be evicted)."""
+    with open(path, "wb") as f:
+        f.write(os.urandom(size))
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
+def drop_cache(path: str | Path) -> None:
+    """Write back and drop a file's pages (fsync, then POSIX_FADV_DONTNEED)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+# -- children -----------------------------------------------------------------------------
+
+#: ``python -m memlock``: the command line a user runs.
+CLI = (sys.executable, "-m", "memlock")
+
+Arg = str | bytes
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for a child Python that imports memlock from this checkout and this
+    directory as package ``tests`` (whatever its working directory), plus ``extra``."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), str(REPO), env.get("PYTHONPATH", "")])
+    env.update(extra or {})
     return env
 
 
-def run_child(
-    code: str,
-    *,
-    unprivileged: bool = False,
-    limit: int | None = None,
-    timeout: float = 60,
-    args: list[str] | None = None,
-    cwd: str | Path | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh Python.
+def python_cmd(code: str, *args: Arg) -> list[Arg]:
+    """The command line that runs Python ``code`` (dedented) in this interpreter."""
+    return [sys.executable, "-c", textwrap.dedent(code), *args]
+
+
+def unprivileged_cmd(*cmd: Arg, limit: int | tuple[int, int] | None = None,
+                     drop: Sequence[str] = ("ipc_lock",)) -> list[Arg]:
+    """``cmd`` without the capabilities ``drop`` (setpriv; still uid 0), under a limit.
 
     Args:
-        code: Python source (dedented).
-        unprivileged: Drop CAP_IPC_LOCK (still uid 0) with setpriv.
-        limit: RLIMIT_MEMLOCK (soft and hard) for the child, in bytes.
-        timeout: Seconds.
-        args: Extra argv for the child.
-        cwd: Working directory (the repo root lets the child import ``tests.kernel``).
+        cmd: The command; none gives a prefix to put before one.
+        limit: RLIMIT_MEMLOCK in bytes (soft and hard, or a (soft, hard) pair), by prlimit
+            after the capabilities are gone (so without CAP_SYS_RESOURCE in ``drop`` it
+            cannot be raised again).
+        drop: Capability names without ``CAP_``; empty keeps them all.
     """
-    cmd = [sys.executable, "-c", textwrap.dedent(code), *(args or [])]
+    out: list[Arg] = []
+    if drop:
+        caps = ",".join(f"-{cap}" for cap in drop)
+        out += ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", "--"]
     if limit is not None:
-        cmd = ["prlimit", f"--memlock={limit}:{limit}", "--", *cmd]
-    if unprivileged:
-        cmd = ["setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", "--", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env=child_env(), check=False, cwd=cwd)
+        soft, hard = limit if isinstance(limit, tuple) else (limit, limit)
+        out += ["prlimit", f"--memlock={soft}:{hard}", "--"]
+    return [*out, *cmd]
+
+
+def run_cmd(
+    cmd: Sequence[Arg],
+    *,
+    unprivileged: bool = False,
+    drop: Sequence[str] = (),
+    limit: int | tuple[int, int] | None = None,
+    prefix: Sequence[Arg] = (),
+    cwd: str | bytes | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` to its end in the environment of :func:`child_env`; never raises on exit.
+
+    Output is text (UTF-8; bytes that are not come back as surrogates, as os.fsdecode
+    gives them).
+
+    Args:
+        cmd: The command line.
+        unprivileged: Without CAP_IPC_LOCK (still uid 0).
+        drop: More capabilities to drop (see :func:`unprivileged_cmd`).
+        limit: RLIMIT_MEMLOCK (soft and hard, or a (soft, hard) pair) in bytes.
+        prefix: A command that runs ``cmd`` (``prlimit --nofile=64``, ...), inside the
+            capability drop and the limit.
+        cwd: Working directory.
+        env: Variables added to :func:`child_env`.
+        input: Standard input.
+        timeout: Seconds.
+    """
+    drop = [*(["ipc_lock"] if unprivileged else []), *drop]
+    full = unprivileged_cmd(*prefix, *cmd, limit=limit, drop=drop)
+    return subprocess.run(full, capture_output=True, encoding="utf-8",
+                          errors="surrogateescape", input=input, env=child_env(env), cwd=cwd,
+                          timeout=timeout, check=False)
+
+
+#: A prelude for child code that judges memlock by this module (``prelude=`` of run_child).
+CHILD_PRELUDE = """\
+import errno, json, mmap, os, sys
+import memlock
+from tests.kernel import (PAGE, address_of, anon, mappings, page_state, page_states,
+                          status_bytes, vma, vmlck)
+"""
+
+
+def run_child(code: str, *, args: Sequence[Arg] = (), prelude: str = "", as_nobody: bool = False,
+              **options: Any) -> subprocess.CompletedProcess[str]:
+    """Run Python ``code`` in a fresh interpreter, with ``sys.argv[1:]`` ``args``.
+
+    Args:
+        code: Python source, dedented.
+        args: The child's arguments.
+        prelude: Python source run first (dedented on its own), such as CHILD_PRELUDE.
+        as_nobody: As uid 65534 (:func:`run_as_nobody`, whose options apply: cwd, env,
+            timeout).
+        **options: Those of :func:`run_cmd` (unprivileged, limit, cwd, env, timeout, ...).
+    """
+    source = textwrap.dedent(prelude) + textwrap.dedent(code)
+    if as_nobody:
+        return run_as_nobody(source, args=args, **options)
+    return run_cmd(python_cmd(source, *args), **options)
+
+
+def run_cli(*args: Arg, **options: Any) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m memlock ARGS``; ``options`` are those of :func:`run_cmd`."""
+    return run_cmd([*CLI, *args], **options)
+
+
+def output(proc: subprocess.CompletedProcess[str]) -> str:
+    """The stdout of a child, once it exited 0 (else fail with its output)."""
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def last_json(proc: subprocess.CompletedProcess[str]) -> Any:
+    """The last line a child printed, as JSON, once it exited 0."""
+    return json.loads(output(proc).strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def locking_child(nbytes: int) -> Iterator[int]:
+    """A child that holds ``nbytes`` of fresh anonymous memory locked with memlock.lock
+    while the block runs; yields its pid. It has exited (and been reaped) afterwards."""
+    code = f"""
+        import mmap, sys, memlock
+        m = mmap.mmap(-1, {nbytes}, flags=mmap.MAP_PRIVATE)
+        lk = memlock.lock(m)
+        print("ready", flush=True)
+        sys.stdin.read()
+    """
+    with subprocess.Popen(python_cmd(code), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          text=True, env=child_env()) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+            yield child.pid
+        finally:
+            child.communicate("", timeout=60)
 
 
 def have(tool: str) -> bool:
@@ -190,7 +359,7 @@ def have(tool: str) -> bool:
 
 NOBODY = 65534
 #: tests/ modules a uid-65534 child may import as ``tests.NAME`` (standard library only).
-NOBODY_TEST_MODULES = ("__init__.py", "kernel.py", "_files_helpers.py")
+NOBODY_TEST_MODULES = ("__init__.py", "kernel.py")
 #: Interpreters tried for uid 65534, in order: the first that uid can run (3.11+) is used.
 NOBODY_PYTHONS = ("/usr/bin/python3", sys.executable)
 _nobody_python: list[str] = []  # the interpreter found, once per test session
@@ -221,11 +390,12 @@ def world_dir(prefix: str = "memlock-") -> Iterator[Path]:
         shutil.rmtree(path)
 
 
-def _as_nobody(argv: list[str], env: Mapping[str, str], cwd: str | Path,
+def _as_nobody(argv: Sequence[Arg], env: Mapping[str, str], cwd: str | Path,
                timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` as uid/gid 65534 with no groups, with exactly ``env``, text as run_cmd."""
     cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
-    return subprocess.run(cmd, capture_output=True, text=True, env=dict(env), cwd=cwd,
-                          timeout=timeout, check=False)
+    return subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="surrogateescape",
+                          env=dict(env), cwd=cwd, timeout=timeout, check=False)
 
 
 def _find_nobody_python(env: Mapping[str, str], cwd: Path) -> str | None:
@@ -248,7 +418,7 @@ def _find_nobody_python(env: Mapping[str, str], cwd: Path) -> str | None:
 def run_as_nobody(
     code: str,
     *,
-    args: Sequence[str] = (),
+    args: Sequence[Arg] = (),
     env: Mapping[str, str] | None = None,
     cwd: str | Path | None = None,
     timeout: float = 60,

@@ -11,20 +11,17 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import textwrap
 import uuid
 from pathlib import Path
 
-from .kernel import REPO, child_env
+from .kernel import run_child
 
 V1 = Path("/sys/fs/cgroup/memory")
 V2 = Path("/sys/fs/cgroup")
 
-CHILD_PRELUDE = """
+SQUEEZE_PRELUDE = """
 import json, mmap, os, sys
-sys.path.insert(0, {repo!r})
 from tests.kernel import PAGE, address_of, resident_pages, vma
 
 with open({procs!r}, "w") as f:
@@ -87,12 +84,9 @@ def squeeze(code: str, *, limit_mib: int = 96, swap_mib: int = 320, pressure_mib
             (cgroup / "memory.limit_in_bytes").write_text(str(limit_mib << 20))
         else:
             (cgroup / "memory.max").write_text(str(limit_mib << 20))
-        prelude = CHILD_PRELUDE.format(repo=str(REPO), procs=str(cgroup / "cgroup.procs"),
-                                       pressure=pressure_mib << 20)
-        return subprocess.run(
-            [sys.executable, "-c", prelude + textwrap.dedent(code)],
-            capture_output=True, text=True, timeout=timeout, env=child_env(), check=False,
-        )
+        prelude = SQUEEZE_PRELUDE.format(procs=str(cgroup / "cgroup.procs"),
+                                         pressure=pressure_mib << 20)
+        return run_child(code, prelude=prelude, timeout=timeout)
     finally:
         if cgroup.exists():
             try:

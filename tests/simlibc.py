@@ -11,7 +11,8 @@ FreeBSD and illumos, where locks do not nest; a count on XNU, where they do), RL
 test can prove that a check happened before any system call).
 
 errno values are the host's (``errno.EAGAIN`` ...), so the backends' comparisons by name
-work as they would on the real system.
+work as they would on the real system. ``freebsd()``, ``darwin()`` and ``sunos()`` give a
+simulated library and the real backend built on it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from __future__ import annotations
 import errno
 import threading
 from typing import Any
+
+from memlock._platform.darwin import DarwinBackend
+from memlock._platform.freebsd import FreeBSDBackend
+from memlock._platform.sunos import SunOSBackend
 
 SIZE_MAX = 2**64 - 1
 MCL_CURRENT, MCL_FUTURE = 1, 2
@@ -471,3 +476,33 @@ class SunOSLibc(SimLibc):
         if not self.proc_lock_memory:
             return errno.EPERM
         return super()._munlockall()
+
+
+# -- the real backends on these libraries ---------------------------------------------------
+
+
+def freebsd(**kw: object) -> tuple[FreeBSDLibc, FreeBSDBackend]:
+    sim = FreeBSDLibc(**kw)  # type: ignore[arg-type]
+    backend = FreeBSDBackend(
+        sim, sim.page, rlimit=sim.getrlimit, euid=sim.geteuid, locked_bytes=sim.locked_bytes
+    )
+    return sim, backend
+
+
+def darwin(**kw: object) -> tuple[DarwinLibc, DarwinBackend]:
+    sim = DarwinLibc(**kw)  # type: ignore[arg-type]
+    return sim, DarwinBackend(sim, sim.page, rlimit=sim.getrlimit, euid=sim.geteuid)
+
+
+def sunos(**kw: object) -> tuple[SunOSLibc, SunOSBackend]:
+    sim = SunOSLibc(**kw)  # type: ignore[arg-type]
+    backend = SunOSBackend(
+        sim, sim.page, euid=sim.geteuid, locked_bytes=sim.locked_bytes,
+        locked_memory_limit=sim.rctl,
+    )
+    return sim, backend
+
+
+def exact(exc: BaseException, cls: type[BaseException]) -> None:
+    """``exc`` is exactly ``cls`` (a MemlockError must not be a LockLimitError, ...)."""
+    assert type(exc) is cls, f"{type(exc).__name__}: {exc}"

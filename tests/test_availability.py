@@ -146,6 +146,11 @@ def test_this_process_matches_the_matrix() -> None:
     assert type(memlock._platform.BACKEND).__name__ == cls_name
 
 
+def test_public_names() -> None:
+    for name in memlock.__all__:
+        assert hasattr(memlock, name), name
+
+
 def test_mypy_strict_passes_on_every_platform(tmp_path: Path) -> None:
     """``mypy --strict --platform X src/memlock`` for linux, darwin, freebsd, sunos5.
 

@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from .kernel import child_env
-
-UNPRIV = ["setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock"]
-
-
-def cli(*args: str, prefix: list[str] | None = None,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m memlock ARGS`` (with ``env`` added to the environment)."""
-    return subprocess.run([*(prefix or []), sys.executable, "-m", "memlock", *args],
-                          capture_output=True, text=True, env={**child_env(), **(env or {})},
-                          timeout=60, check=False)
+from .kernel import locking_child, run_child, run_cli
 
 
 def test_doctor_privileged_exits_zero_and_lists_features() -> None:
-    proc = cli("doctor")
+    proc = run_cli("doctor")
     assert proc.returncode == 0, proc.stderr
     for word in ("mlock", "MCL_ONFAULT", "memfd_secret", "MADV_POPULATE_READ", "vm.max_map_count"):
         assert word in proc.stdout
-    report = json.loads(cli("doctor", "--json").stdout)
+    report = json.loads(run_cli("doctor", "--json").stdout)
     assert report["ok"] is True and report["limits"]["privileged"] is True
     assert {c["name"] for c in report["checks"]} >= {"mlock", "mlockall", "memfd_secret"}
 
@@ -36,7 +24,7 @@ def test_doctor_says_whether_the_c_fast_path_runs() -> None:
     from .conftest import c_path_built
 
     def fast_path(env: dict[str, str]) -> dict[str, object]:
-        report = json.loads(cli("doctor", "--json", env=env).stdout)
+        report = json.loads(run_cli("doctor", "--json", env=env).stdout)
         found: dict[str, object] = next(c for c in report["checks"] if c["name"] == "C fast path")
         return found
 
@@ -47,59 +35,49 @@ def test_doctor_says_whether_the_c_fast_path_runs() -> None:
 
 
 def test_doctor_with_nothing_lockable_fails_with_the_fix() -> None:
-    proc = cli("doctor", prefix=[*UNPRIV, "prlimit", "--memlock=0:0", "--"])
+    proc = run_cli("doctor", unprivileged=True, limit=0)
     assert proc.returncode == 1
     assert "no memory can be locked" in proc.stdout
     assert "IPC_LOCK" in proc.stdout  # the fix is printed
-    report = json.loads(cli("doctor", "--json",
-                            prefix=[*UNPRIV, "prlimit", "--memlock=0:0", "--"]).stdout)
+    report = json.loads(run_cli("doctor", "--json", unprivileged=True, limit=0).stdout)
     assert report["ok"] is False
     failing = {c["name"]: c for c in report["checks"] if c["ok"] is False}
     assert "mlock" in failing and failing["RLIMIT_MEMLOCK"]["fix"]
 
 
 def test_doctor_unprivileged_flags_mlockall_against_vmsize() -> None:
-    report = json.loads(cli("doctor", "--json",
-                            prefix=[*UNPRIV, "prlimit", "--memlock=8388608:8388608", "--"]).stdout)
+    report = json.loads(run_cli("doctor", "--json", unprivileged=True, limit=8388608).stdout)
     assert report["ok"] is True
     mlockall = next(c for c in report["checks"] if c["name"] == "mlockall")
     assert mlockall["ok"] is False and "VmSize" in mlockall["detail"] and mlockall["fix"]
 
 
 def test_limits_json_mirrors_the_api() -> None:
-    data = json.loads(cli("limits", "--json",
-                          prefix=[*UNPRIV, "prlimit", "--memlock=4194304:8388608", "--"]).stdout)
+    data = json.loads(run_cli("limits", "--json", unprivileged=True,
+                          limit=(4194304, 8388608)).stdout)
     assert data == {"soft": 4194304, "hard": 8388608, "locked_bytes": 0,
                     "available_bytes": 4194304, "privileged": False}
-    text = cli("limits").stdout
+    text = run_cli("limits").stdout
     assert "soft limit" in text and "MiB" in text
 
 
 def test_status_of_a_locking_process() -> None:
-    code = ("import mmap, memlock, sys\nm = mmap.mmap(-1, 1 << 20, flags=mmap.MAP_PRIVATE)\n"
-            "lk = memlock.lock(m)\nprint('ready', flush=True)\nsys.stdin.read()\n")
-    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env=child_env())
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
-        proc = json.loads(cli("status", str(holder.pid), "--json").stdout)
-        assert proc["pid"] == holder.pid and proc["locked_bytes"] == 1 << 20
+    with locking_child(1 << 20) as pid:
+        proc = json.loads(run_cli("status", str(pid), "--json").stdout)
+        assert proc["pid"] == pid and proc["locked_bytes"] == 1 << 20
         assert {"start", "end", "path", "size", "locked_bytes", "onfault"} <= set(
             proc["regions"][0])
         assert "mlocked_bytes" in proc["system"]
-        both = json.loads(cli("status", str(holder.pid), str(os.getpid()), "--json").stdout)
-        assert [p["pid"] for p in both["processes"]] == [holder.pid, os.getpid()]
-        human = cli("status", str(holder.pid)).stdout
-        assert f"pid {holder.pid}: 1.0 MiB locked" in human
-    finally:
-        holder.communicate("")
-    gone = cli("status", str(holder.pid))
+        both = json.loads(run_cli("status", str(pid), str(os.getpid()), "--json").stdout)
+        assert [p["pid"] for p in both["processes"]] == [pid, os.getpid()]
+        human = run_cli("status", str(pid)).stdout
+        assert f"pid {pid}: 1.0 MiB locked" in human
+    gone = run_cli("status", str(pid))
     assert gone.returncode == 1 and "no process" in gone.stderr
 
 
 def _memfd_secret_check(limit: int) -> dict[str, object]:
-    report = json.loads(cli("doctor", "--json",
-                            prefix=[*UNPRIV, "prlimit", f"--memlock={limit}:{limit}", "--"]).stdout)
+    report = json.loads(run_cli("doctor", "--json", unprivileged=True, limit=limit).stdout)
     found: dict[str, object] = next(c for c in report["checks"] if c["name"] == "memfd_secret")
     return found
 
@@ -110,9 +88,7 @@ def test_doctor_memfd_secret_is_judged_by_making_a_secret() -> None:
     probe = ("import memlock\ntry:\n    memlock.SecureBuffer(32, backend='memfd_secret').close()\n"
              "    print('made')\nexcept OSError as e:\n    print('refused', e.strerror)\n")
     for limit, works in ((0, False), (8 << 20, True)):
-        made = subprocess.run([*UNPRIV, "prlimit", f"--memlock={limit}:{limit}", "--",
-                               sys.executable, "-c", probe], capture_output=True, text=True,
-                              env=child_env(), timeout=60, check=False).stdout
+        made = run_child(probe, unprivileged=True, limit=limit).stdout
         assert made.startswith("made" if works else "refused"), made  # the kernel's answer
         check = _memfd_secret_check(limit)
         assert check["ok"] is works, check
@@ -121,7 +97,7 @@ def test_doctor_memfd_secret_is_judged_by_making_a_secret() -> None:
 
 
 def test_doctor_fix_lines_are_indented_with_their_check() -> None:
-    proc = cli("doctor", prefix=[*UNPRIV, "prlimit", "--memlock=0:0", "--"])
+    proc = run_cli("doctor", unprivileged=True, limit=0)
     lines = proc.stdout.splitlines()
     assert any(line.startswith("       Elsewhere:") for line in lines), proc.stdout
     for line in lines[1:-1]:  # between the title and the verdict: checks and their fixes

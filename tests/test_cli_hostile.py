@@ -21,11 +21,10 @@ import pytest
 
 from memlock import __version__
 
-from .kernel import PAGE, child_env
+from .kernel import CLI, PAGE, child_env, run_cli
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="verified on Linux only")
 
-CLI = [sys.executable, "-m", "memlock"]
 BAD_BYTES = b"\xff\xfe-not-utf8"
 #: Hostile values for options that take a number or a size.
 NUMBERS: list[str | bytes] = ["-5", "9" * 400, "nan", "inf", "-inf", "1e300", "", BAD_BYTES]
@@ -33,9 +32,9 @@ HOLDS = "holds"  # the expected outcome of a lock that is fine: it prints its su
 PROC_FILE = "/proc/self/status"
 SYS_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
 
-#: PYTHONIOENCODING=utf-8 makes stdout strict: a path that is not UTF-8 must still print
-#: (a C.UTF-8 locale alone would escape it by itself).
-STRICT_ENV = {**child_env(), "PYTHONIOENCODING": "utf-8"}
+#: Added to the children's environment. PYTHONIOENCODING=utf-8 makes stdout strict: a path
+#: that is not UTF-8 must still print (a C.UTF-8 locale alone would escape it by itself).
+STRICT_ENV = {"PYTHONIOENCODING": "utf-8"}
 
 Arg = str | bytes
 Case = tuple[str, list[Arg], int | str, str | None]
@@ -186,10 +185,8 @@ def test_hostile_argument(argv: list[Arg], expected: int | str, text: str | None
     if expected == HOLDS:
         _check_holds(args, cwd)
         return
-    proc = subprocess.run([*CLI, *args], capture_output=True, timeout=60, cwd=cwd,
-                          env=STRICT_ENV, check=False)
-    stdout = proc.stdout.decode(errors="surrogateescape")
-    stderr = proc.stderr.decode(errors="backslashreplace")
+    proc = run_cli(*args, cwd=cwd, env=STRICT_ENV)
+    stdout, stderr = proc.stdout, proc.stderr
     assert proc.returncode == expected, (proc.returncode, stdout, stderr)
     _no_traceback(stderr)
     if expected != 0:
@@ -204,7 +201,7 @@ def test_hostile_argument(argv: list[Arg], expected: int | str, text: str | None
 
 def _check_holds(args: list[bytes], cwd: bytes) -> None:
     with subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          cwd=cwd, env=STRICT_ENV) as holder:
+                          cwd=cwd, env=child_env(STRICT_ENV)) as holder:
         try:
             assert holder.stdout is not None
             line = holder.stdout.readline().decode()
@@ -222,42 +219,37 @@ def _check_holds(args: list[bytes], cwd: bytes) -> None:
 # -- the cases the issue names, with their messages ---------------------------------------
 
 
-def _cli(*args: Arg, cwd: str | Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60,
-                          env=child_env(), cwd=cwd, check=False)
-
-
 def test_range_error_names_the_whole_argument_and_gives_examples_once(tmp_path: Path) -> None:
-    proc = _cli("resident", "--range=-1-", str(tmp_path))
+    proc = run_cli("resident", "--range=-1-", str(tmp_path))
     assert proc.returncode == 2
     assert "'-1-'" in proc.stderr and "'1-'" not in proc.stderr
     assert proc.stderr.count("0-4M") == 1 and "4096" not in proc.stderr, proc.stderr
 
 
 def test_resident_of_nothing_prints_no_total(tmp_path: Path) -> None:
-    proc = _cli("resident", str(tmp_path / "nonexistent"))
+    proc = run_cli("resident", str(tmp_path / "nonexistent"))
     assert proc.returncode == 1 and "No such file" in proc.stderr
     assert proc.stdout == ""  # not "0 files ... 100.0%"
     (tmp_path / "one.bin").write_bytes(b"x")
-    assert "total: 1 file," in _cli("resident", str(tmp_path / "one.bin")).stdout
+    assert "total: 1 file," in run_cli("resident", str(tmp_path / "one.bin")).stdout
 
 
 def test_limits_help_has_a_description() -> None:
-    proc = _cli("limits", "--help")
+    proc = run_cli("limits", "--help")
     assert proc.returncode == 0
     assert "RLIMIT_MEMLOCK" in proc.stdout and "privileged" in proc.stdout
 
 
 def test_status_negative_and_huge_pids_are_usage_errors() -> None:
     for args in (["--", "-5"], ["99999999999999999999"]):
-        proc = _cli("status", *args)
+        proc = run_cli("status", *args)
         assert proc.returncode == 2, proc.stderr
         assert "not a process id" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_run_prefault_failure_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "x.py").write_text("print('ran')\n")
-    proc = _cli("run", "--prefault-heap", "1T", "x.py", cwd=tmp_path)
+    proc = run_cli("run", "--prefault-heap", "1T", "x.py", cwd=tmp_path)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.startswith("memlock run: cannot lock the process: "), proc.stderr
     assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
@@ -265,7 +257,7 @@ def test_run_prefault_failure_is_one_line(tmp_path: Path) -> None:
 
 
 def test_a_path_that_is_not_utf8_is_printed_as_its_bytes(places: dict[str, bytes]) -> None:
-    proc = subprocess.run([*CLI, "resident", places["{BADNAME}"]], capture_output=True,
-                          timeout=60, env=STRICT_ENV, check=False)
+    proc = run_cli("resident", places["{BADNAME}"], env=STRICT_ENV)
     assert proc.returncode == 0, proc.stderr
-    assert places["{BADNAME}"] in proc.stdout  # as ls prints it: the bytes, not an error
+    # As ls prints it: the bytes, not an error.
+    assert places["{BADNAME}"] in os.fsencode(proc.stdout)

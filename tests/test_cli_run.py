@@ -3,46 +3,31 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from .kernel import run_cli
+
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="verified on Linux only")
 
 MiB = 2**20
-SETPRIV = ["setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock"]
 SPECIAL = ("[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]")  # kernel mappings, never locked
 
 # The program under test reports what the kernel says about its own process.
 PROGRAM = textwrap.dedent(r"""
-    import json, re, sys
-    status = {l.split(":")[0]: int(l.split()[1]) * 1024
-              for l in open("/proc/self/status") if l.startswith(("VmLck", "VmSize"))}
-    unlocked, path = [], None
-    for line in open("/proc/self/smaps"):
-        m = re.match(r"^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$", line)
-        if m:
-            path = m[1]
-        elif line.startswith("VmFlags:") and "lo" not in line.split()[1:]:
-            unlocked.append(path)
+    import json, sys
+    from tests.kernel import mappings, status_bytes
+    status = {field: status_bytes(field) for field in ("VmLck", "VmSize")}
+    unlocked = [m["path"] for m in mappings() if "lo" not in m["flags"]]
     print(json.dumps({"argv": sys.argv, "name": __name__, "status": status,
                       "unlocked": unlocked}))
     if "--fail" in sys.argv:
         raise RuntimeError("the program failed")
     sys.exit(int(sys.argv[-1]) if sys.argv[-1].isdigit() else 0)
 """)
-
-
-def memlock_run(
-    *args: str, cwd: Path, prefix: list[str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*(prefix or []), sys.executable, "-m", "memlock", "run", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=60,
-    )
 
 
 def check_locked(report: dict) -> None:
@@ -62,7 +47,7 @@ def prog_dir(tmp_path: Path) -> Path:
 
 
 def test_run_script_runs_locked(prog_dir: Path) -> None:
-    proc = memlock_run("prog.py", "a", "--report", "7", cwd=prog_dir)
+    proc = run_cli("run", "prog.py", "a", "--report", "7", cwd=prog_dir)
     assert proc.returncode == 7, proc.stderr  # the program's exit status
     report = json.loads(proc.stdout)
     assert report["argv"] == ["prog.py", "a", "--report", "7"]  # its args, not ours
@@ -72,7 +57,7 @@ def test_run_script_runs_locked(prog_dir: Path) -> None:
 
 
 def test_run_module_runs_locked_with_report(prog_dir: Path) -> None:
-    proc = memlock_run("--report", "--prefault-heap", "64M", "-m", "rtpkg.main", "x",
+    proc = run_cli("run", "--report", "--prefault-heap", "64M", "-m", "rtpkg.main", "x",
                        cwd=prog_dir)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -85,7 +70,7 @@ def test_run_module_runs_locked_with_report(prog_dir: Path) -> None:
 
 
 def test_run_double_dash_and_program_failure(prog_dir: Path) -> None:
-    proc = memlock_run("--onfault", "--", "prog.py", "--fail", cwd=prog_dir)
+    proc = run_cli("run", "--onfault", "--", "prog.py", "--fail", cwd=prog_dir)
     assert proc.returncode == 1
     assert "RuntimeError: the program failed" in proc.stderr
     assert "runpy" not in proc.stderr  # the traceback is the program's
@@ -93,7 +78,7 @@ def test_run_double_dash_and_program_failure(prog_dir: Path) -> None:
 
 
 def test_run_unprivileged_explains_vmsize(prog_dir: Path) -> None:
-    proc = memlock_run("prog.py", cwd=prog_dir, prefix=SETPRIV)
+    proc = run_cli("run", "prog.py", cwd=prog_dir, unprivileged=True)
     assert proc.returncode == 1
     assert proc.stdout == ""  # the program did not run unlocked
     assert "VmSize" in proc.stderr and "RLIMIT_MEMLOCK" in proc.stderr
@@ -101,15 +86,15 @@ def test_run_unprivileged_explains_vmsize(prog_dir: Path) -> None:
 
 
 def test_run_usage_errors(prog_dir: Path) -> None:
-    assert memlock_run(cwd=prog_dir).returncode == 2
-    assert memlock_run("missing.py", cwd=prog_dir).returncode == 2
-    assert memlock_run("-m", "no_such_module_xyz", cwd=prog_dir).returncode == 2
-    bad = memlock_run("--prefault-heap", "12Q", "prog.py", cwd=prog_dir)
+    assert run_cli("run", cwd=prog_dir).returncode == 2
+    assert run_cli("run", "missing.py", cwd=prog_dir).returncode == 2
+    assert run_cli("run", "-m", "no_such_module_xyz", cwd=prog_dir).returncode == 2
+    bad = run_cli("run", "--prefault-heap", "12Q", "prog.py", cwd=prog_dir)
     assert bad.returncode == 2 and "not a size" in bad.stderr
 
 
 def test_run_help_says_it_cannot_wrap_executables(prog_dir: Path) -> None:
-    proc = memlock_run("--help", cwd=prog_dir)
+    proc = run_cli("run", "--help", cwd=prog_dir)
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())
     assert "mlockall does not survive exec" in text

@@ -12,16 +12,14 @@ mapping still succeeds.
 from __future__ import annotations
 
 import errno
-import json
 import sys
-import textwrap
 
 import pytest
 
 from memlock._platform import BACKEND
 from memlock.errors import LockLimitError, MemlockError
 
-from .kernel import PAGE, REPO, run_child
+from .kernel import PAGE, last_json, run_child
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="vm.max_map_count is Linux's")
 
@@ -33,10 +31,9 @@ import memlock, memlock.lowlevel
 from memlock import _lock  # imported now: at the max, an import may find no memory
 from memlock._platform import BACKEND
 from memlock._platform._libc import real_libc
-from tests.kernel import page_state, vmlck
+from tests.kernel import PAGE as P, page_state, vmlck
 
 L = real_libc()
-P = os.sysconf("SC_PAGE_SIZE")
 PROT_NONE, PROT_READ, PROT_RW = 0, 1, 3
 MAP_SHARED, MAP_PRIVATE_ANON, MAP_FIXED = 0x01, 0x22, 0x10
 FILLS = []
@@ -76,10 +73,8 @@ def describe(exc):
 
 
 def _run(body: str, *, unprivileged: bool = False) -> dict[str, object]:
-    """Run FILL then ``body`` in a child (in the repo, for tests.kernel); its JSON line."""
-    proc = run_child(FILL + textwrap.dedent(body), unprivileged=unprivileged, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
-    out: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    """Run FILL then ``body`` in a child; its JSON line."""
+    out: dict[str, object] = last_json(run_child(body, prelude=FILL, unprivileged=unprivileged))
     return out
 
 
@@ -181,15 +176,15 @@ def test_memfd_secret_over_the_limit_is_a_limit_error_with_numbers() -> None:
         import errno, json, os
         from memlock._platform import BACKEND
         from memlock._platform._libc import real_libc
-        L, P = real_libc(), os.sysconf("SC_PAGE_SIZE")
+        from tests.kernel import PAGE as P
+        L = real_libc()
         fd, err = L.memfd_secret(0)
         os.ftruncate(fd, 32 * P)
         _, err = L.mmap(0, 32 * P, 3, 0x01, fd)
         e = BACKEND.map_error("mmap(memfd_secret)", err, 32 * P)
         print(json.dumps([err, type(e).__name__, e.requested, e.limit, e.locked, e.hint]))
     """, unprivileged=True, limit=8 * PAGE)
-    assert proc.returncode == 0, proc.stderr
-    err, kind, requested, limit, locked, hint = json.loads(proc.stdout)
+    err, kind, requested, limit, locked, hint = last_json(proc)
     assert err == errno.EAGAIN and kind == LockLimitError.__name__
     assert (requested, limit, locked) == (32 * PAGE, 8 * PAGE, 0)
     assert hint.startswith("How to fix")

@@ -8,16 +8,13 @@ kernel's own accounting (VmLck, VmSize, smaps) shows that nothing was locked or 
 from __future__ import annotations
 
 import errno
-import json
-import subprocess
 import sys
-import textwrap
 
 import pytest
 
 from memlock._platform import BACKEND
 
-from .kernel import REPO, child_env, have
+from .kernel import have, last_json, run_child
 
 pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="verified on Linux"),
@@ -29,9 +26,9 @@ CHILD = """
     import memlock, memlock.lowlevel
     from memlock._platform import BACKEND
     from memlock._platform._libc import real_libc
-    from tests.kernel import anon, address_of, page_state, status_kb, vmlck
+    from tests.kernel import PAGE as P, anon, address_of, page_state, status_bytes, vmlck
 
-    L, P = real_libc(), os.sysconf("SC_PAGE_SIZE")
+    L = real_libc()
 
     def describe(exc):
         if exc is None:
@@ -60,35 +57,19 @@ CHILD = """
         out["lock_file"] = outcome(lambda: memlock.lock_file(f.name))
     out["lock_all"] = outcome(lambda: memlock.lock_all())
     out["mlockall"] = outcome(lambda: memlock.lowlevel.mlockall(memlock.MCL_CURRENT))
-    before = status_kb("VmSize")
+    before = status_bytes("VmSize")
     out["lock_process"] = outcome(lambda: memlock.lock_process(prefault_heap=64 << 20))
-    out["vm_size_grew"] = status_kb("VmSize") - before
+    out["vm_size_grew"] = status_bytes("VmSize") - before
     out["vmlck"] = vmlck()
     out["buf"] = page_state(address_of(buf))
     print(json.dumps(out))
 """
 
 
-def python(code: str) -> list[str]:
-    """The command line that runs ``code`` (dedented) in this Python."""
-    return [sys.executable, "-c", textwrap.dedent(code)]
-
-
-def run_unprivileged(cmd: list[str], *, soft: int, hard: int) -> subprocess.CompletedProcess[str]:
-    """Run ``cmd`` in the repo without CAP_IPC_LOCK and CAP_SYS_RESOURCE (so it cannot raise
-    its hard limit either), under RLIMIT_MEMLOCK ``soft``:``hard`` bytes."""
-    drop = "-ipc_lock,-sys_resource"
-    return subprocess.run(
-        ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}", "--",
-         "prlimit", f"--memlock={soft}:{hard}", "--", *cmd],
-        capture_output=True, text=True, timeout=60, env=child_env(), cwd=REPO, check=False)
-
-
 @pytest.mark.parametrize("hard", [0, 8 << 20], ids=["hard_0", "hard_8M"])
 def test_zero_limit_is_a_permission_error_for_every_feature(hard: int) -> None:
-    proc = run_unprivileged(python(CHILD), soft=0, hard=hard)
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    # Without CAP_SYS_RESOURCE as well: the child cannot raise its hard limit either.
+    out = last_json(run_child(CHILD, unprivileged=True, drop=["sys_resource"], limit=(0, hard)))
     assert out["memfd_errno"] == errno.EAGAIN  # what this kernel answers for memfd_secret
     for feature in ("memfd", "probe", "lock", "lock_file", "lock_all", "mlockall",
                     "lock_process"):

@@ -214,7 +214,7 @@ def test_lock_runs_while_a_python_thread_serves_its_page_faults(
         lock_path: str, npages: int) -> None:
     if os.uname().machine != "x86_64":
         pytest.skip("the userfaultfd syscall number used here is x86_64's")
-    proc = run_child(USERFAULTFD_CHILD, args=[str(npages), "0"], cwd=REPO, timeout=30)
+    proc = run_child(USERFAULTFD_CHILD, args=[str(npages), "0"], timeout=30)
     assert proc.returncode == 0, proc.stderr
     if proc.stdout.startswith("SKIP"):
         pytest.skip(proc.stdout.strip())
@@ -225,7 +225,7 @@ def test_lock_runs_while_a_python_thread_serves_its_page_faults(
 def test_interrupt_while_mlock_is_in_the_kernel_leaves_nothing_locked(lock_path: str) -> None:
     if os.uname().machine != "x86_64":
         pytest.skip("the userfaultfd syscall number used here is x86_64's")
-    proc = run_child(USERFAULTFD_CHILD, args=["4", "1"], cwd=REPO, timeout=30)
+    proc = run_child(USERFAULTFD_CHILD, args=["4", "1"], timeout=30)
     assert proc.returncode == 0, proc.stderr
     if proc.stdout.startswith("SKIP"):
         pytest.skip(proc.stdout.strip())
@@ -325,7 +325,7 @@ def test_interrupt_as_a_failed_mlock_returns_leaves_nothing_locked(
         except KeyboardInterrupt:
             pass
         print(page_state(base), REGISTRY.counts(base, base + N * PAGE)[0][2:])
-    """, args=[path], cwd=REPO, timeout=60)
+    """, args=[path], timeout=60)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.split("\n")
     assert lines[0] in ("KeyboardInterrupt", "MemlockError"), proc.stdout

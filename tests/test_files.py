@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 import memlock
 
-from ._files_helpers import PAGE, drop, file_mappings, make_file, mincore_count, status_kib
+from .kernel import (
+    PAGE,
+    drop_cache,
+    file_resident_pages,
+    make_file,
+    mappings,
+    run_child,
+    status_bytes,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="verified on Linux only")
 MIB = 2**20
@@ -24,7 +30,7 @@ def big(tmp_path: Path) -> str:
 
 
 def test_residency_matches_mincore_after_partial_eviction(big: str) -> None:
-    drop(big)
+    drop_cache(big)
     fd = os.open(big, os.O_RDONLY)
     try:
         # No readahead: async readahead landing between the two counts made this flaky.
@@ -33,7 +39,7 @@ def test_residency_matches_mincore_after_partial_eviction(big: str) -> None:
     finally:
         os.close(fd)
     r = memlock.residency(big)
-    mine = mincore_count(big)
+    mine = file_resident_pages(big)
     assert isinstance(r, memlock.Residency)
     assert r.path == big
     assert r.size_bytes == os.path.getsize(big)
@@ -44,30 +50,30 @@ def test_residency_matches_mincore_after_partial_eviction(big: str) -> None:
     r2 = memlock.residency(big, offset=PAGE + 5, length=3 * PAGE)
     assert r2.size_bytes == 3 * PAGE
     assert r2.pages == 4
-    assert r2.resident_pages == mincore_count(big, PAGE + 5, 3 * PAGE)
+    assert r2.resident_pages == file_resident_pages(big, PAGE + 5, 3 * PAGE)
 
 
 def test_touch_and_evict(big: str) -> None:
-    drop(big)
-    assert mincore_count(big) == 0
+    drop_cache(big)
+    assert file_resident_pages(big) == 0
     assert memlock.touch(big) is None
-    assert mincore_count(big) == memlock.residency(big).pages
+    assert file_resident_pages(big) == memlock.residency(big).pages
     memlock.evict(big)
-    assert mincore_count(big) == 0
+    assert file_resident_pages(big) == 0
     assert memlock.residency(big).resident_pages == 0
 
 
 def test_touch_skips_nothing_it_should_not(tmp_path: Path) -> None:
     # 40 MiB: two chunks of 32 MiB; the first fully resident already, the second cold.
     path = make_file(str(tmp_path / "two.bin"), 40 * MIB)
-    drop(path)
+    drop_cache(path)
     fd = os.open(path, os.O_RDONLY)
     try:
         os.pread(fd, 32 * MIB, 0)
     finally:
         os.close(fd)
     memlock.touch(path)
-    assert mincore_count(path) == 40 * MIB // PAGE
+    assert file_resident_pages(path) == 40 * MIB // PAGE
     memlock.evict(path)
 
 
@@ -98,38 +104,38 @@ def test_errors(tmp_path: Path, big: str) -> None:
 
 
 def test_lock_file_is_locked_shared_and_adds_no_anonymous_memory(big: str) -> None:
-    drop(big)
-    vmlck0 = status_kib("self", "VmLck")
-    anon0 = status_kib("self", "RssAnon")
+    drop_cache(big)
+    vmlck0 = status_bytes("VmLck")
+    anon0 = status_bytes("RssAnon")
     with memlock.lock_file(big) as lf:
         assert isinstance(lf, memlock.LockedFile)
         assert lf.locked and lf.path == big and lf.nbytes == os.path.getsize(big)
-        maps = file_mappings("self", big)
+        maps = mappings(path=big)
         assert len(maps) == 1
         m = maps[0]
         assert m["perms"] == "r--s"
-        assert "lo" in m["flags"]  # type: ignore[operator]
+        assert "lo" in m["flags"]
         pages = -(-lf.nbytes // PAGE)
-        assert m["Locked"] == pages * PAGE // 1024
-        assert status_kib("self", "VmLck") - vmlck0 == pages * PAGE // 1024
-        assert status_kib("self", "RssAnon") - anon0 < 1024
-        assert mincore_count(big) == pages
+        assert m["Locked"] == pages * PAGE
+        assert status_bytes("VmLck") - vmlck0 == pages * PAGE
+        assert status_bytes("RssAnon") - anon0 < 2**20
+        assert file_resident_pages(big) == pages
     assert not lf.locked
-    assert file_mappings("self", big) == []
-    assert status_kib("self", "VmLck") == vmlck0
+    assert mappings(path=big) == []
+    assert status_bytes("VmLck") == vmlck0
     lf.unlock()  # idempotent
 
 
 def test_lock_file_range_and_onfault(big: str) -> None:
     with memlock.lock_file(big, offset=PAGE * 3 + 1, length=2 * PAGE) as lf:
         assert lf.nbytes == 2 * PAGE
-        (m,) = file_mappings("self", big)
-        assert "lo" in m["flags"]  # type: ignore[operator]
-        assert m["Locked"] == 3 * PAGE // 1024  # bytes 3P+1 .. 5P+1 touch three pages
-    drop(big)
+        (m,) = mappings(path=big)
+        assert "lo" in m["flags"]
+        assert m["Locked"] == 3 * PAGE  # bytes 3P+1 .. 5P+1 touch three pages
+    drop_cache(big)
     with memlock.lock_file(big, onfault=True) as lf:
-        (m,) = file_mappings("self", big)
-        assert {"lo", "lf"} <= m["flags"]  # type: ignore[operator]
+        (m,) = mappings(path=big)
+        assert {"lo", "lf"} <= m["flags"]
         assert m["Locked"] == 0  # nothing touched yet
     with pytest.raises(TypeError):
         memlock.lock_file(big, onfault=1)  # type: ignore[arg-type]
@@ -139,10 +145,10 @@ def test_lock_file_nests(big: str) -> None:
     a = memlock.lock_file(big)
     b = memlock.lock_file(big)
     try:
-        assert len(file_mappings("self", big)) == 2
+        assert len(mappings(path=big)) == 2
         a.unlock()
-        (m,) = file_mappings("self", big)
-        assert "lo" in m["flags"]  # type: ignore[operator]
+        (m,) = mappings(path=big)
+        assert "lo" in m["flags"]
     finally:
         a.unlock()
         b.unlock()
@@ -160,18 +166,8 @@ def test_empty_file(tmp_path: Path) -> None:
     assert not lf.locked
 
 
-def _child(code: str, *, unprivileged: bool = False, limit: int | None = None
-           ) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-c", textwrap.dedent(code)]
-    if unprivileged:
-        cmd = ["setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", *cmd]
-    if limit is not None:
-        cmd = ["prlimit", f"--memlock={limit}:{limit}", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-
-
 def test_truncated_while_locked_never_sigbus(big: str) -> None:
-    r = _child(f"""
+    r = run_child(f"""
         import os, memlock
         lf = memlock.lock_file({big!r})
         os.truncate({big!r}, 0)
@@ -187,15 +183,15 @@ def test_truncated_while_locked_never_sigbus(big: str) -> None:
 
 
 def test_unprivileged_over_limit_locks_nothing(big: str) -> None:
-    r = _child(f"""
+    r = run_child(f"""
         import memlock, sys
+        from tests.kernel import vmlck
         try:
             memlock.lock_file({big!r})
         except memlock.LockLimitError as e:
             print("limit", e.limit, e.requested)
             print(e.hint is not None)
-        vmlck = [l for l in open("/proc/self/status") if l.startswith("VmLck")][0].split()[1]
-        print(vmlck)
+        print(vmlck())
     """, unprivileged=True, limit=MIB)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.split("\n")

@@ -15,16 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from ._files_helpers import PAGE, drop, file_mappings, make_file, mincore_count, status_kib
+from .kernel import (
+    CLI,
+    PAGE,
+    child_env,
+    drop_cache,
+    file_resident_pages,
+    make_file,
+    mappings,
+    run_cli,
+    status_bytes,
+    unprivileged_cmd,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="verified on Linux only")
 MIB = 2**20
-CLI = [sys.executable, "-m", "memlock"]
-
-
-def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60,
-                          input=input)
 
 
 @pytest.fixture
@@ -45,15 +50,15 @@ def _files(doc: dict[str, object]) -> dict[str, dict[str, int]]:
 def test_resident_json_matches_mincore(tree: Path) -> None:
     for p in tree.rglob("*"):
         if p.is_file():
-            drop(str(p))
+            drop_cache(str(p))
     os.pread(os.open(tree / "sub" / "b.idx", os.O_RDONLY), PAGE, 0)  # fd closed at exit
-    r = run("resident", "--json", str(tree))
+    r = run_cli("resident", "--json", str(tree))
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     files = _files(doc)
     assert sorted(files) in (["a.bin", "b.idx", "c.bin"], ["a-link.bin", "b.idx", "c.bin"])
     for f in doc["files"]:
-        assert f["resident_pages"] == mincore_count(f["path"])
+        assert f["resident_pages"] == file_resident_pages(f["path"])
         assert f["pages"] == -(-f["size_bytes"] // PAGE)
     assert files["b.idx"]["resident_pages"] >= 1
     total = doc["total"]
@@ -63,38 +68,38 @@ def test_resident_json_matches_mincore(tree: Path) -> None:
 
 
 def test_resident_text_and_filters(tree: Path, tmp_path: Path) -> None:
-    r = run("resident", str(tree))
+    r = run_cli("resident", str(tree))
     assert r.returncode == 0
     assert "total: 3 files" in r.stdout.splitlines()[-1]
-    r = run("resident", "-q", str(tree))
+    r = run_cli("resident", "-q", str(tree))
     assert len(r.stdout.splitlines()) == 1
-    doc = json.loads(run("resident", "--json", "--include", "*.idx", str(tree)).stdout)
+    doc = json.loads(run_cli("resident", "--json", "--include", "*.idx", str(tree)).stdout)
     assert list(_files(doc)) == ["b.idx"]
-    doc = json.loads(run("resident", "--json", "--exclude", "sub", str(tree)).stdout)
+    doc = json.loads(run_cli("resident", "--json", "--exclude", "sub", str(tree)).stdout)
     assert list(_files(doc)) == ["a.bin"]
-    doc = json.loads(run("resident", "--json", "--max-size", "16K", str(tree)).stdout)
+    doc = json.loads(run_cli("resident", "--json", "--max-size", "16K", str(tree)).stdout)
     assert list(_files(doc)) == ["a.bin"]
-    doc = json.loads(run("resident", "--json", "--range", "4K-8K", str(tree)).stdout)
+    doc = json.loads(run_cli("resident", "--json", "--range", "4K-8K", str(tree)).stdout)
     assert {f["size_bytes"] for f in doc["files"]} == {PAGE}
     listing = f"{tree / 'a.bin'}\0{tree / 'sub' / 'c.bin'}\0"
-    doc = json.loads(run("resident", "--json", "--files-from", "-", "-0", input=listing).stdout)
+    doc = json.loads(run_cli("resident", "--json", "--files-from", "-", "-0", input=listing).stdout)
     assert sorted(_files(doc)) == ["a.bin", "c.bin"]
-    r = run("resident", str(tmp_path / "missing"), str(tree / "a.bin"))
+    r = run_cli("resident", str(tmp_path / "missing"), str(tree / "a.bin"))
     assert r.returncode == 1
     assert "No such file or directory" in r.stderr
     assert "total: 1 file," in r.stdout
-    assert run("resident", "--max-size", "lots", str(tree)).returncode == 2
+    assert run_cli("resident", "--max-size", "lots", str(tree)).returncode == 2
 
 
 def test_touch_and_evict_cli(tree: Path) -> None:
     b = str(tree / "sub" / "b.idx")
-    r = run("evict", "--json", str(tree))
+    r = run_cli("evict", "--json", str(tree))
     assert r.returncode == 0
-    assert mincore_count(b) == 0
+    assert file_resident_pages(b) == 0
     assert json.loads(r.stdout)["total"]["resident_pages"] == 0
-    r = run("touch", "-q", str(tree))
+    r = run_cli("touch", "-q", str(tree))
     assert r.returncode == 0, r.stderr
-    assert mincore_count(b) == 6
+    assert file_resident_pages(b) == 6
     assert r.stderr == ""  # no progress bar when stderr is not a terminal
 
 
@@ -106,7 +111,7 @@ class Holder:
                  prefix: list[str] | None = None) -> None:
         self.proc = subprocess.Popen([*(prefix or []), *CLI, "lock", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=env)
+                                     text=True, env=child_env(env))
         self.pid = self.proc.pid
 
     def summary(self) -> str:
@@ -124,7 +129,7 @@ class Holder:
         return self.proc.wait(15)
 
     def locked_mappings(self, path: str) -> list[dict[str, object]]:
-        return [m for m in file_mappings(self.pid, path) if "lo" in m["flags"]]  # type: ignore[operator]
+        return [m for m in mappings(self.pid, path) if "lo" in m["flags"]]
 
 
 @contextlib.contextmanager
@@ -141,7 +146,7 @@ def holding(*args: str, **kw: object) -> Iterator[Holder]:
 def wait_for(cond: object, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
+        if cond():
             return
         time.sleep(0.05)
     raise AssertionError("timed out waiting")
@@ -149,7 +154,7 @@ def wait_for(cond: object, timeout: float = 10.0) -> None:
 
 def test_lock_holds_truncation_survives_sigterm_cleans_up(tmp_path: Path) -> None:
     data = make_file(str(tmp_path / "model.bin"), 4 * MIB)
-    drop(data)
+    drop_cache(data)
     pidfile = str(tmp_path / "holder.pid")
     with holding(data, "--pidfile", pidfile) as h:
         line = h.summary()
@@ -158,13 +163,13 @@ def test_lock_holds_truncation_survives_sigterm_cleans_up(tmp_path: Path) -> Non
         assert int(Path(pidfile).read_text()) == h.pid
         (m,) = h.locked_mappings(data)
         assert m["perms"] == "r--s"
-        assert m["Locked"] == 4 * MIB // 1024
-        assert status_kib(h.pid, "VmLck") >= 4 * MIB // 1024
-        assert status_kib(h.pid, "RssAnon") < 64 * 1024  # no private copy of the file
-        assert mincore_count(data) == 4 * MIB // PAGE
+        assert m["Locked"] == 4 * MIB
+        assert status_bytes("VmLck", h.pid) >= 4 * MIB
+        assert status_bytes("RssAnon", h.pid) < 64 * MIB  # no private copy of the file
+        assert file_resident_pages(data) == 4 * MIB // PAGE
         os.truncate(data, 0)
         h.proc.send_signal(signal.SIGHUP)  # the rescan stats the file and locks it again
-        wait_for(lambda: file_mappings(h.pid, data) == [])
+        wait_for(lambda: mappings(h.pid, data) == [])
         time.sleep(0.2)
         assert h.proc.poll() is None  # alive
         assert h.stop() == 0
@@ -181,8 +186,8 @@ def test_sighup_picks_up_new_files_and_releases_vanished(tmp_path: Path) -> None
         os.unlink(first)
         h.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: len(h.locked_mappings(second)) == 1)
-        assert h.locked_mappings(second)[0]["Locked"] == 128
-        wait_for(lambda: file_mappings(h.pid, first) == [])
+        assert h.locked_mappings(second)[0]["Locked"] == 128 * 1024
+        wait_for(lambda: mappings(h.pid, first) == [])
         assert h.stop() == 0
 
 
@@ -201,7 +206,7 @@ def test_watch_relocks_a_replaced_file(tmp_path: Path) -> None:
             return [m["inode"] for m in maps] == [new_ino]
 
         wait_for(relocked)
-        assert h.locked_mappings(target)[0]["Locked"] == 192
+        assert h.locked_mappings(target)[0]["Locked"] == 192 * 1024
         assert h.stop() == 0
 
 
@@ -212,13 +217,13 @@ def test_notify_socket_ready_only_once_locked(tmp_path: Path) -> None:
     addr = f"\0memlock-test-{os.getpid()}"
     sock.bind(addr)
     sock.settimeout(20)
-    env = dict(os.environ, NOTIFY_SOCKET="@" + addr[1:])
+    env = {"NOTIFY_SOCKET": "@" + addr[1:]}
     try:
         with holding(data, "--pidfile", pidfile, env=env) as h:
             msg = sock.recv(4096).decode()
             assert "READY=1" in msg
             assert os.path.exists(pidfile)  # locked before READY
-            assert h.locked_mappings(data)[0]["Locked"] == 1024
+            assert h.locked_mappings(data)[0]["Locked"] == MIB
             h.summary()
             assert h.stop() == 0
             assert "STOPPING=1" in sock.recv(4096).decode()
@@ -229,20 +234,19 @@ def test_notify_socket_ready_only_once_locked(tmp_path: Path) -> None:
 def test_daemon_mode_returns_once_locked(tmp_path: Path) -> None:
     data = make_file(str(tmp_path / "d.bin"), MIB)
     pidfile = str(tmp_path / "d.pid")
-    r = run("lock", "--daemon", "--pidfile", pidfile, data)
+    r = run_cli("lock", "--daemon", "--pidfile", pidfile, data)
     assert r.returncode == 0, r.stderr
     assert "locked 1 file," in r.stdout
     pid = int(Path(pidfile).read_text())
     try:
-        (m,) = [m for m in file_mappings(pid, data) if "lo" in m["flags"]]  # type: ignore[operator]
-        assert m["Locked"] == 1024
+        (m,) = [m for m in mappings(pid, data) if "lo" in m["flags"]]
+        assert m["Locked"] == MIB
     finally:
         os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not os.path.exists(pidfile))
 
 
-UNPRIV = ["prlimit", f"--memlock={MIB}:{MIB}",
-          "setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock"]
+UNPRIV = unprivileged_cmd(limit=MIB)
 
 
 def test_unprivileged_over_limit_fails_before_locking_anything(tmp_path: Path) -> None:
@@ -250,8 +254,7 @@ def test_unprivileged_over_limit_fails_before_locking_anything(tmp_path: Path) -
     d.mkdir()
     small = make_file(str(d / "a-small.bin"), 64 * 1024)
     make_file(str(d / "b-big.bin"), 4 * MIB)
-    r = subprocess.run([*UNPRIV, *CLI, "lock", "--pidfile", str(tmp_path / "p"), str(d)],
-                       capture_output=True, text=True, timeout=60)
+    r = run_cli("lock", "--pidfile", str(tmp_path / "p"), str(d), unprivileged=True, limit=MIB)
     assert r.returncode == 1
     assert r.stdout == ""
     assert "RLIMIT_MEMLOCK" in r.stderr and "1.0 MiB" in r.stderr
@@ -263,13 +266,13 @@ def test_unprivileged_over_limit_fails_before_locking_anything(tmp_path: Path) -
         doc = json.loads(h.summary())
         assert doc["files"] == 1
         assert [f["path"] for f in doc["failed"]] == [str(d / "b-big.bin")]
-        assert h.locked_mappings(small)[0]["Locked"] == 64
+        assert h.locked_mappings(small)[0]["Locked"] == 64 * 1024
         assert h.stop() == 0
 
 
 def test_lock_missing_path_is_all_or_nothing(tmp_path: Path) -> None:
     data = make_file(str(tmp_path / "x.bin"), 64 * 1024)
-    r = run("lock", data, str(tmp_path / "missing"))
+    r = run_cli("lock", data, str(tmp_path / "missing"))
     assert r.returncode == 1
     assert "No such file or directory" in r.stderr
     assert r.stdout == ""
@@ -279,7 +282,7 @@ def test_lock_with_an_unwritable_pidfile_fails_before_locking(tmp_path: Path) ->
     f = tmp_path / "data.bin"
     make_file(str(f), 1 << 20)
     for pidfile in (tmp_path / "missing-dir" / "x.pid", tmp_path):  # no directory; a directory
-        proc = run("lock", str(f), "--pidfile", str(pidfile))
+        proc = run_cli("lock", str(f), "--pidfile", str(pidfile))
         assert proc.returncode == 1 and proc.stdout == "", proc.stdout
         assert "pidfile" in proc.stderr and "nothing was locked" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
@@ -315,7 +318,7 @@ def test_keep_going_lists_what_was_not_locked_in_text_too(tmp_path: Path) -> Non
     with holding("--keep-going", str(d), prefix=UNPRIV) as h:
         line = h.summary()
         assert "locked 1 file," in line and "1 not locked" in line
-        assert h.locked_mappings(small)[0]["Locked"] == 64
+        assert h.locked_mappings(small)[0]["Locked"] == 64 * 1024
         assert h.locked_mappings(big) == []
         assert h.stop() == 0
         _, err = h.proc.communicate(timeout=10)
@@ -328,8 +331,8 @@ def test_daemon_log_names_a_file_a_rescan_cannot_lock(tmp_path: Path) -> None:
     d.mkdir()
     make_file(str(d / "a.bin"), 64 * 1024)
     log, pidfile = tmp_path / "memlock.log", tmp_path / "pid"
-    r = subprocess.run([*UNPRIV, *CLI, "lock", "--daemon", "--log", str(log), "--pidfile",
-                        str(pidfile), str(d)], capture_output=True, text=True, timeout=60)
+    r = run_cli("lock", "--daemon", "--log", str(log), "--pidfile", str(pidfile), str(d),
+                unprivileged=True, limit=MIB)
     assert r.returncode == 0, r.stderr
     pid = int(pidfile.read_text())
     try:
@@ -341,7 +344,7 @@ def test_daemon_log_names_a_file_a_rescan_cannot_lock(tmp_path: Path) -> None:
         assert "rescan (SIGHUP)" in text and "locked 1 file," in text
         assert all(line[:4].isdigit() and "memlock lock[" in line
                    for line in text.splitlines())  # each line with its timestamp
-        assert [m for m in file_mappings(pid, big) if "lo" in m["flags"]] == []  # type: ignore[operator]
+        assert [m for m in mappings(pid, big) if "lo" in m["flags"]] == []
     finally:
         os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not pidfile.exists())
@@ -358,8 +361,7 @@ def test_lock_needs_a_descriptor_per_file_and_says_so(tmp_path: Path) -> None:
     # Root with CAP_IPC_LOCK: memory is no obstacle, only the descriptor limit is.
     d = tmp_path / "many"
     _many_files(d, 3000)
-    r = subprocess.run(["prlimit", "--nofile=64:64", *CLI, "lock", str(d)],
-                       capture_output=True, text=True, timeout=120)
+    r = run_cli("lock", str(d), prefix=["prlimit", "--nofile=64:64"], timeout=120)
     assert r.returncode == 1 and r.stdout == ""
     assert "RLIMIT_NOFILE" in r.stderr and "3000 files" in r.stderr, r.stderr
     assert "ulimit -n" in r.stderr and "LimitNOFILE=" in r.stderr
@@ -371,11 +373,7 @@ def test_lock_raises_its_soft_descriptor_limit_when_the_hard_one_allows(tmp_path
     _many_files(d, 3000)
     with holding(str(d), prefix=["prlimit", "--nofile=64:8192"]) as h:
         assert "locked 3000 files" in h.summary()
-        locked = 0
-        with open(f"/proc/{h.pid}/smaps") as f:  # the kernel: 3000 locked file mappings
-            for line in f:
-                if line.startswith("VmFlags:") and "lo" in line.split():
-                    locked += 1
-        assert locked >= 3000
-        assert status_kib(h.pid, "VmLck") >= 3000 * PAGE // 1024
+        # the kernel: 3000 locked file mappings
+        assert sum("lo" in m["flags"] for m in mappings(h.pid)) >= 3000
+        assert status_bytes("VmLck", h.pid) >= 3000 * PAGE
         assert h.stop() == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from .kernel import REPO, run_child
+from .kernel import run_child
 
 CHILD = """
 import ctypes, json, os, sys
@@ -52,7 +52,7 @@ sb.close()
 
 
 def test_a_fork_made_from_c_is_noticed(lock_path: str) -> None:
-    proc = run_child(CHILD, cwd=REPO)
+    proc = run_child(CHILD)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.splitlines()[-1])
     assert out["status"] == 0, out

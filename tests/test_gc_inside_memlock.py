@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from .kernel import REPO, run_child
+from .kernel import run_child
 
 CHILD = """
 import gc, warnings
@@ -48,7 +48,7 @@ print("done", vmlck() - base + PAGE, REGISTRY.holds_pending(), len(_securemem.st
 
 def test_finalizers_run_by_a_collection_inside_memlock_never_wait(lock_path: str) -> None:
     try:
-        proc = run_child(CHILD, cwd=REPO, timeout=120)
+        proc = run_child(CHILD, timeout=120)
     except subprocess.TimeoutExpired:
         pytest.fail("a finalizer run inside memlock waited for its own thread")
     assert proc.returncode == 0, proc.stderr[-3000:]

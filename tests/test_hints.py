@@ -15,7 +15,7 @@ import pytest
 
 from memlock import _hints
 
-from .test_errors_zero_limit import python, run_unprivileged
+from .kernel import python_cmd, run_child, run_cmd
 
 KiB, MiB = 1024, 2**20
 
@@ -40,7 +40,7 @@ LOCK = """
 
 
 def _hint(soft: int, hard: int) -> tuple[str, str]:
-    proc = run_unprivileged(python(LOCK_AND_REPORT), soft=soft, hard=hard)
+    proc = run_child(LOCK_AND_REPORT, unprivileged=True, drop=["sys_resource"], limit=(soft, hard))
     assert proc.returncode == 0, proc.stderr
     kind, hint = json.loads(proc.stdout)
     return kind, hint
@@ -62,8 +62,8 @@ def test_ulimit_hint_works_when_the_hard_limit_allows_it(soft: int, hard: int,
     kib = int(m[1])
     assert kib >= 1024
     # follow the hint in the same conditions: the shell raises the limit, the lock takes
-    proc = run_unprivileged(["bash", "-c", f'ulimit -l {kib} && exec "$0" "$@"',
-                             *python(LOCK)], soft=soft, hard=hard)
+    proc = run_cmd(["bash", "-c", f'ulimit -l {kib} && exec "$0" "$@"', *python_cmd(LOCK)],
+                   unprivileged=True, drop=["sys_resource"], limit=(soft, hard))
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout) == MiB
 
@@ -89,7 +89,8 @@ def test_hint_says_the_hard_limit_is_too_low_and_how_to_raise_it(soft: int, hard
     assert f"`docker run --ulimit memlock={kib * 1024}:{kib * 1024}`" in hint, hint
     assert "CAP_IPC_LOCK" in hint
     # the shell would refuse what the old hint said
-    proc = run_unprivileged(["bash", "-c", f"ulimit -l {kib}"], soft=soft, hard=hard)
+    proc = run_cmd(["bash", "-c", f"ulimit -l {kib}"], unprivileged=True, drop=["sys_resource"],
+                   limit=(soft, hard))
     assert proc.returncode != 0 and "Operation not permitted" in proc.stderr, proc.stderr
 
 

@@ -26,7 +26,7 @@ def _memfd_secret_works() -> bool:
 def scenario(call: str, timeout: float = 300) -> int:
     """Run ``tests.interrupt_scenarios.<call>`` in a child; how many events it had."""
     code = f"from tests import interrupt_scenarios as s\ns.{call}\n"
-    proc = run_child(code, cwd=REPO, timeout=timeout)
+    proc = run_child(code, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
     last = proc.stdout.split()
     assert last[-2:-1] == ["events"], proc.stdout
@@ -99,5 +99,5 @@ def test_the_injector_finds_a_planted_bug(tmp_path: Path) -> None:
         "        hold.state, unsure[k:] = HELD, span\n")))
     code = ("import sys\nsys.path.insert(0, sys.argv[1])\n"
             "from tests import interrupt_scenarios as s\ns.planted_bug()\n")
-    proc = run_child(code, args=[str(copy.parent)], cwd=REPO)
+    proc = run_child(code, args=[str(copy.parent)])
     assert proc.stdout.startswith("caught:"), proc.stdout + proc.stderr[-2000:]

@@ -19,7 +19,6 @@ from memlock._platform._libc import real_libc
 
 from .kernel import (
     PAGE,
-    REPO,
     address_of,
     anon,
     page_state,
@@ -379,7 +378,7 @@ def test_parallel_lock_failure_undoes_every_chunk(hole_at: int) -> None:
     # >= 64 MiB is locked in parallel chunks; an unmapped page in one chunk fails it after
     # other chunks succeeded. Everything must be undone, whichever chunk holds the hole.
     # In a child: the hole could be reused by another mapping, which close() would unmap.
-    proc = run_child(PARALLEL_HOLE_CHILD, args=[str(hole_at)], cwd=REPO)
+    proc = run_child(PARALLEL_HOLE_CHILD, args=[str(hole_at)])
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr + proc.stdout
 
 

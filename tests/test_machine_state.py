@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .kernel import CGROUP_DIRS, REPO, child_env, have
+from .kernel import CGROUP_DIRS, REPO, have, run_cmd
 
 #: A test file for a pytest run of its own: one test leaves nothing, one leaves an rlimit
 #: lowered, a cgroup, a mount and a swap device behind (each reported on its own line).
@@ -56,11 +56,9 @@ def test_a_test_that_leaves_things_behind_fails_in_teardown(tmp_path: Path) -> N
         test_file = tmp_path / "test_leaky.py"
         test_file.write_text(textwrap.dedent(LEAKY).format(
             cgroup_line=cgroup_line, mnt=str(mnt), swapfile=str(swapfile)))
-        proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider",
-             "-q", "-rA", "--tb=short", str(test_file)],
-            capture_output=True, text=True, cwd=REPO, env=child_env(), timeout=120,
-            check=False)
+        proc = run_cmd([sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p",
+                        "no:cacheprovider", "-q", "-rA", "--tb=short", str(test_file)],
+                       cwd=REPO, timeout=120)
     finally:
         subprocess.run(["swapoff", str(swapfile)], capture_output=True, check=False)
         subprocess.run(["umount", str(mnt)], capture_output=True, check=False)

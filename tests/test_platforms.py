@@ -3,8 +3,8 @@
 None of these OSes can run here: each backend is driven through ``tests/simlibc.py``, whose
 classes follow the seed manual pages. What is checked: argument handling, errno translation
 (exception class, errno, numbers, the knob the hint names), facts (privilege, limits,
-system status), and all-or-nothing locking through a ``PageRegistry`` built on the
-simulated backend, proven by the simulation's own page accounting.
+system status). The registry on these backends (all-or-nothing locking, proven by the
+simulation's own page accounting) is tested in test_registry.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from memlock._platform._base import Backend
 from memlock._platform.darwin import DarwinBackend
 from memlock._platform.freebsd import FreeBSDBackend
 from memlock._platform.sunos import SunOSBackend
-from memlock._registry import PARALLEL_MIN_BYTES, PageRegistry
+from memlock._registry import PageRegistry
 from memlock.errors import (
     LockLimitError,
     LockPermissionError,
@@ -25,37 +25,19 @@ from memlock.errors import (
     UnsupportedOperation,
 )
 
-from .holds import acquire, release
-from .simlibc import DarwinLibc, FreeBSDLibc, SimLibc, SunOSLibc
+from .holds import acquire
+from .simlibc import (
+    DarwinLibc,
+    FreeBSDLibc,
+    SimLibc,
+    SunOSLibc,
+    darwin,
+    exact,
+    freebsd,
+    sunos,
+)
 
 KiB = 1024
-
-
-def freebsd(**kw: object) -> tuple[FreeBSDLibc, FreeBSDBackend]:
-    sim = FreeBSDLibc(**kw)  # type: ignore[arg-type]
-    backend = FreeBSDBackend(
-        sim, sim.page, rlimit=sim.getrlimit, euid=sim.geteuid, locked_bytes=sim.locked_bytes
-    )
-    return sim, backend
-
-
-def darwin(**kw: object) -> tuple[DarwinLibc, DarwinBackend]:
-    sim = DarwinLibc(**kw)  # type: ignore[arg-type]
-    return sim, DarwinBackend(sim, sim.page, rlimit=sim.getrlimit, euid=sim.geteuid)
-
-
-def sunos(**kw: object) -> tuple[SunOSLibc, SunOSBackend]:
-    sim = SunOSLibc(**kw)  # type: ignore[arg-type]
-    backend = SunOSBackend(
-        sim, sim.page, euid=sim.geteuid, locked_bytes=sim.locked_bytes,
-        locked_memory_limit=sim.rctl,
-    )
-    return sim, backend
-
-
-def exact(exc: BaseException, cls: type[BaseException]) -> None:
-    """``exc`` is exactly ``cls`` (a MemlockError must not be a LockLimitError, ...)."""
-    assert type(exc) is cls, f"{type(exc).__name__}: {exc}"
 
 
 # -- construction, constants ------------------------------------------------------------
@@ -278,17 +260,6 @@ def test_darwin_lock_all_is_unsupported_without_a_syscall() -> None:
     assert isinstance(exc, UnsupportedOperation) and "macOS" in str(exc)
 
 
-def test_darwin_registry_lock_all_unsupported_and_state_kept() -> None:
-    sim, b = darwin()
-    reg = PageRegistry(b)
-    addr = sim.mmap(2 * sim.page)
-    gen = acquire(reg, addr, addr + sim.page)
-    with pytest.raises(UnsupportedOperation):
-        reg.lock_all(1)
-    release(reg, gen)  # normal unlock: the flag was not set
-    assert not sim.locked
-
-
 def test_darwin_eagain_is_a_limit_error() -> None:
     sim, b = darwin(soft=2 * 16384)
     addr = sim.mmap(4 * sim.page)
@@ -339,20 +310,6 @@ def test_darwin_facts() -> None:
     assert st.wired_bytes is None
     sim.unreadable_sysctls = {"hw.memsize"}
     assert b.system_status().total_bytes is None
-
-
-def test_darwin_nested_wiring_through_the_registry() -> None:
-    """XNU counts wirings; the registry makes one kernel call per transition anyway."""
-    sim, b = darwin()
-    reg = PageRegistry(b)
-    addr = sim.mmap(2 * sim.page)
-    g1 = acquire(reg, addr, addr + 2 * sim.page)
-    g2 = acquire(reg, addr, addr + sim.page)
-    assert sim.locked == {addr // sim.page: 1, addr // sim.page + 1: 1}
-    release(reg, g1)
-    assert sim.locked_addresses() == {addr}
-    release(reg, g2)
-    assert not sim.locked
 
 
 # -- illumos / Solaris -------------------------------------------------------------------
@@ -437,88 +394,6 @@ def test_sunos_mlockall() -> None:
     sim.mmap(4 * sim.page)
     with pytest.raises(LockLimitError):
         b.mlockall(1)
-    assert not sim.locked
-
-
-# -- all or nothing through the registry ------------------------------------------------
-
-
-def limited(make, pages: int):  # type: ignore[no-untyped-def]
-    """A backend whose limit allows ``pages`` locked pages, in each OS's own terms."""
-    if make is freebsd:
-        return freebsd(soft=pages * 4096)
-    if make is darwin:
-        return darwin(soft=pages * 16384)
-    return sunos(max_locked_memory=pages * 8192)
-
-
-@pytest.mark.parametrize("make", [freebsd, darwin, sunos])
-def test_registry_failure_midway_leaves_no_new_locked_pages(make) -> None:  # type: ignore[no-untyped-def]
-    sim, b = limited(make, 3)
-    reg = PageRegistry(b)
-    addr = sim.mmap(4 * sim.page)
-    page = sim.page
-    held = acquire(reg, addr + page, addr + 2 * page)  # page 1 held
-    before = dict(sim.locked)
-    # pages 0 and 2-3 need two kernel calls: the first fits, the second goes over 3 pages
-    with pytest.raises(LockLimitError) as info:
-        acquire(reg, addr, addr + 4 * page)
-    assert info.value.requested == 3 * page
-    assert sim.locked == before  # the first call was undone
-    assert sim.syscall_names().count("mlock") == 3
-    assert reg.counts(addr, addr + 4 * page) == [
-        (addr, addr + page, 0, 0), (addr + page, addr + 2 * page, 1, 0),
-        (addr + 2 * page, addr + 4 * page, 0, 0)]
-    release(reg, held)
-    assert not sim.locked
-
-
-@pytest.mark.parametrize("make", [freebsd, darwin, sunos])
-def test_registry_hole_leaves_nothing_locked(make) -> None:  # type: ignore[no-untyped-def]
-    sim, b = make()
-    reg = PageRegistry(b)
-    addr = sim.mmap(2 * sim.page)
-    with pytest.raises(MemlockError) as info:
-        acquire(reg, addr, addr + 3 * sim.page)  # the hole after the mapping
-    exact(info.value, MemlockError)
-    assert info.value.errno == errno.ENOMEM
-    assert not sim.locked
-    gen = acquire(reg, addr, addr + 2 * sim.page)
-    assert sim.is_locked(addr, 2 * sim.page)
-    release(reg, gen)
-    assert not sim.locked
-
-
-@pytest.mark.parametrize("make", [freebsd, darwin, sunos])
-def test_registry_parallel_chunks_all_or_nothing(make) -> None:  # type: ignore[no-untyped-def]
-    """A large range is locked in chunks from several threads; one failing chunk undoes all."""
-    sim, b = make()
-    reg = PageRegistry(b)
-    reg.parallel_workers = 4
-    size = 2 * PARALLEL_MIN_BYTES
-    addr = sim.mmap(size)
-    gen = acquire(reg, addr, addr + size)
-    assert len(sim.locked) == size // sim.page
-    release(reg, gen)
-    assert not sim.locked
-    hole = addr + size * 3 // 4
-    sim.munmap(hole, sim.page)  # a hole in a late chunk
-    with pytest.raises(MemlockError):
-        acquire(reg, addr, addr + size)
-    assert not sim.locked, f"{len(sim.locked)} pages left locked after a failed lock"
-
-
-@pytest.mark.parametrize("make", [freebsd, sunos])
-def test_registry_lock_all_and_unlock_all_relock_held(make) -> None:  # type: ignore[no-untyped-def]
-    sim, b = make()
-    reg = PageRegistry(b)
-    a = sim.mmap(4 * sim.page)
-    gen = acquire(reg, a, a + sim.page)
-    reg.lock_all(b.constants["MCL_CURRENT"])
-    assert sim.is_locked(a, 4 * sim.page)
-    reg.unlock_all()  # munlockall, then the live lock is locked again
-    assert sim.locked_addresses() == {a}
-    release(reg, gen)
     assert not sim.locked
 
 

@@ -1,32 +1,22 @@
-"""Whole-process behaviour, each in a child: fork, exec, lock_all, limits, privilege."""
+"""Whole-process behaviour, each in a child: fork, exec, lock_all/unlock_all."""
 
 from __future__ import annotations
 
-import os
-import resource
-import textwrap
+from typing import Any
 
 import pytest
 
 import memlock
 
-from .kernel import REPO, run_as_nobody, run_child, vmlck
+from .kernel import CHILD_PRELUDE, output, run_child
 
 # Every test here runs through lock()'s C fast path and through the pure-Python path.
 pytestmark = pytest.mark.usefixtures("lock_path")
 
-PRELUDE = """
-import errno, mmap, os, sys
-import memlock
-from tests.kernel import PAGE, address_of, anon, page_state, vma, vmlck, status_kb
-"""
 
-
-def child(code: str, **kw: object) -> str:
-    """Run PRELUDE + code in a child; return its stdout, failing on a non-zero exit."""
-    proc = run_child(PRELUDE + textwrap.dedent(code), cwd=REPO, **kw)  # type: ignore[arg-type]
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
+def child(code: str, **options: Any) -> str:
+    """Run CHILD_PRELUDE + code in a child; its stdout, once it exited 0."""
+    return output(run_child(code, prelude=CHILD_PRELUDE, **options))
 
 
 # -- fork and exec -----------------------------------------------------------------------
@@ -73,7 +63,7 @@ def test_exec_clears_locks() -> None:
 def test_lock_all_current_and_future() -> None:
     out = child("""
         memlock.lock_all()
-        size = status_kb("VmSize")
+        size = status_bytes("VmSize")
         fresh = mmap.mmap(-1, 64 * PAGE, flags=mmap.MAP_PRIVATE)  # locked by MCL_FUTURE
         print(page_state(address_of(fresh)), vmlck() >= size - 256 * 1024)
         memlock.unlock_all()
@@ -116,63 +106,7 @@ def test_lock_all_needs_current_or_future() -> None:
         memlock.lock_all(current=False, future=False)
 
 
-# -- privilege and limits (children without CAP_IPC_LOCK) --------------------------------
-
-
-def test_limit_zero_without_capability_is_a_permission_error() -> None:
-    out = child("""
-        m = anon(1)
-        try:
-            memlock.lock(m)
-        except memlock.LockPermissionError as e:
-            assert isinstance(e, PermissionError) and e.errno == errno.EPERM
-            assert "CAP_IPC_LOCK" in str(e) and e.hint and "IPC_LOCK" in e.hint
-            assert (e.requested, e.limit, e.locked) == (PAGE, 0, 0)
-            print("permission", page_state(address_of(m)), vmlck())
-        lim = memlock.limits()
-        print(lim.privileged, lim.soft, lim.available_bytes)
-    """, unprivileged=True, limit=0)
-    assert out.split() == ["permission", "none", "0", "False", "0", "0"]
-
-
-def test_over_limit_is_a_limit_error_with_numbers_and_nothing_locked() -> None:
-    out = child("""
-        small, big = anon(256), anon(2048)  # 1 MiB then 8 MiB against a 4 MiB limit
-        held = memlock.lock(small)
-        try:
-            memlock.lock(big)
-        except memlock.LockLimitError as e:
-            assert not isinstance(e, BlockingIOError) and e.errno == errno.ENOMEM
-            print(e.requested, e.limit, e.locked)
-            assert "ulimit -l" in e.hint and "LimitMEMLOCK" in e.hint, e.hint
-            assert "--ulimit memlock" in e.hint and "IPC_LOCK" in e.hint, e.hint
-        print(vmlck(), page_state(address_of(big)))
-        lim = memlock.limits()
-        print(lim.locked_bytes, lim.available_bytes, lim.privileged)
-    """, unprivileged=True, limit=4 * 2**20)
-    mib = 2**20
-    assert out.split() == [
-        str(8 * mib), str(4 * mib), str(mib),
-        str(mib), "none",
-        str(mib), str(3 * mib), "False",
-    ]
-
-
-def test_unmapped_range_is_not_a_limit_error_unprivileged() -> None:
-    out = child("""
-        import ctypes
-        from memlock import lowlevel
-        m = anon(4); addr = address_of(m)
-        try:
-            lowlevel.munlock(addr, 4 * PAGE)
-            m.close()
-            lowlevel.mlock(addr, PAGE)
-        except memlock.LockLimitError:
-            print("limit")
-        except memlock.MemlockError as e:
-            print("memlock", e.errno == errno.ENOMEM)
-    """, unprivileged=True, limit=4 * 2**20)
-    assert out.split() == ["memlock", "True"]
+# -- lock_all without CAP_IPC_LOCK (limits: test_limits.py) ------------------------------
 
 
 def test_unprivileged_lock_all_names_vmsize_and_the_limit() -> None:
@@ -183,69 +117,6 @@ def test_unprivileged_lock_all_names_vmsize_and_the_limit() -> None:
             print("VmSize" in str(e), e.limit, e.requested > e.limit, vmlck())
     """, unprivileged=True, limit=8 * 2**20)
     assert out.split() == ["True", str(8 * 2**20), "True", "0"]
-
-
-def test_capability_not_uid_is_the_privilege() -> None:
-    # uid 0 without CAP_IPC_LOCK is limited; with it (this process) it is not.
-    assert memlock.limits().privileged is (os.geteuid() == 0)
-    out = child("print(os.geteuid(), memlock.limits().privileged)", unprivileged=True)
-    assert out.split() == ["0", "False"]
-
-
-def test_limits_match_the_kernel() -> None:
-    lim = memlock.limits()
-    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-    inf = resource.RLIM_INFINITY
-    assert lim.soft == (None if soft == inf else soft)
-    assert lim.hard == (None if hard == inf else hard)
-    assert lim.locked_bytes == vmlck()
-    assert lim.available_bytes is None  # privileged here
-
-
-def test_set_limit() -> None:
-    out = child("""
-        import resource
-        memlock.set_limit(2 * 2**20)
-        print(resource.getrlimit(resource.RLIMIT_MEMLOCK)[0], memlock.limits().soft)
-        try:
-            memlock.set_limit(64 * 2**20)  # above the hard limit
-        except ValueError:
-            print("valueerror")
-        try:
-            memlock.set_limit(None, None)  # unlimited soft, above the hard limit
-        except ValueError:
-            print("valueerror")
-        hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
-        try:
-            memlock.set_limit(hard, hard * 2)  # raise hard: needs CAP_SYS_RESOURCE
-            print("raised")
-        except memlock.LockPermissionError as e:
-            print("permission", e.errno == errno.EPERM)
-        memlock.set_limit(2**20, 2**20)  # lowering the hard limit is allowed
-        print(resource.getrlimit(resource.RLIMIT_MEMLOCK))
-    """, unprivileged=True, limit=8 * 2**20)
-    lines = out.splitlines()
-    assert lines[0].split() == [str(2 * 2**20)] * 2
-    assert lines[1:3] == ["valueerror", "valueerror"]
-    assert lines[3] == "permission True"
-    assert lines[4] == f"({2**20}, {2**20})"
-
-
-def test_uid_nobody_is_unprivileged() -> None:
-    # A real uid switch (tests/kernel.py brings an interpreter and code that uid can read).
-    proc = run_as_nobody("""
-        import memlock, mmap
-        lim = memlock.limits()
-        m = mmap.mmap(-1, 4096, flags=mmap.MAP_PRIVATE)
-        memlock.set_limit(0)
-        try:
-            memlock.lock(m)
-        except memlock.LockPermissionError:
-            print("perm")
-        print(lim.privileged)
-    """)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["perm", "False"]
 
 
 # -- finalizers and partial lock_all (regressions found in review) ---------------------

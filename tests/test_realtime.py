@@ -6,53 +6,36 @@ counters, /proc/self/smaps (``lo``/``lf`` in VmFlags, ``Locked:``) and /proc/sel
 
 from __future__ import annotations
 
-import json
 import mmap
 import re
-import subprocess
 import sys
 import textwrap
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import memlock
 from memlock._realtime import PageFaults, find_mapping, parse_syscall_sp
 
+from .kernel import PAGE, last_json, run_child, run_cli
+
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="verified on Linux only")
 
 MiB = 2**20
-SETPRIV = ["setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock"]
 
 # Helpers pasted into every child: the kernel's view of the child itself.
 PRELUDE = textwrap.dedent(r"""
     import ctypes, json, re, resource, sys
     import memlock
-
-    def status(name):
-        for line in open("/proc/self/status"):
-            if line.startswith(name + ":"):
-                return int(line.split()[1]) * 1024
-
-    def smaps():
-        out, cur = [], None
-        for line in open("/proc/self/smaps"):
-            m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$", line)
-            if m:
-                cur = {"start": int(m[1], 16), "end": int(m[2], 16), "path": m[3]}
-                out.append(cur)
-            elif line.startswith("VmFlags:"):
-                cur["flags"] = line.split()[1:]
-            elif line.startswith(("Locked:", "Rss:")):
-                cur[line.split(":")[0]] = int(line.split()[1]) * 1024
-        return out
+    from tests.kernel import address_of, mappings, status_bytes, vma
 
     def mapping(path):
-        return [m for m in smaps() if m["path"] == path][0]
+        return mappings(path=path)[0]
 
-    def address(buf):
-        return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    def dumps(obj):
+        return json.dumps(obj, default=sorted)  # sets (VmFlags) as sorted lists
 
     def loop(n):
         # allocate, touch (write one byte per page) and free a 64 MiB block, n times
@@ -61,21 +44,20 @@ PRELUDE = textwrap.dedent(r"""
             with memlock.page_faults() as pf:
                 b = bytearray(64 << 20)
                 b[::4096] = b"\1" * (len(b) // 4096)
-                addrs.add(address(b))
+                addrs.add(address_of(b))
                 del b
             per.append((pf.minor, pf.major))
         return per, addrs
 """)
 
 
-def child(code: str, *, prefix: list[str] | None = None, timeout: float = 60) -> dict:
-    """Run ``code`` (after PRELUDE) in a fresh interpreter; it prints one JSON line."""
-    proc = subprocess.run(
-        [*(prefix or []), sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
-        capture_output=True, text=True, timeout=timeout,
-    )
-    assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{proc.stderr}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+def child(code: str, **options: Any) -> dict:
+    """Run ``code`` (after PRELUDE) in a fresh interpreter; it prints one JSON line.
+
+    ``options`` are those of tests.kernel.run_cmd (unprivileged, prefix, ...).
+    """
+    out: dict = last_json(run_child(code, prelude=PRELUDE, **options))
+    return out
 
 
 # -- the hot loop ---------------------------------------------------------------------------
@@ -88,11 +70,11 @@ def test_hot_loop_faults_without_memlock() -> None:
         per, addrs = loop(20)
         heap = mapping("[heap]")
         in_heap = [heap["start"] <= a < heap["end"] for a in addrs]
-        print(json.dumps({"per": per, "in_heap": in_heap}))
+        print(dumps({"per": per, "in_heap": in_heap}))
     """)
     minors = [m for m, _ in r["per"]]
     print(f"without memlock: minor faults per iteration {min(minors)}..{max(minors)}")
-    assert min(minors) > 64 * MiB // mmap.PAGESIZE // 2  # thousands: ~16385 here
+    assert min(minors) > 64 * MiB // PAGE // 2  # thousands: ~16385 here
     assert not any(r["in_heap"])  # mmap'd, not from the heap
 
 
@@ -103,11 +85,11 @@ def test_hot_loop_takes_no_faults_after_lock_process() -> None:
         with memlock.page_faults() as total:
             per, addrs = loop(200)
         heap_after = mapping("[heap]")
-        print(json.dumps({
+        print(dumps({
             "total": [total.minor, total.major], "per": per,
             "heap": heap, "heap_after": heap_after,
             "in_heap": [heap["start"] <= a < heap["end"] for a in addrs],
-            "vmlck": status("VmLck"), "vmsize": status("VmSize"),
+            "vmlck": status_bytes("VmLck"), "vmsize": status_bytes("VmSize"),
         }))
     """)
     print(f"after lock_process(prefault_heap=128 MiB): 200 iterations took "
@@ -128,25 +110,25 @@ def test_without_tune_malloc_the_loop_still_faults() -> None:
     r = child("""
         memlock.lock_process(prefault_heap=128 << 20, tune_malloc=False)
         per, _ = loop(5)
-        print(json.dumps({"per": per}))
+        print(dumps({"per": per}))
     """)
-    assert min(m for m, _ in r["per"]) > 64 * MiB // mmap.PAGESIZE // 2
+    assert min(m for m, _ in r["per"]) > 64 * MiB // PAGE // 2
 
 
 def test_lock_process_locks_everything_and_unlock_all_undoes_it() -> None:
     r = child("""
         memlock.lock_process()
         special = {"[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]"}
-        unlocked = [m["path"] for m in smaps()
+        unlocked = [m["path"] for m in mappings()
                     if "lo" not in m["flags"] and m["path"] not in special]
-        locked = (status("VmLck"), status("VmSize"))
+        locked = (status_bytes("VmLck"), status_bytes("VmSize"))
         b = bytearray(32 << 20)  # MCL_FUTURE: new memory is locked too
-        after_alloc = status("VmLck") - locked[0]
-        where = [m for m in smaps() if m["start"] <= address(b) < m["end"]][0]
+        after_alloc = status_bytes("VmLck") - locked[0]
+        where = vma(address_of(b))
         memlock.unlock_all()
-        print(json.dumps({"unlocked": unlocked, "locked": locked, "after_alloc": after_alloc,
+        print(dumps({"unlocked": unlocked, "locked": locked, "after_alloc": after_alloc,
                           "where": where,
-                          "after_unlock": status("VmLck")}))
+                          "after_unlock": status_bytes("VmLck")}))
     """)
     assert r["unlocked"] == []
     vmlck, vmsize = r["locked"]
@@ -163,11 +145,11 @@ def test_future_false_and_onfault() -> None:
         heap = mapping("[heap]")
         import mmap
         m = mmap.mmap(-1, 8 << 20)  # mapped after mlockall(MCL_CURRENT) only: not locked
-        fresh = [x for x in smaps() if x["start"] == address(m)][0]
+        fresh = [x for x in mappings() if x["start"] == address_of(m)][0]
         memlock.unlock_all()
         memlock.lock_process(onfault=True, tune_malloc=False)
         heap_onfault = mapping("[heap]")
-        print(json.dumps({"heap": heap, "fresh": fresh, "heap_onfault": heap_onfault}))
+        print(dumps({"heap": heap, "fresh": fresh, "heap_onfault": heap_onfault}))
     """)
     assert "lo" in r["heap"]["flags"] and r["heap"]["Locked"] >= 16 * MiB  # prefault covered
     assert "lo" not in r["fresh"]["flags"]
@@ -184,7 +166,7 @@ def test_unprivileged_raises_naming_vmsize_and_limit() -> None:
         resource.setrlimit(resource.RLIMIT_MEMLOCK, (8 << 20, hard))
         assert not memlock.limits().privileged
         import memlock._lock  # loaded on first use, with its C fast path: not what's measured
-        before = status("VmSize")
+        before = status_bytes("VmSize")
         try:
             memlock.lock_process(prefault_heap=64 << 20)
         except memlock.LockLimitError as e:
@@ -192,10 +174,10 @@ def test_unprivileged_raises_naming_vmsize_and_limit() -> None:
                    "requested": e.requested, "limit": e.limit}
         else:
             err = None
-        print(json.dumps({"err": err, "before": before, "after": status("VmSize"),
-                          "vmlck": status("VmLck")}))
+        print(dumps({"err": err, "before": before, "after": status_bytes("VmSize"),
+                          "vmlck": status_bytes("VmLck")}))
         """,
-        prefix=SETPRIV,
+        unprivileged=True,
     )
     err = r["err"]
     assert err is not None, "lock_process() did not raise"
@@ -219,14 +201,14 @@ def _heap_refusal(prefix: list[str]) -> dict:
     return child(
         """
         from memlock import _lock, _realtime  # loaded first: imports map memory too
-        before = status("VmSize")
+        before = status_bytes("VmSize")
         try:
             memlock.lock_process(prefault_heap=1 << 40)
             msg = None
         except MemoryError as e:
             msg = str(e)
-        print(json.dumps({"msg": msg, "vmlck": status("VmLck"),
-                          "grew": status("VmSize") - before}))
+        print(dumps({"msg": msg, "vmlck": status_bytes("VmLck"),
+                          "grew": status_bytes("VmSize") - before}))
         """,
         prefix=prefix,
     )
@@ -266,10 +248,7 @@ def test_prefault_heap_larger_than_ram_and_swap_says_so() -> None:
 
 def test_memlock_run_prefault_heap_1t_says_why_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "x.py").write_text("print('ran')\n")
-    proc = subprocess.run(
-        [*AS_4G, sys.executable, "-m", "memlock", "run", "--prefault-heap", "1T", "x.py"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=60,
-    )
+    proc = run_cli("run", "--prefault-heap", "1T", "x.py", prefix=AS_4G, cwd=tmp_path)
     assert proc.returncode == 1 and "ran" not in proc.stdout
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -285,7 +264,7 @@ def test_prefault_stack_maps_and_locks_below_the_stack_pointer() -> None:
         memlock.lock_process(prefault_stack=4 << 20)
         sp = int(open("/proc/thread-self/syscall").read().split()[-2], 16)
         big = mapping("[stack]")
-        print(json.dumps({"small": small, "big": big, "sp": sp}))
+        print(dumps({"small": small, "big": big, "sp": sp}))
     """)
     big = r["big"]
     assert r["small"]["end"] - r["small"]["start"] < 4 * MiB
@@ -303,11 +282,11 @@ def test_prefault_stack_too_big_is_a_value_error_never_a_crash() -> None:
         except ValueError as e:
             msg = str(e)
         room = int(re.search(r"at most (\\d+) bytes", msg)[1])
-        vmlck = status("VmLck")
+        vmlck = status_bytes("VmLck")
         memlock.lock_process(prefault_stack=room)  # right up to the limit: no SIGSEGV
         st = mapping("[stack]")
         size = st["end"] - st["start"]
-        print(json.dumps({"msg": msg, "room": room, "vmlck": vmlck, "size": size}))
+        print(dumps({"msg": msg, "room": room, "vmlck": vmlck, "size": size}))
     """)
     assert "RLIMIT_STACK" in r["msg"]
     assert r["vmlck"] == 0  # refused before locking anything
@@ -327,7 +306,7 @@ def test_prefault_stack_in_a_thread() -> None:
             memlock.lock_process(prefault_stack=256 << 10)
             out["ok"] = True
         t = threading.Thread(target=run); t.start(); t.join()
-        print(json.dumps(out))
+        print(dumps(out))
     """)
     assert "thread's stack" in r["err"] and r["ok"]
 
@@ -367,13 +346,13 @@ def test_page_faults_counts_first_touches() -> None:
     m = mmap.mmap(-1, 8 * MiB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     with memlock.page_faults() as pf:
         assert (pf.minor, pf.major) == (0, 0)  # filled at exit
-        for off in range(0, len(m), mmap.PAGESIZE):
+        for off in range(0, len(m), PAGE):
             m[off] = 1
-    pages = 8 * MiB // mmap.PAGESIZE
+    pages = 8 * MiB // PAGE
     assert pages <= pf.minor < pages + 200
     assert pf.major == 0
     with memlock.page_faults() as again:  # the pages are mapped now
-        for off in range(0, len(m), mmap.PAGESIZE):
+        for off in range(0, len(m), PAGE):
             m[off] = 2
     assert again.minor < 50
     assert isinstance(pf, PageFaults) and "minor=" in repr(pf)
@@ -385,7 +364,7 @@ def test_page_faults_are_per_thread_on_linux() -> None:
 
     def other() -> None:
         m = mmap.mmap(-1, 16 * MiB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        for off in range(0, len(m), mmap.PAGESIZE):
+        for off in range(0, len(m), PAGE):
             m[off] = 1
         m.close()
         done.set()

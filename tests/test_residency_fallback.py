@@ -30,9 +30,9 @@ from memlock import _files
 from .kernel import (
     NOBODY,
     PAGE,
-    REPO,
-    child_env,
+    drop_cache,
     file_resident_pages,
+    output,
     run_as_nobody,
     run_child,
     world_dir,
@@ -96,12 +96,7 @@ def make_files(directory: Path) -> list[str]:
         f.truncate(SPARSE_SIZE)
     paths.append(sparse)
     for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:  # written back and dropped: the page cache holds what set_state reads
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+        drop_cache(path)  # written back and dropped: the page cache holds what set_state reads
         path.chmod(0o644)
     return [str(p) for p in paths]
 
@@ -169,12 +164,6 @@ def each_state(files: list[str], states: tuple[str, ...] = STATES
         for path in files:
             set_state(path, state)
         yield state, judges(files, state)
-
-
-def output(proc: subprocess.CompletedProcess[str]) -> str:
-    """A child's stdout, once it exited 0."""
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 def figures(proc: subprocess.CompletedProcess[str]) -> dict[str, int | str]:
@@ -293,13 +282,9 @@ def test_residency_without_cachestat_follows_the_kernels_rule_for_cap_fowner(
     # CAP_FOWNER then makes mincore tell the truth. Without it, mincore says "all".
     for path in files:
         os.chown(path, NOBODY, NOBODY)
-    drop = "-dac_override" + ("" if fowner else ",-fowner")
+    drop = ["dac_override"] + ([] if fowner else ["fowner"])
     for state, want in each_state(files, ("cached", "evicted")):
-        proc = subprocess.run(
-            ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}", sys.executable,
-             "-c", MEASURE + PRINT_KERNEL_MINCORE, "no-cachestat", *files],
-            capture_output=True, text=True, env=child_env(), cwd=REPO, timeout=60,
-            check=False)
+        proc = run_child(MEASURE + PRINT_KERNEL_MINCORE, args=["no-cachestat", *files], drop=drop)
         ours, kernels = output(proc).splitlines()
         if fowner:
             assert json.loads(kernels) == list(want.values())

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -21,7 +20,7 @@ from hypothesis import strategies as st
 from memlock._fanout import fan_out
 from memlock._filewalk import Share, WalkOptions, scan, scan_rows
 
-from .kernel import run_as_nobody, world_dir
+from .kernel import child_env, output, python_cmd, run_as_nobody, run_child, run_cli, world_dir
 
 Row = tuple[str, int, int, int]
 
@@ -216,8 +215,7 @@ def test_fan_out_leaves_no_children_behind() -> None:
         "print(fan_out(lambda i, n: [i] * 20000, 3)[2][:3])\n"
         + NO_CHILD_LEFT
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split("\n")
+    out = output(run_child(code)).split("\n")
     assert out[:2] == ["[2, 2, 2]", "none left"]  # 160 KB through the pipe, all reaped
 
 
@@ -225,19 +223,15 @@ def test_cli_jobs_give_the_same_report(tmp_path: Path) -> None:
     interleaved_tree(tmp_path)
 
     def report(*args: str) -> object:
-        out = subprocess.run([sys.executable, "-m", "memlock", "resident", "--json", *args,
-                              str(tmp_path)], capture_output=True, text=True, check=True)
-        return json.loads(out.stdout)
+        return json.loads(output(run_cli("resident", "--json", *args, str(tmp_path))))
 
     one = report("-j", "1")
     assert len(one["files"]) == 8  # type: ignore[index]
     assert report("-j", "3") == one
     assert report() == one
-    bad = subprocess.run([sys.executable, "-m", "memlock", "resident", "-j", "0",
-                          str(tmp_path)], capture_output=True, text=True)
+    bad = run_cli("resident", "-j", "0", str(tmp_path))
     assert bad.returncode == 2 and "not a number of processes" in bad.stderr
-    bad = subprocess.run([sys.executable, "-m", "memlock", "resident", "-j", "65",
-                          str(tmp_path)], capture_output=True, text=True)
+    bad = run_cli("resident", "-j", "65", str(tmp_path))
     assert bad.returncode == 2 and "from 1 to 64" in bad.stderr
 
 
@@ -360,9 +354,8 @@ def test_a_parent_short_of_descriptors_still_gives_the_serial_answer(tmp_path: P
         (d / f"f{level:02}").write_bytes(b"x")
 
     def report(jobs: str) -> object:
-        out = subprocess.run(
-            ["prlimit", "--nofile=50", sys.executable, "-m", "memlock", "resident", "--json",
-             "-j", jobs, str(tmp_path)], capture_output=True, text=True)
+        out = run_cli("resident", "--json", "-j", jobs, str(tmp_path),
+                      prefix=["prlimit", "--nofile=50"])
         return out.returncode, json.loads(out.stdout) if out.stdout else out.stderr
 
     serial = report("1")
@@ -387,8 +380,7 @@ def test_interrupting_the_parent_kills_and_reaps_its_workers() -> None:
         "    print('interrupted after', round(time.monotonic() - t, 1), flush=True)\n"
         + NO_CHILD_LEFT
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=30).stdout.split()
+    out = run_child(code, timeout=30).stdout.split()
     pids = [int(x) for x in out[:2]]
     assert out[2:4] == ["interrupted", "after"] and float(out[4]) < 5
     assert out[5:] == ["none", "left"]
@@ -406,8 +398,8 @@ def test_workers_die_with_their_parent() -> None:
         "    time.sleep(60)\n"
         "fan_out(work, 3)\n"
     )
-    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                          text=True) as proc:
+    with subprocess.Popen(python_cmd(code), stdout=subprocess.PIPE, text=True,
+                          env=child_env()) as proc:
         try:
             assert proc.stdout is not None
             pids = [int(proc.stdout.readline()) for _ in range(2)]

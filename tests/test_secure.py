@@ -23,42 +23,16 @@ import pytest
 import memlock
 from memlock import SecureBuffer, _securemem
 
+from .kernel import PAGE, address_of, vma, vmlck
+
 BACKENDS = ["anonymous"]
 if _securemem.probe_memfd_secret():
     BACKENDS.append("memfd_secret")
-PAGE = memlock.PAGE_SIZE
-
-
-def address_of(view: memoryview) -> int:
-    """Address of a writable, non-empty view's first byte."""
-    return ctypes.addressof(ctypes.c_char.from_buffer(view))
 
 
 def addr(sb: SecureBuffer) -> int:
     with sb.view() as v:
         return address_of(v)
-
-
-def vma(address: int) -> tuple[int, int, str, set[str]]:
-    """(start, end, perms, VmFlags) of the mapping holding ``address``."""
-    found = None
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            head = line.split()
-            if "-" in head[0] and not head[0].endswith(":"):
-                a, b = (int(x, 16) for x in head[0].split("-"))
-                found = (a, b, head[1]) if a <= address < b else None
-            elif found and head[0] == "VmFlags:":
-                return (*found, set(head[1:]))
-    raise AssertionError(f"0x{address:x} is not mapped")
-
-
-def vmlck() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmLck:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmLck")
 
 
 def fill_random(sb: SecureBuffer) -> bytes:
@@ -89,7 +63,8 @@ def test_zero_filled_locked_undumpable_unforkable(size: int, isolated: bool, bac
             assert v.format == "B" and v.nbytes == size and not v.readonly
             assert bytes(v) == bytes(size)
             a = address_of(v)
-        start, end, perms, flags = vma(a)
+        mapping = vma(a)
+        start, end, perms, flags = (mapping[k] for k in ("start", "end", "perms", "flags"))
         assert perms.startswith("rw")
         assert "lo" in flags, flags  # locked
         assert "dd" in flags, flags  # MADV_DONTDUMP
@@ -100,8 +75,8 @@ def test_zero_filled_locked_undumpable_unforkable(size: int, isolated: bool, bac
             assert "dc" in flags, flags  # MADV_DONTFORK
             assert perms.endswith("s")
         # Guard pages: PROT_NONE mappings right before and after the data pages.
-        assert vma(start - 1)[2] == "---p"
-        assert vma(end)[2] == "---p"
+        assert vma(start - 1)["perms"] == "---p"
+        assert vma(end)["perms"] == "---p"
         if isolated or size > 2048:
             assert a + size == end  # the secret ends at the guard page
             assert end - start == -(-(size + 8) // PAGE) * PAGE
@@ -394,23 +369,23 @@ def test_canary_underrun_detected_isolated(backend: str) -> None:
 def test_protection_toggling(backend: str) -> None:
     sb = SecureBuffer(32, isolated=True, backend=backend)
     assert sb.protection == "readwrite"
-    start = vma(addr(sb))[0]
+    start = vma(addr(sb))["start"]
     sb.view()[:3] = b"abc"
     sb.readonly()
-    assert vma(start)[2].startswith("r-")
+    assert vma(start)["perms"].startswith("r-")
     with sb.view() as v:
         assert v.readonly and bytes(v[:3]) == b"abc"
         with pytest.raises(TypeError):
             v[0] = 1
     sb.noaccess()
-    assert vma(start)[2].startswith("---")
+    assert vma(start)["perms"].startswith("---")
     assert sb.protection == "none" and "protection=none" in repr(sb)
     with pytest.raises(ValueError):
         sb.view()
     with sb.access() as v:
-        assert vma(start)[2].startswith("r-")
+        assert vma(start)["perms"].startswith("r-")
         assert v.readonly and bytes(v[:3]) == b"abc"
-    assert vma(start)[2].startswith("---")
+    assert vma(start)["perms"].startswith("---")
     with sb.access(write=True) as v:
         v[:3] = b"xyz"
     assert sb.protection == "none"

@@ -16,51 +16,32 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import termios
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from memlock import _securemem
 
+from .kernel import child_env, have, last_json, python_cmd, run_child
+
 BACKENDS = ["anonymous"]
 if _securemem.probe_memfd_secret():
     BACKENDS.append("memfd_secret")
-SETPRIV = shutil.which("setpriv")
-UNPRIVILEGED = [SETPRIV or "setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock"]
 
 # Helpers every child script gets.
 PRELUDE = textwrap.dedent(
     """
     import bisect, ctypes, json, os, resource, signal, sys
     import memlock
-
-    def address_of(view):
-        return ctypes.addressof(ctypes.c_char.from_buffer(view))
+    from tests.kernel import address_of, mappings, vmlck
 
     def addr(sb):
         with sb.view() as v:
             return address_of(v)
-
-    def vmas():
-        out = []
-        with open("/proc/self/smaps") as f:
-            for line in f:
-                head = line.split()
-                if "-" in head[0] and not head[0].endswith(":"):
-                    a, b = (int(x, 16) for x in head[0].split("-"))
-                    out.append([a, b, head[1], ()])
-                elif head[0] == "VmFlags:":
-                    out[-1][3] = tuple(head[1:])
-        return out
-
-    def vmlck():
-        for line in open("/proc/self/status"):
-            if line.startswith("VmLck:"):
-                return int(line.split()[1]) * 1024
 
     def set_soft_limit(n):
         resource.setrlimit(resource.RLIMIT_MEMLOCK,
@@ -69,23 +50,13 @@ PRELUDE = textwrap.dedent(
 )
 
 
-def run_child(code: str, *, unprivileged: bool = False, timeout: float = 120,
-              stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-c", PRELUDE + textwrap.dedent(code)]
-    if unprivileged:
-        argv = UNPRIVILEGED + argv
-    return subprocess.run(argv, input=None if stdin is None else stdin.decode("latin-1"),
-                          capture_output=True, text=True, timeout=timeout, check=False,
-                          encoding="latin-1")
+def run_secure_child(code: str, *, timeout: float = 120,
+                     **options: Any) -> subprocess.CompletedProcess[str]:
+    """Run PRELUDE + ``code`` in a child; ``options`` as for tests.kernel.run_cmd."""
+    return run_child(code, prelude=PRELUDE, timeout=timeout, **options)
 
 
-def last_json(proc: subprocess.CompletedProcess[str]) -> dict[str, object]:
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    data: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return data
-
-
-needs_setpriv = pytest.mark.skipif(SETPRIV is None, reason="setpriv (util-linux) not installed")
+needs_setpriv = pytest.mark.skipif(not have("setpriv"), reason="setpriv (util-linux) not installed")
 
 
 # -- core dump ------------------------------------------------------------------------------
@@ -111,7 +82,7 @@ def test_core_dump_has_no_secret_but_has_the_control(tmp_path: Path) -> None:
             b.close()
     """
     with subprocess.Popen(
-            [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
+            python_cmd(PRELUDE + textwrap.dedent(code)), env=child_env(),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
         assert child.stdin and child.stdout and child.stderr
         try:
@@ -176,7 +147,7 @@ def test_forked_child_never_reads_the_secret(backend: str, isolated: bool) -> No
         sb.close()
         print(json.dumps(out))
     """
-    out = last_json(run_child(code))
+    out = last_json(run_secure_child(code))
     assert out["parent_intact"] is True
     assert out["api"] == 0 and out["new"] == 0
     if backend == "anonymous":  # MADV_WIPEONFORK: the child reads zeros
@@ -205,7 +176,7 @@ def test_guard_page_sigsegv(backend: str, size: int, isolated: bool, where: str)
             ctypes.string_at(a, 1)
         print("survived", flush=True)
     """
-    proc = run_child(code)
+    proc = run_secure_child(code)
     assert "alive" in proc.stdout and "survived" not in proc.stdout, proc.stderr
     assert proc.returncode == -signal.SIGSEGV, proc.stderr
 
@@ -226,19 +197,19 @@ def test_100k_secrets_unprivileged_all_locked(backend: str) -> None:
             with b.view() as v:
                 v[:4] = i.to_bytes(4, "little")
                 addrs.append(address_of(v))
-        maps = vmas()
-        starts = [m[0] for m in maps]
+        maps = mappings()
+        starts = [m["start"] for m in maps]
         used = set()
         for a in addrs:
             m = maps[bisect.bisect_right(starts, a) - 1]
-            assert m[0] <= a and a + 32 <= m[1], hex(a)
-            assert "lo" in m[3] and "dd" in m[3], m
-            used.add(m[0])
+            assert m["start"] <= a and a + 32 <= m["end"], hex(a)
+            assert "lo" in m["flags"] and "dd" in m["flags"], m
+            used.add(m["start"])
         ok = all(bytes(b.view()[:4]) == i.to_bytes(4, "little") for i, b in enumerate(bufs))
         print(json.dumps({{"locked": vmlck() - before, "vmas": len(used), "ok": ok,
                           "distinct": len(set(addrs)), "total_vmas": len(maps)}}))
     """
-    out = last_json(run_child(code, unprivileged=True, timeout=300))
+    out = last_json(run_secure_child(code, unprivileged=True, timeout=300))
     assert out["ok"] is True and out["distinct"] == 100_000
     locked = out["locked"]
     assert isinstance(locked, int) and 100_000 * 40 <= locked <= 8 << 20
@@ -273,7 +244,7 @@ def test_small_limit_adapts_then_lock_limit_error(backend: str) -> None:
                           "locked": err.locked, "hint": err.hint, "msg": str(err),
                           "vmlck": locked, "iso": iso}}))
     """
-    out = last_json(run_child(code, unprivileged=True))
+    out = last_json(run_secure_child(code, unprivileged=True))
     n = out["n"]
     # 16 pages: one per class, the 8 left for class 32: 9 pages of 85 slots (32 bytes
     # between two 8-byte canaries) = 765 slots.
@@ -305,7 +276,7 @@ def test_zero_limit_refused_with_hint() -> None:
                                                     bool(exc.hint), vmlck()]
         print(json.dumps(res))
     """.replace("BACKENDS", repr(BACKENDS))
-    out = last_json(run_child(code, unprivileged=True))
+    out = last_json(run_secure_child(code, unprivileged=True))
     assert out == {f"{b} {i}": ["LockPermissionError", errno.EPERM, True, 0]
                    for b in BACKENDS for i in (False, True)}
 
@@ -336,7 +307,7 @@ def test_memfd_secret_refused_by_the_kernel() -> None:
     """
     if os.uname().machine != "x86_64":
         pytest.skip("the seccomp filter hard-codes the x86_64 syscall number 447")
-    out = last_json(run_child(code))
+    out = last_json(run_secure_child(code))
     assert out["refused"] and "memfd_secret" in str(out["refused"])
     assert out["auto"] == "anonymous"
 
@@ -360,7 +331,7 @@ def _getpass_session(keys: list[bytes], prompt: str = "Secret: ") -> dict[str, o
             json.dump(out, f)
     """
     child = subprocess.Popen(
-        [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
+        python_cmd(PRELUDE + textwrap.dedent(code)), env=child_env(),
         stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
     seen = b""
     echo_at_prompt = None
@@ -417,7 +388,7 @@ def test_forked_child_cannot_reach_new_memory_through_an_inherited_memfd_secret_
     # mappings must never land there (an inherited view would then read them).
     if not _securemem.probe_memfd_secret():
         pytest.skip("memfd_secret is not available on this kernel")
-    proc = run_child("""
+    proc = run_secure_child("""
         import ctypes, mmap
         sb = memlock.SecureBuffer(32, backend="memfd_secret")
         v = sb.view()

@@ -11,14 +11,13 @@ import subprocess
 
 import pytest
 
-from .kernel import REPO, run_child
+from .kernel import run_child
 
 
 @pytest.mark.parametrize("kind", ["locks", "secrets", "both"])
 def test_signal_storm_leaves_every_promise_kept(lock_path: str, kind: str) -> None:
     try:
-        proc = run_child(f"from tests.storm import main\nmain(2.0, {kind!r})\n", cwd=REPO,
-                         timeout=120)
+        proc = run_child(f"from tests.storm import main\nmain(2.0, {kind!r})\n", timeout=120)
     except subprocess.TimeoutExpired:
         pytest.fail("the storm's child hung (a mutex left held?)")
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -84,7 +83,7 @@ def test_a_handler_that_closes_and_unlocks_inside_memlock_does_not_deadlock(
     if lock_path == "python":
         pytest.skip("pure Python cannot tell a mutex its own thread holds (documented)")
     try:
-        proc = run_child(HANDLER_CLOSES, cwd=REPO, timeout=120)
+        proc = run_child(HANDLER_CLOSES, timeout=120)
     except subprocess.TimeoutExpired:
         pytest.fail("a handler that calls memlock deadlocked")
     assert proc.returncode == 0, proc.stderr[-3000:]

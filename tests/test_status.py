@@ -1,8 +1,7 @@
-"""status(), system_status(), the /proc parsers (live and canned), lowlevel, errors."""
+"""status(), system_status() and the /proc parsers behind them (live and canned)."""
 
 from __future__ import annotations
 
-import errno
 import mmap
 import os
 from pathlib import Path
@@ -10,11 +9,10 @@ from pathlib import Path
 import pytest
 
 import memlock
-from memlock import lowlevel
 from memlock._platform import linux
 from memlock._platform._procfs import parse_kib_fields, parse_smaps
 
-from .kernel import PAGE, address_of, anon, page_state, vmlck
+from .kernel import PAGE, address_of, anon, locking_child, vmlck
 
 DATA = Path(__file__).parent / "data"
 
@@ -46,25 +44,12 @@ def test_status_reports_onfault() -> None:
 
 
 def test_status_of_another_process_and_of_none() -> None:
-    import subprocess
-    import sys
-
-    code = ("import mmap, memlock, sys\n"
-            "m = mmap.mmap(-1, 16 * 4096, flags=mmap.MAP_PRIVATE)\n"
-            "lk = memlock.lock(m)\nprint('ready', flush=True)\nsys.stdin.read()\n")
-    from .kernel import child_env
-
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=child_env())
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        st = memlock.status(proc.pid)
-        assert st.pid == proc.pid and st.locked_bytes == 16 * PAGE
+    with locking_child(16 * PAGE) as pid:
+        st = memlock.status(pid)
+        assert st.pid == pid and st.locked_bytes == 16 * PAGE
         assert sum(r.size for r in st.regions) == 16 * PAGE
-    finally:
-        proc.communicate("")
     with pytest.raises(ProcessLookupError):
-        memlock.status(proc.pid)
+        memlock.status(pid)
 
 
 def test_system_status_counts_mlocked_memory() -> None:
@@ -113,87 +98,3 @@ def test_status_without_vmlck_and_meminfo_without_mlocked_are_none() -> None:
 def test_kib_fields() -> None:
     assert parse_kib_fields("VmLck:\t  12 kB\nThreads: 3\nbad line\n") == {"VmLck": 12288}
 
-
-# -- lowlevel: the kernel's own semantics ------------------------------------------------
-
-
-def test_lowlevel_does_not_nest() -> None:
-    m = anon(1)
-    addr = address_of(m)
-    lowlevel.mlock(addr, PAGE)
-    lowlevel.mlock(addr, PAGE)
-    lowlevel.munlock(addr, PAGE)  # one munlock undoes both
-    assert page_state(addr) == "none"
-    lowlevel.munlock(addr, PAGE)  # never-locked: fine
-
-
-def test_lowlevel_rounds_like_the_kernel_and_mlock2_onfault() -> None:
-    m = anon(3)
-    addr = address_of(m)
-    lowlevel.mlock(addr + 1, PAGE)  # touches two pages
-    assert [page_state(addr + i * PAGE) for i in range(3)] == ["full", "full", "none"]
-    lowlevel.munlock(addr, 3 * PAGE)
-    lowlevel.mlock2(addr, PAGE, memlock.MLOCK_ONFAULT)
-    assert page_state(addr) == "onfault"
-    lowlevel.munlock(addr, PAGE)
-
-
-@pytest.mark.parametrize(
-    ("call", "exc"),
-    [
-        (lambda: lowlevel.mlock(-1, 4096), ValueError),
-        (lambda: lowlevel.mlock(0, -4096), ValueError),
-        (lambda: lowlevel.mlock(2**64, 1), OverflowError),
-        (lambda: lowlevel.munlock(0, 2**64), OverflowError),
-        (lambda: lowlevel.mlock(1.0, 1), TypeError),
-        (lambda: lowlevel.mlock2(0, 1, -1), ValueError),
-        (lambda: lowlevel.mlock2(0, 1, 2**32), OverflowError),
-        (lambda: lowlevel.mlockall(2**31), OverflowError),
-    ],
-)
-def test_lowlevel_bad_integers_never_wrap(call: object, exc: type) -> None:
-    before = vmlck()
-    with pytest.raises(exc):
-        call()  # type: ignore[operator]
-    assert vmlck() == before
-
-
-def test_lowlevel_kernel_errors_are_translated() -> None:
-    m = anon(1)
-    addr = address_of(m)
-    with pytest.raises(memlock.MemlockError) as info:
-        lowlevel.mlock2(addr, PAGE, 0x80)  # unknown flag: EINVAL before anything else
-    assert info.value.errno == errno.EINVAL and type(info.value) is memlock.MemlockError
-    with pytest.raises(memlock.MemlockError) as info:
-        lowlevel.mlock(2**64 - PAGE, 2 * PAGE)  # wraps: EINVAL
-    assert info.value.errno == errno.EINVAL
-    lowlevel.mlock(0, 0)  # rounded length 0: success even unmapped
-    assert lowlevel.__doc__ is not None and "do **not nest**" in lowlevel.__doc__
-
-
-# -- error types ------------------------------------------------------------------------
-
-
-def test_error_hierarchy() -> None:
-    assert issubclass(memlock.MemlockError, OSError)
-    assert issubclass(memlock.LockLimitError, memlock.MemlockError)
-    assert issubclass(memlock.LockPermissionError, memlock.MemlockError)
-    assert issubclass(memlock.LockPermissionError, PermissionError)
-    assert issubclass(memlock.UnsupportedOperation, memlock.MemlockError)
-    assert not issubclass(memlock.LockLimitError, BlockingIOError)
-    e = memlock.LockLimitError(errno.EAGAIN, "x", requested=1, limit=2, locked=3, hint="h")
-    assert type(e) is memlock.LockLimitError and e.errno == errno.EAGAIN
-    assert (e.requested, e.limit, e.locked, e.hint) == (1, 2, 3, "h") and "h" in str(e)
-    assert memlock.UnsupportedOperation("no").errno == errno.ENOSYS
-
-
-def test_eagain_from_the_kernel_is_a_limit_error_not_blocking_io() -> None:
-    from memlock._platform import BACKEND
-
-    exc = BACKEND.lock_error("mlock", errno.EAGAIN, 4096)
-    assert type(exc) is memlock.LockLimitError and exc.hint
-
-
-def test_public_names() -> None:
-    for name in memlock.__all__:
-        assert hasattr(memlock, name), name
