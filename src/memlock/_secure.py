@@ -76,8 +76,10 @@ class _Exportable(Protocol):
 
 
 def _exporter_of(sb: SecureBuffer, address: int, size: int) -> _Exportable:
-    """The ctypes array through which ``sb`` exports ``size`` bytes at ``address``; it
-    refers to ``sb``, so a live view keeps the buffer from being collected."""
+    """The ctypes array through which ``sb`` exports ``size`` bytes at ``address``.
+
+    It refers to ``sb``, so a live view keeps the buffer from being collected.
+    """
     arr = _exporter(address, size)
     arr._owner = sb  # type: ignore[attr-defined]
     return arr
@@ -373,8 +375,10 @@ class SecureBuffer(ReleasedOnExit):
                 del outcome  # no cycle through this frame
 
     def _close(self, st: _mem._State) -> str | BaseException | None:
-        """Close (mutex held): None, a damaged canary's story, or what refused (returned,
-        not raised: see _critical.under)."""
+        """Close (mutex held): None, a damaged canary's story, or what refused.
+
+        What refused is returned, not raised: see _critical.under.
+        """
         try:
             return self._close_locked(st)
         except BaseException as exc:
@@ -399,8 +403,11 @@ class SecureBuffer(ReleasedOnExit):
         return note
 
     def _close_later(self) -> BaseException | None:
-        """close() from code that interrupted this module in the same thread: wipe now (the
-        secret's own bytes need no lock), give the memory back at the module's next call."""
+        """close() from code that interrupted this module in the same thread.
+
+        Wipe now (the secret's own bytes need no lock), give the memory back at the
+        module's next call.
+        """
         lease = self._lease
         home = lease.home
         if home is None or self._gen != _mem.state.gen:
@@ -501,7 +508,7 @@ def read_secret(
             (read from its current position, left open).
         size: Read exactly this many bytes; None reads to end of file.
         max_size: With ``size=None``, the longest secret accepted.
-        strip_newline: Drop one trailing ``"\\n"`` (or ``"\\r\\n"``).
+        strip_newline: Drop one trailing newline (``LF`` or ``CR LF``).
         isolated: As for :class:`SecureBuffer`.
         backend: As for :class:`SecureBuffer`.
 
