@@ -305,9 +305,12 @@ def _cached_pages(fd: int, first: int, count: int) -> int:
 
 
 def cached_pages_or_bound(fd: int, first: int, count: int) -> tuple[int, bool]:
-    """``(resident pages, exact)`` of [first, first+count): :func:`_cached_pages`, or,
-    where the kernel hides the file's page cache from this process, the only figure it
-    gives (every page resident, as mincore says) with ``exact`` False: an upper bound."""
+    """``(resident pages, exact)`` of [first, first+count).
+
+    :func:`_cached_pages`, or, where the kernel hides the file's page cache from this
+    process, the only figure it gives (every page resident, as mincore says) with
+    ``exact`` False: an upper bound.
+    """
     try:
         return _cached_pages(fd, first, count), True
     except PermissionError:

@@ -107,14 +107,19 @@ _mem.heal = _heal  # also run after garbage collections (_securemem.drain_soon)
 
 
 def _heal_soon(_block: object) -> None:
-    """When an ``access()`` block's frame is gone: narrow what it left open, if the mutex
-    is free now (never waits; otherwise the next call or collection does)."""
+    """When an ``access()`` block's frame is gone, narrow what it left open.
+
+    Only if the mutex is free now: it never waits; otherwise the next call or collection
+    does.
+    """
     _mem.drain_soon()
 
 
 def _exporter_of(sb: SecureBuffer, address: int, size: int) -> _Exportable:
-    """The ctypes array through which ``sb`` exports ``size`` bytes at ``address``; it
-    refers to ``sb``, so a live view keeps the buffer from being collected."""
+    """The ctypes array through which ``sb`` exports ``size`` bytes at ``address``.
+
+    It refers to ``sb``, so a live view keeps the buffer from being collected.
+    """
     arr = _exporter(address, size)
     arr._owner = sb  # type: ignore[attr-defined]
     return arr
@@ -440,8 +445,10 @@ class SecureBuffer(ReleasedOnExit):
             _mem.release_unmapped()
 
     def _close(self, st: _mem._State, check_views: bool) -> str | BaseException | None:
-        """Close (mutex held): None, a damaged canary's story, or what refused (returned,
-        not raised: see _critical.under)."""
+        """Close (mutex held): None, a damaged canary's story, or what refused.
+
+        What refused is returned, not raised: see _critical.under.
+        """
         try:
             if st.pending or st.reopened:
                 _mem.settle()
@@ -468,9 +475,11 @@ class SecureBuffer(ReleasedOnExit):
         return note
 
     def _close_later(self, check_views: bool) -> BaseException | None:
-        """close() from code that interrupted this module in the same thread: wipe now (the
-        secret's own bytes need no lock), give the memory back at the module's next
-        SecureBuffer call or garbage collection."""
+        """close() from code that interrupted this module in the same thread.
+
+        Wipe now (the secret's own bytes need no lock), give the memory back at the
+        module's next SecureBuffer call or garbage collection.
+        """
         lease = self._lease
         home = lease.home
         if home is None or self._gen != _mem.state.gen:
@@ -575,7 +584,7 @@ def read_secret(
             (read from its current position, left open).
         size: Read exactly this many bytes; None reads to end of file.
         max_size: With ``size=None``, the longest secret accepted.
-        strip_newline: Drop one trailing ``"\\n"`` (or ``"\\r\\n"``).
+        strip_newline: Drop one trailing newline (``LF`` or ``CR LF``).
         isolated: As for :class:`SecureBuffer`.
         backend: As for :class:`SecureBuffer`.
 

@@ -43,6 +43,7 @@ class MemlockError(OSError):
         limit: int | None = None,
         locked: int | None = None,
     ) -> None:
+        """Make the error; the keywords set the attributes of the same names."""
         super().__init__(errno, strerror)
         self.hint = hint
         self.requested = requested
@@ -50,6 +51,7 @@ class MemlockError(OSError):
         self.locked = locked
 
     def __str__(self) -> str:
+        """The message, then the hint on a line of its own."""
         text = super().__str__()
         if self.hint:
             text += "\n" + self.hint
@@ -86,4 +88,5 @@ class UnsupportedOperation(MemlockError):
     """
 
     def __init__(self, strerror: str, *, hint: str | None = None) -> None:
+        """Make the error, with errno ENOSYS."""
         super().__init__(_errno.ENOSYS, strerror, hint=hint)

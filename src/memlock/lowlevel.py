@@ -24,19 +24,19 @@ if sys.platform == "linux":
 
 
 def mlock(addr: int, length: int) -> None:
-    """mlock(2): lock [addr, addr+length) (the kernel rounds to pages)."""
+    """Lock [addr, addr+length) with the mlock system call; the kernel rounds to pages."""
     BACKEND.mlock(as_size(addr, "addr"), as_size(length, "length"))
 
 
 def munlock(addr: int, length: int) -> None:
-    """munlock(2): unlock [addr, addr+length), whoever locked it."""
+    """Unlock [addr, addr+length) with the munlock system call, whoever locked it."""
     BACKEND.munlock(as_size(addr, "addr"), as_size(length, "length"))
 
 
 if sys.platform == "linux":
 
     def mlock2(addr: int, length: int, flags: int) -> None:
-        """mlock2(2) (Linux 4.4+): ``flags`` 0 or ``MLOCK_ONFAULT``.
+        """Lock with the mlock2 system call (Linux 4.4+): ``flags`` 0 or ``MLOCK_ONFAULT``.
 
         Availability: Linux.
         """
@@ -47,7 +47,7 @@ if sys.platform == "linux":
 
 
 def mlockall(flags: int) -> None:
-    """mlockall(2) with the OS's ``MCL_*`` flags."""
+    """Lock the whole address space (the mlockall system call) with ``MCL_*`` flags."""
     f = as_size(flags, "flags")
     if f > 0x7FFFFFFF:
         raise OverflowError(f"flags {f} does not fit in int")
@@ -55,5 +55,5 @@ def mlockall(flags: int) -> None:
 
 
 def munlockall() -> None:
-    """munlockall(2): unlock every page of the process, including memlock's Locks."""
+    """Unlock every page of the process (munlockall), memlock's Locks included."""
     BACKEND.munlockall()
