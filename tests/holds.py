@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memlock._registry import FULL, Hold, PageRegistry
+from memlock._registry import MODE_FULL, Hold, PageRegistry
 
 
 class Owner:
@@ -13,7 +13,7 @@ class Owner:
     hold: Hold
 
 
-def acquire(reg: PageRegistry, start: int, end: int, mode: int = FULL) -> Owner:
+def acquire(reg: PageRegistry, start: int, end: int, mode: int = MODE_FULL) -> Owner:
     """Count and lock [start, end) in ``reg``; keep the returned owner alive while held."""
     owner = Owner()
     owner.hold = reg.new_hold(owner, start, end, mode)

@@ -43,16 +43,30 @@ if TYPE_CHECKING:
         def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
                      tb: TracebackType | None) -> None: ...
 
-__all__ = ["PURE_PYTHON_REQUESTED", "Reentered", "new_mutex", "speedups", "try_under",
-           "under"]
+__all__ = ["C_LAYOUT", "PURE_PYTHON_REQUESTED", "Reentered", "new_mutex", "speedups",
+           "try_under", "under"]
 
 #: MEMLOCK_PURE_PYTHON is set: no C at all (no C Mutex, no fast path).
 PURE_PYTHON_REQUESTED = os.environ.get("MEMLOCK_PURE_PYTHON", "") not in ("", "0")
+#: The layout of memlock's Python objects that the C module reads (MEMLOCK_C_LAYOUT in
+#: _speedups.c): bump both together whenever what the C code reads by name changes.
+C_LAYOUT = 1
 try:  # the optional C module (memlock/_speedups.c)
     if PURE_PYTHON_REQUESTED:
         raise ImportError("MEMLOCK_PURE_PYTHON")
     from . import _speedups as speedups
 except ImportError:
+    speedups = None  # type: ignore[assignment]
+if speedups is not None and getattr(speedups, "LAYOUT", None) != C_LAYOUT:
+    # A stale build (an old .so left beside new Python code): it would read the wrong
+    # fields. Pure Python is always correct, only slower.
+    import warnings
+
+    warnings.warn(
+        f"memlock: ignoring the C module {speedups.__file__}: it was built for another "
+        f"version of memlock (layout {getattr(speedups, 'LAYOUT', 'unknown')}, this code "
+        f"needs {C_LAYOUT}); running the pure-Python path. Rebuild it: reinstall memlock "
+        "(`pip install -e .` in a checkout)", RuntimeWarning, stacklevel=2)
     speedups = None  # type: ignore[assignment]
 _CMutex = None if speedups is None else speedups.Mutex
 _try_call = None if speedups is None else speedups.try_call

@@ -138,6 +138,8 @@ class Residency(FrozenRecord):
             is then an upper bound (every page), the only figure the kernel gives.
     """
 
+    __module__ = "memlock"  # its public name (tests/test_exports.py)
+
     __slots__ = ("exact", "pages", "path", "resident_pages", "size_bytes")
     __match_args__ = ("path", "size_bytes", "pages", "resident_pages", "exact")
 
@@ -513,6 +515,8 @@ class LockedFile(ReleasedOnExit):
         nbytes: Bytes of the file locked (the range's length; 0 for an empty file).
         onfault: Pages lock as they are first touched (MLOCK_ONFAULT).
     """
+
+    __module__ = "memlock"  # its public name (tests/test_exports.py)
 
     __slots__ = ("_lock", "_map", "_stat", "_unlocked", "nbytes", "offset", "onfault", "path")
 

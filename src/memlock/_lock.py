@@ -12,12 +12,14 @@ from ._pages import PAGE_SIZE, SIZE_MAX, as_size
 from ._platform import BACKEND, FORK_WATCH
 from ._platform._fork import REGISTRY_SLOT
 from ._registry import (
-    FULL,
     HANDED_OUT,
     HELD,
+    MODE_FULL,
+    MODE_ONFAULT,
+    NOT_HELD,
     ONE_FULL,
-    ONFAULT,
     PARALLEL_MIN_BYTES,
+    RELEASED,
     ZERO,
     HoldRecord,
     PageRegistry,
@@ -52,6 +54,8 @@ class Lock(ReleasedOnExit):
         nbytes: Bytes of the whole pages covered.
     """
 
+    __module__ = "memlock"  # its public name (tests/test_exports.py)
+
     # The C fast path makes Locks without calling Python code and sets the same slots
     # (new_lock in _speedups.c): keep the two in step.
     __slots__ = ("__weakref__", "_hold", "_mode", "_pinned", "address", "nbytes")
@@ -77,7 +81,7 @@ class Lock(ReleasedOnExit):
     @property
     def onfault(self) -> bool:
         """Pages lock as they are first touched (MLOCK_ONFAULT)."""
-        return self._mode == ONFAULT
+        return self._mode == MODE_ONFAULT
 
     def unlock(self) -> None:
         """Release this lock (idempotent). Pages other Locks hold stay locked."""
@@ -127,7 +131,7 @@ class Lock(ReleasedOnExit):
 
     def __repr__(self) -> str:
         state = "locked" if self.locked else "unlocked"
-        kind = " onfault" if self._mode == ONFAULT else ""
+        kind = " onfault" if self._mode == MODE_ONFAULT else ""
         return f"<memlock.Lock {state}{kind} address=0x{self.address:x} nbytes={self.nbytes}>"
 
 
@@ -160,11 +164,11 @@ def lock(obj: object, offset: int = 0, length: int | None = None, *,
             held = _fast_lock(obj, offset, length)
             if held is not None:
                 return held
-        mode = FULL
+        mode = MODE_FULL
     elif onfault is True:
         if not BACKEND.supports_onfault:
             raise UnsupportedOperation(f"lock on fault is not available on {BACKEND.name}")
-        mode = ONFAULT
+        mode = MODE_ONFAULT
     else:
         raise TypeError(f"onfault must be a bool, not {type(onfault).__name__}")
     off = offset if type(offset) is int and 0 <= offset <= SIZE_MAX else as_size(offset, "offset")
@@ -205,6 +209,24 @@ def lock(obj: object, offset: int = 0, length: int | None = None, *,
     return held
 
 
+def _c_reads_what_is_here() -> bool:
+    """The C module's handshake: every name it reads exists, and its constants are ours.
+
+    _critical.py already refused a module built for another layout; this catches a layout
+    changed without its number bumped (tests/test_c_handshake.py checks the names too).
+    """
+    assert _speedups is not None
+    missing = [name for name in _speedups.REGISTRY_ATTRIBUTES if not hasattr(REGISTRY, name)]
+    if (not missing and tuple(Lock.__slots__) == _speedups.LOCK_SLOTS
+            and _speedups.MODE_FULL == MODE_FULL
+            and _speedups.HOLD_STATES == (NOT_HELD, HELD, HANDED_OUT, RELEASED)):
+        return True
+    warnings.warn("memlock: the C fast path does not match this registry "
+                  f"(missing {missing or 'nothing'}; slots or constants differ otherwise): "
+                  "using the pure-Python path", RuntimeWarning, stacklevel=2)
+    return False
+
+
 def _use_c(enable: bool) -> bool:
     """Route lock()/unlock() through the C fast path (memlock._speedups) or not.
 
@@ -215,7 +237,7 @@ def _use_c(enable: bool) -> bool:
     """
     global _fast_lock, _release
     fast = None
-    if enable and _speedups is not None:
+    if enable and _speedups is not None and _c_reads_what_is_here():
         fork_byte = FORK_WATCH.address + REGISTRY_SLOT if FORK_WATCH.address else 0
         fast = _speedups.FastPath(REGISTRY, Lock, ZERO, ONE_FULL, PAGE_SIZE, PARALLEL_MIN_BYTES,
                                   fork_byte)

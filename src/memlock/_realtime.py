@@ -56,6 +56,8 @@ class PageFaults:
         per_thread: The counts are of this thread only (else of the whole process).
     """
 
+    __module__ = "memlock"  # its public name (tests/test_exports.py)
+
     __slots__ = ("_start", "major", "minor", "per_thread")
 
     def __init__(self) -> None:

@@ -21,6 +21,8 @@ class Limits:
             Linux, root on the BSDs, PRIV_PROC_LOCK_MEMORY on illumos).
     """
 
+    __module__ = "memlock"  # its public name (tests/test_exports.py)
+
     soft: int | None
     hard: int | None
     locked_bytes: int | None
@@ -45,6 +47,8 @@ class LockedRegion:
         onfault: Locked with MLOCK_ONFAULT/MCL_ONFAULT (pages lock as they fault in).
     """
 
+    __module__ = "memlock"  # its public name (tests/test_exports.py)
+
     start: int
     end: int
     path: str
@@ -66,6 +70,8 @@ class ProcessStatus:
         locked_bytes: Virtual size of its locked ranges (VmLck); None if unknown.
         regions: Its locked mappings, in address order.
     """
+
+    __module__ = "memlock"  # its public name (tests/test_exports.py)
 
     pid: int
     locked_bytes: int | None
@@ -95,6 +101,8 @@ class SystemStatus:
             ``vm.max_user_wired``).
         max_map_count: Mappings a process may have (Linux ``vm.max_map_count``).
     """
+
+    __module__ = "memlock"  # its public name (tests/test_exports.py)
 
     mlocked_bytes: int | None = None
     unevictable_bytes: int | None = None

@@ -82,12 +82,12 @@ class HoldRecord(Protocol):
 
 
 __all__ = [
-    "FULL",
     "HANDED_OUT",
     "HELD",
+    "MODE_FULL",
+    "MODE_ONFAULT",
     "NOT_HELD",
     "ONE_FULL",
-    "ONFAULT",
     "RELEASED",
     "ZERO",
     "Hold",
@@ -95,8 +95,8 @@ __all__ = [
     "PageRegistry",
 ]
 
-#: Lock modes.
-FULL, ONFAULT = 0, 1
+#: Lock modes (the C fast path makes only MODE_FULL locks: MODE_FULL in _speedups.c).
+MODE_FULL, MODE_ONFAULT = 0, 1
 #: Counts (full, onfault) of a page nobody holds, and of one held by one full lock.
 ZERO = (0, 0)
 ONE_FULL = (1, 0)
@@ -186,7 +186,7 @@ def plan_change(keys: list[int], vals: list[tuple[int, int]], start: int, end: i
     runs = []
     prev = before
     for n, old in enumerate(olds):
-        new = (old[0] + delta, old[1]) if mode == FULL else (old[0], old[1] + delta)
+        new = (old[0] + delta, old[1]) if mode == MODE_FULL else (old[0], old[1] + delta)
         if new[0] < 0 or new[1] < 0:
             raise AssertionError("memlock registry underflow")
         if new != prev:
@@ -532,7 +532,7 @@ class PageRegistry:
         k = len(unsure)
         span = ((start, end),)
         i = bisect_left(keys, start)
-        if (mode == FULL and end - start < PARALLEL_MIN_BYTES
+        if (mode == MODE_FULL and end - start < PARALLEL_MIN_BYTES
                 and (i == len(keys) or keys[i] >= end) and (i == 0 or vals[i - 1] == ZERO)):
             # Fast path: one full lock of a range nobody holds.
             if i < len(keys) and keys[i] == end:
@@ -628,7 +628,7 @@ class PageRegistry:
         k = len(unsure)
         i = bisect_left(keys, start)
         if (
-            not failed and hold.mode == FULL and i + 1 < len(keys)
+            not failed and hold.mode == MODE_FULL and i + 1 < len(keys)
             and keys[i] == start and keys[i + 1] == end and vals[i] == ONE_FULL
             and (i == 0 or vals[i - 1] == ZERO)
             and not self._lock_all_flags

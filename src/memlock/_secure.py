@@ -162,6 +162,8 @@ class SecureBuffer(ReleasedOnExit):
     MADV_NOCORE, fork protection by an at-fork wipe; no memfd_secret. Not verified there.
     """
 
+    __module__ = "memlock"  # its public name (tests/test_exports.py)
+
     __slots__ = ("__weakref__", "_arr", "_backend", "_gen", "_isolated", "_lease", "_prot",
                  "_size")
 

@@ -29,9 +29,25 @@
 #include <stdint.h>
 #include <sys/mman.h>
 
-/* Hold states and lock modes: memlock/_registry.py (NOT_HELD.., FULL). */
+/* Hold states and lock modes: memlock/_registry.py (NOT_HELD.., MODE_FULL). */
 enum { NOT_HELD = 0, HELD = 1, HANDED_OUT = 2, RELEASED = 3 };
 enum { MODE_FULL = 0 };
+
+/* The handshake with the Python code. This module reads memlock's Python objects by name
+ * and layout: the registry's attributes and methods below, Lock's slots, the hold states,
+ * the modes and the counts' tuples. memlock/_critical.py uses the module only if LAYOUT
+ * equals its C_LAYOUT (a stale build falls back to pure Python with a warning), and
+ * memlock/_lock.py checks the names against the registry it is given;
+ * tests/test_c_handshake.py checks every name this file reads is listed here. Bump
+ * MEMLOCK_C_LAYOUT (here and in _critical.py) whenever any of these change. */
+#ifndef MEMLOCK_C_LAYOUT
+#define MEMLOCK_C_LAYOUT 1
+#endif
+static const char *const registry_attributes[] = {
+    "_mutex", "_pending", "_keys", "_vals", "_lock_all_flags", "generation",
+    "_unlock_all_due", "_unsure", "release", "_fresh_lock_failed", NULL};
+static const char *const lock_slots[] = {
+    "__weakref__", "_hold", "_mode", "_pinned", "address", "nbytes", NULL};
 
 typedef struct {
     PyObject_HEAD
@@ -799,6 +815,35 @@ python_path:
 
 /* -- the type and the module ----------------------------------------------------------- */
 
+/* PyModule_Add (3.13) for older Pythons: add obj to the module, stealing the reference. */
+static int
+add_owned(PyObject *module, const char *name, PyObject *obj)
+{
+    if (obj == NULL)
+        return -1;
+    int r = PyModule_AddObjectRef(module, name, obj);
+    Py_DECREF(obj);
+    return r;
+}
+
+/* A tuple of the NULL-terminated names. */
+static PyObject *
+names_tuple(const char *const *names)
+{
+    Py_ssize_t n = 0;
+    while (names[n] != NULL)
+        n++;
+    PyObject *t = PyTuple_New(n);
+    for (Py_ssize_t i = 0; t != NULL && i < n; i++) {
+        PyObject *name = PyUnicode_FromString(names[i]);
+        if (name == NULL)
+            Py_CLEAR(t);
+        else
+            PyTuple_SET_ITEM(t, i, name);
+    }
+    return t;
+}
+
 static int
 fastpath_init(FastPath *fp, PyObject *args, PyObject *kwds)
 {
@@ -817,8 +862,7 @@ fastpath_init(FastPath *fp, PyObject *args, PyObject *kwds)
      * a class whose instances are exactly those five slots. */
     PyObject *slots = PyType_Check(lock_type) ? PyObject_GetAttrString(lock_type, "__slots__")
                                               : NULL;
-    PyObject *want = slots ? Py_BuildValue("(ssssss)", "__weakref__", "_hold", "_mode",
-                                           "_pinned", "address", "nbytes") : NULL;
+    PyObject *want = slots ? names_tuple(lock_slots) : NULL;
     int same = want ? PyObject_RichCompareBool(slots, want, Py_EQ) : -1;
     Py_XDECREF(slots);
     Py_XDECREF(want);
@@ -927,6 +971,13 @@ speedups_exec(PyObject *module)
         return -1;
     if (PyType_Ready(&FastPathType) < 0 || PyType_Ready(&MutexType) < 0
         || PyType_Ready(&HoldType) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(module, "LAYOUT", MEMLOCK_C_LAYOUT) < 0
+        || PyModule_AddIntConstant(module, "MODE_FULL", MODE_FULL) < 0
+        || add_owned(module, "HOLD_STATES", Py_BuildValue(
+               "(iiii)", NOT_HELD, HELD, HANDED_OUT, RELEASED)) < 0
+        || add_owned(module, "REGISTRY_ATTRIBUTES", names_tuple(registry_attributes)) < 0
+        || add_owned(module, "LOCK_SLOTS", names_tuple(lock_slots)) < 0)
         return -1;
     Py_INCREF(&HoldType);
     if (PyModule_AddObject(module, "Hold", (PyObject *)&HoldType) < 0) {

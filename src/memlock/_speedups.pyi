@@ -3,6 +3,12 @@ from types import TracebackType
 from memlock._lock import Lock
 from memlock._registry import HoldRecord, PageRegistry
 
+LAYOUT: int
+MODE_FULL: int
+HOLD_STATES: tuple[int, int, int, int]
+REGISTRY_ATTRIBUTES: tuple[str, ...]
+LOCK_SLOTS: tuple[str, ...]
+
 class Mutex:
     def acquire(self, blocking: bool = ...) -> bool: ...
     def release(self) -> None: ...

@@ -33,6 +33,8 @@ class MemlockError(OSError):
         locked: Bytes this process had locked before the call, where known.
     """
 
+    __module__ = "memlock"  # its public name (tests/test_exports.py)
+
     def __init__(
         self,
         errno: int,
@@ -68,6 +70,8 @@ class LockLimitError(MemlockError):
     :class:`BlockingIOError`, even for EAGAIN.
     """
 
+    __module__ = "memlock"  # its public name (tests/test_exports.py)
+
 
 class LockPermissionError(MemlockError, PermissionError):
     """This process may not lock memory at all.
@@ -80,12 +84,16 @@ class LockPermissionError(MemlockError, PermissionError):
     EAGAIN, mlock on FreeBSD with ENOMEM); the message names the kernel's answer.
     """
 
+    __module__ = "memlock"  # its public name (tests/test_exports.py)
+
 
 class UnsupportedOperation(MemlockError):
     """The operating system does not implement this call (ENOSYS), e.g. mlockall on macOS.
 
     Unlike the other errors, retrying with more privilege or a higher limit cannot help.
     """
+
+    __module__ = "memlock"  # its public name (tests/test_exports.py)
 
     def __init__(self, strerror: str, *, hint: str | None = None) -> None:
         """Make the error, with errno ENOSYS."""
