@@ -16,22 +16,22 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ._files import LockedFile, Residency, evict, lock_file, residency, touch
-    from ._info import limits, set_limit, status, system_status
     from ._lock import Lock, lock
     from ._process import lock_all, unlock_all
     from ._realtime import PageFaults, lock_process, page_faults
     from ._records import Limits, LockedRegion, ProcessStatus, SystemStatus
     from ._secure import SecureBuffer, getpass, read_secret
+    from ._status import limits, set_limit, status, system_status
 
 # Feature modules load on first use, so `import memlock` (and every CLI call) stays cheap.
 _LAZY = {
     "._files": ("LockedFile", "Residency", "evict", "lock_file", "residency", "touch"),
-    "._info": ("limits", "set_limit", "status", "system_status"),
     "._lock": ("Lock", "lock"),
     "._process": ("lock_all", "unlock_all"),
     "._realtime": ("PageFaults", "lock_process", "page_faults"),
     "._records": ("Limits", "LockedRegion", "ProcessStatus", "SystemStatus"),
     "._secure": ("SecureBuffer", "getpass", "read_secret"),
+    "._status": ("limits", "set_limit", "status", "system_status"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -52,13 +52,9 @@ def __dir__() -> list[str]:
 
 
 if sys.platform == "linux":
-    from ._platform.linux import MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT
-elif sys.platform == "darwin":
-    from ._platform.darwin import MCL_CURRENT, MCL_FUTURE
-elif sys.platform.startswith("freebsd"):
-    from ._platform.freebsd import MCL_CURRENT, MCL_FUTURE
-elif sys.platform == "sunos5":
-    from ._platform.sunos import MCL_CURRENT, MCL_FUTURE
+    from ._platform import MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT
+elif sys.platform == "darwin" or sys.platform.startswith("freebsd") or sys.platform == "sunos5":
+    from ._platform import MCL_CURRENT, MCL_FUTURE
 
 __version__ = "0.1.0"
 

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 
 from ._files import LockedFile, _lock_fd, _open_regular, _page_range, cached_pages_or_bound
 from ._filewalk import Planned, Progress, WalkOptions, plan, pseudo_devices, walk
-from ._info import limits
 from ._pages import PAGE_SIZE
 from ._platform import BACKEND
+from ._status import limits
 from ._units import describe_error, format_size, plural
 from .errors import LockLimitError, MemlockError
 

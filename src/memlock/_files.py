@@ -33,9 +33,9 @@ from ._buffer import pin
 from ._context import ReleasedOnExit
 from ._lock import Lock, lock
 from ._pages import PAGE_SIZE, as_size
-from ._parallel import run_parallel
 from ._platform._libc import real_libc
-from ._record import FrozenRecord
+from ._records import FrozenRecord
+from ._threads import run_parallel
 from .errors import MemlockError, UnsupportedOperation
 
 __all__ = ["LockedFile", "Residency", "evict", "lock_file", "residency", "touch"]

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 from ._pages import PAGE_SIZE
-from ._record import FrozenRecord
+from ._records import FrozenRecord
 from ._units import SizeTooLargeError, format_size, quote_arg
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import

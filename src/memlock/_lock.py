@@ -9,8 +9,7 @@ from ._buffer import fast_address, pin
 from ._context import ReleasedOnExit
 from ._critical import Reentered, new_mutex, speedups
 from ._pages import PAGE_SIZE, SIZE_MAX, as_size
-from ._platform import BACKEND, FORK_WATCH
-from ._platform._fork import REGISTRY_SLOT
+from ._platform import BACKEND, FORK_WATCH, REGISTRY_SLOT
 from ._registry import (
     HANDED_OUT,
     HELD,

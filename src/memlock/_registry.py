@@ -57,9 +57,8 @@ from collections.abc import Callable
 from itertools import pairwise
 
 from ._critical import try_under, under
-from ._parallel import run_parallel
-from ._platform import Backend, ForkWatch
-from ._platform._fork import REGISTRY_SLOT
+from ._platform import REGISTRY_SLOT, Backend, ForkWatch
+from ._threads import run_parallel
 from .errors import LockLimitError, LockPermissionError, MemlockError
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import; mypy reads the first branch

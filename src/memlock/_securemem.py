@@ -58,13 +58,13 @@ from collections.abc import Callable
 
 from ._buffer import pin
 from ._critical import new_mutex, try_under, under
-from ._info import limits
 from ._lock import REGISTRY, Lock
 from ._lock import lock as _lock_buffer
 from ._pages import PAGE_SIZE
 from ._platform import BACKEND, FORK_WATCH
 from ._platform._fork import SECRETS_SLOT
 from ._platform._libc import real_libc
+from ._status import limits
 from .errors import MemlockError, UnsupportedOperation
 
 __all__ = [

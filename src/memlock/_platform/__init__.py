@@ -8,28 +8,33 @@ from __future__ import annotations
 import sys
 
 from ._base import Backend
-from ._fork import ForkWatch
+from ._fork import REGISTRY_SLOT, SECRETS_SLOT, ForkWatch
 from ._libc import real_libc
 
-__all__ = ["BACKEND", "FORK_WATCH", "Backend", "ForkWatch"]
+__all__ = ["BACKEND", "FORK_WATCH", "REGISTRY_SLOT", "SECRETS_SLOT", "Backend", "ForkWatch"]
 
 BACKEND: Backend
+# The OS's own constants for the public facade (memlock.MCL_CURRENT ...), where it has them.
 if sys.platform == "linux":
-    from .linux import LinuxBackend
+    from .linux import MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, LinuxBackend
 
     BACKEND = LinuxBackend(real_libc())
+    __all__ += ["MCL_CURRENT", "MCL_FUTURE", "MCL_ONFAULT", "MLOCK_ONFAULT"]
 elif sys.platform == "darwin":
-    from .darwin import DarwinBackend
+    from .darwin import MCL_CURRENT, MCL_FUTURE, DarwinBackend
 
     BACKEND = DarwinBackend(real_libc())
+    __all__ += ["MCL_CURRENT", "MCL_FUTURE"]
 elif sys.platform.startswith("freebsd"):
-    from .freebsd import FreeBSDBackend
+    from .freebsd import MCL_CURRENT, MCL_FUTURE, FreeBSDBackend
 
     BACKEND = FreeBSDBackend(real_libc())
+    __all__ += ["MCL_CURRENT", "MCL_FUTURE"]
 elif sys.platform == "sunos5":
-    from .sunos import SunOSBackend
+    from .sunos import MCL_CURRENT, MCL_FUTURE, SunOSBackend
 
     BACKEND = SunOSBackend(real_libc())
+    __all__ += ["MCL_CURRENT", "MCL_FUTURE"]
 else:
     BACKEND = Backend(real_libc())
 
