@@ -8,10 +8,10 @@ from __future__ import annotations
 import sys
 
 from ._base import Backend
-from ._fork import ForkWatch
+from ._fork import SECRETS_SLOT, ForkWatch
 from ._libc import real_libc
 
-__all__ = ["BACKEND", "FORK_WATCH", "Backend", "ForkWatch"]
+__all__ = ["BACKEND", "FORK_WATCH", "SECRETS_SLOT", "Backend", "ForkWatch"]
 
 BACKEND: Backend
 if sys.platform == "linux":
