@@ -298,11 +298,8 @@ class Backend:
                                     Callable[[int, int], ctypes.Array[ctypes.c_ubyte]]]:
         """The hot calls, to bind once: ``mprotect`` (returns 0 or errno), ``wipe`` (a
         memset no compiler elides) and ``exporter`` (a ctypes array over an address)."""
-        libc = self._secrets_libc()
+        libc: SecretsLibc = self.libc  # type: ignore[assignment]
         return libc.mprotect, libc.wipe, libc.exporter
-
-    def _secrets_libc(self) -> SecretsLibc:
-        return self.libc  # type: ignore[return-value]
 
     def reserve_guarded(self, total: int) -> tuple[mmap.mmap, int]:
         """A new reservation of ``total`` bytes, PROT_NONE and undumpable: (owner, address).
@@ -310,7 +307,7 @@ class Backend:
         The mmap object owns it from the moment the kernel made it: if anything after
         that fails (or is interrupted), dropping the object unmaps it.
         """
-        libc = self._secrets_libc()
+        libc: SecretsLibc = self.libc  # type: ignore[assignment]
         try:
             region, addr = libc.reserve(total)
         except OSError as exc:
@@ -323,11 +320,12 @@ class Backend:
 
     def release_guarded(self, region: mmap.mmap) -> None:
         """Unmap a reservation (idempotent; its data must be wiped and unlocked)."""
-        self._secrets_libc().release(region)
+        libc: SecretsLibc = self.libc  # type: ignore[assignment]
+        libc.release(region)
 
     def open_anonymous(self, base: int, size: int) -> None:
         """Make the data pages of a reservation readable and writable, kept from children."""
-        libc = self._secrets_libc()
+        libc: SecretsLibc = self.libc  # type: ignore[assignment]
         err = libc.mprotect(base, size, self.PROT_RW)
         if err:
             raise self.map_error("mprotect", err, size)
@@ -336,7 +334,8 @@ class Backend:
     def _advise(self, addr: int, length: int, advice: tuple[int, str] | None) -> None:
         """madvise(2) with ``advice`` (value, name), if the OS has it; raises a refusal."""
         if advice is not None:
-            err = self._secrets_libc().madvise(addr, length, advice[0])
+            libc: SecretsLibc = self.libc  # type: ignore[assignment]
+            err = libc.madvise(addr, length, advice[0])
             if err:
                 raise self.map_error(f"madvise({advice[1]})", err, length)
 
@@ -350,7 +349,8 @@ class Backend:
 
     def protect(self, addr: int, length: int, prot: int) -> None:
         """mprotect(2) of a secret's mapping; raises the MemlockError of a refusal."""
-        err = self._secrets_libc().mprotect(addr, length, prot)
+        libc: SecretsLibc = self.libc  # type: ignore[assignment]
+        err = libc.mprotect(addr, length, prot)
         if err:
             raise self.map_count_error("mprotect", err, length) or MemlockError(
                 err, f"mprotect: {os.strerror(err)}", requested=length)
@@ -362,7 +362,7 @@ class Backend:
         copy of anonymous pages (copy-on-write: the parent keeps its own).
         """
         if self.wipe_on_fork_advice is None and not secret_memory:
-            libc = self._secrets_libc()
+            libc: SecretsLibc = self.libc  # type: ignore[assignment]
             if libc.mprotect(base, size, self.PROT_RW) == 0:
                 libc.wipe(base, size)
 

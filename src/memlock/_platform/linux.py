@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from typing import ClassVar
 
     from .._records import ProcessStatus, SystemStatus
-    from ._libc import RealLibc
+    from ._libc import RealLibc, SecretsLibc
 
 __all__ = ["LinuxBackend"]
 
@@ -275,8 +275,9 @@ class LinuxBackend(Backend):
 
     def secret_memory_errno(self) -> int:
         """0 where the kernel grants memfd_secret(2) (Linux 5.14+), else its errno."""
+        libc: SecretsLibc = self.libc  # type: ignore[assignment]
         try:
-            self._secrets_libc().memfd_secret_file(_O_CLOEXEC).close()
+            libc.memfd_secret_file(_O_CLOEXEC).close()
         except OSError as exc:
             return exc.errno or errno.ENOSYS
         return 0
@@ -288,7 +289,7 @@ class LinuxBackend(Backend):
         limit, ENOMEM at vm.max_map_count, LockPermissionError under a zero limit
         (map_error). The descriptor is closed at once; the mapping keeps the memory.
         """
-        libc = self._secrets_libc()
+        libc: SecretsLibc = self.libc  # type: ignore[assignment]
         try:
             f = libc.memfd_secret_file(_O_CLOEXEC)  # owns the descriptor (see _libc)
         except OSError as exc:
@@ -307,7 +308,8 @@ class LinuxBackend(Backend):
         inherited view faults instead of one day reaching a mapping the child makes there.
         Anonymous pages: the kernel zeroed them (MADV_WIPEONFORK)."""
         if secret_memory:
-            self._secrets_libc().mmap(
+            libc: SecretsLibc = self.libc  # type: ignore[assignment]
+            libc.mmap(
                 base, size, self.PROT_NONE,
                 self._MAP_PRIVATE | self._MAP_ANONYMOUS | self._MAP_FIXED_NOREPLACE)
 

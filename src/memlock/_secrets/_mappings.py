@@ -86,7 +86,7 @@ class Mapping:
                 lk.unlock()
             else:
                 lk._release_soon()
-        BACKEND.release_guarded(self.region)
+        _release(self.region)
 
 
 def probe_memfd_secret() -> bool:
@@ -144,3 +144,4 @@ def map_pages(size: int, backend: str) -> Mapping:
 
 
 _exporter = BACKEND.secret_calls()[2]
+_release = BACKEND.release_guarded
