@@ -22,7 +22,7 @@ import textwrap
 import time
 
 import memlock
-from memlock import _securemem
+from memlock._secrets import _pool as _securemem
 
 QUICK = "--quick" in sys.argv
 SODIUM_PATH = ctypes.util.find_library("sodium") or "libsodium.so.23"

@@ -282,7 +282,7 @@ class SecretChecks:
     that no buffer owns (VmLck and the mapping count as before)."""
 
     def __init__(self, backend: str, written: list[int], size: int) -> None:
-        from memlock import _securemem
+        from memlock._secrets import _pool as _securemem
 
         self.mem = _securemem
         self.backend = backend

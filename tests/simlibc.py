@@ -3,7 +3,9 @@
 Each class implements the ``Libc`` protocol of ``memlock._platform._libc`` (every call
 returns 0 or an errno) over a fake address space, and follows its OS's manual page in
 ``shared/seeds`` (plus the kernel source where the page is silent, marked "source:").
-Nothing here touches real memory: addresses are numbers, pages are sets and counters.
+Nothing here touches real memory (addresses are numbers, pages are sets and counters),
+except the mappings the secrets reserve (:meth:`SimLibc.reserve`): SecureBuffer reads and
+writes its memory, so those pages are real, and the model says what the OS would enforce.
 
 Common state: ``mapped`` (page numbers), ``locked`` (page number -> wire count; 1 on
 FreeBSD and illumos, where locks do not nest; a count on XNU, where they do), RLIMIT_MEMLOCK
@@ -18,9 +20,12 @@ simulated library and the real backend built on it.
 from __future__ import annotations
 
 import errno
+import mmap
 import threading
+import weakref
 from typing import Any
 
+from memlock._platform._libc import RealLibc
 from memlock._platform.darwin import DarwinBackend
 from memlock._platform.freebsd import FreeBSDBackend
 from memlock._platform.sunos import SunOSBackend
@@ -50,6 +55,11 @@ class SimLibc:
         self.calls: list[tuple[object, ...]] = []
         self._mutex = threading.Lock()
         self._next = 0x10_0000_0000
+        #: Secrets: protection and madvise advice per page, reserved regions (id ->
+        #: (address, bytes)).
+        self.prot: dict[int, int] = {}
+        self.advice: dict[int, set[int]] = {}
+        self.regions: dict[int, tuple[int, int]] = {}
 
     # -- facts the backends take by injection --------------------------------------
 
@@ -159,6 +169,86 @@ class SimLibc:
         self.future = False
         return 0
 
+    # -- secrets: guarded, locked, undumpable mappings -----------------------------------
+    #
+    # reserve() maps real private memory (a Python mmap object, as RealLibc does) and
+    # enters its pages in the model (mapped, PROT_READ|PROT_WRITE); release(), or the
+    # object's death (Python unmaps it then), unmaps it, which unlocks it (every seed
+    # page says so). mprotect() and madvise() check the
+    # range and the arguments as the OS's manual page says and change only the model
+    # (``prot``, ``advice``): the real pages stay readable, so a test can read what a
+    # wipe left. wipe() and exporter() are the real ones (they touch the real pages).
+
+    #: errno of mprotect/madvise for a range that is not (wholly) mapped.
+    UNMAPPED = errno.ENOMEM
+    #: Whether mprotect/madvise refuse an address that is not page-aligned (EINVAL).
+    STRICT_ALIGNMENT = True
+    #: The madvise advice values the OS knows (others: EINVAL).
+    ADVICE: frozenset[int] = frozenset(range(7))
+
+    wipe = staticmethod(RealLibc.wipe)
+    exporter = staticmethod(RealLibc.exporter)
+
+    def reserve(self, length: int) -> tuple[mmap.mmap, int]:
+        """mmap(2) of private anonymous memory, readable and writable: (owner, address)."""
+        region = mmap.mmap(-1, length, flags=mmap.MAP_PRIVATE)
+        addr = RealLibc.address_of(memoryview(region))
+        self.calls.append(("mmap", addr, length))
+        with self._mutex:
+            self.regions[id(region)] = (addr, length)
+            for p in self._pages(addr, length):
+                self.mapped.add(p)
+                self.prot[p] = 3
+        weakref.finalize(region, self._unmapped, id(region))
+        return region, addr
+
+    def release(self, region: mmap.mmap) -> None:
+        """munmap(2) of a reserved region: unmapped and unlocked (idempotent)."""
+        self._unmapped(id(region))
+        region.close()
+
+    def _unmapped(self, key: int) -> None:
+        with self._mutex:
+            where = self.regions.pop(key, None)
+            if where is not None:
+                self.calls.append(("munmap", *where))
+                for p in self._pages(*where):
+                    self.mapped.discard(p)
+                    self.locked.pop(p, None)
+                    self.prot.pop(p, None)
+                    self.advice.pop(p, None)
+
+    def _range_error(self, addr: int, length: int) -> int:
+        if self.STRICT_ALIGNMENT and addr % self.page:
+            return errno.EINVAL
+        if any(p not in self.mapped for p in self._pages(addr, length)):
+            return self.UNMAPPED
+        return 0
+
+    def mprotect(self, addr: int, length: int, prot: int) -> int:
+        """mprotect(2): EINVAL for unknown bits; the range as :meth:`_range_error`."""
+        self.calls.append(("mprotect", addr, length, prot))
+        with self._mutex:
+            err = errno.EINVAL if prot & ~7 else self._range_error(addr, length)
+            if not err:
+                for p in self._pages(addr, length):
+                    self.prot[p] = prot
+            return err
+
+    def madvise(self, addr: int, length: int, advice: int) -> int:
+        """madvise(2): EINVAL for advice the OS does not know; the range as mprotect."""
+        self.calls.append(("madvise", addr, length, advice))
+        with self._mutex:
+            err = errno.EINVAL if advice not in self.ADVICE else self._range_error(addr, length)
+            if not err:
+                for p in self._pages(addr, length):
+                    self.advice.setdefault(p, set()).add(advice)
+            return err
+
+    def protection(self, addr: int, length: int) -> set[int]:
+        """The protections the model gives the pages of [addr, addr+length)."""
+        return {self.prot.get(p, -1) for p in self._pages(addr, length)}
+
     def syscall_names(self) -> list[object]:
         """Names of the calls made so far."""
         return [c[0] for c in self.calls]
@@ -220,6 +310,13 @@ class FreeBSDLibc(SysctlSim):
         self.kernel_wired = kernel_wired  # pages wired by the kernel
         self.old_mlock = old_mlock
         self.unfaultable: set[int] = set()
+
+    #: mprotect(2): "EINVAL: The virtual address range specified by the addr and len
+    #: arguments is not valid"; the kernel rounds addr down to a page (trunc_page).
+    UNMAPPED = errno.EINVAL
+    STRICT_ALIGNMENT = False
+    #: madvise(2): MADV_NORMAL (0) .. MADV_NOCORE (8), MADV_CORE (9), MADV_PROTECT (10).
+    ADVICE = frozenset(range(11))
 
     def sysctls(self) -> dict[str, int]:
         """The integers the backend reads with sysctlbyname."""
@@ -327,6 +424,11 @@ class DarwinLibc(SysctlSim):
         self.other_wired = other_wired  # bytes wired by everything else
         self.protected: set[int] = set()
 
+    #: mprotect(2)/madvise(2): EINVAL for an address that is not page-aligned, ENOMEM for
+    #: pages that are not mapped; madvise knows MADV_NORMAL (0) .. MADV_ZERO_WIRED_PAGES (6),
+    #: MADV_FREE_REUSABLE (7), MADV_FREE_REUSE (8), MADV_CAN_REUSE (9).
+    ADVICE = frozenset(range(10))
+
     def sysctls(self) -> dict[str, int]:
         """The integers the backend reads with sysctlbyname (bytes on macOS)."""
         return {
@@ -401,6 +503,11 @@ class SunOSLibc(SimLibc):
         self.max_locked_memory = max_locked_memory
         self.lockable_pages = lockable_pages
         self.supported = supported
+
+    #: mprotect(2)/madvise(3C): EINVAL for an address that is not a multiple of the page
+    #: size, ENOMEM for pages that are not mapped; madvise knows MADV_NORMAL (0) ..
+    #: MADV_ACCESS_MANY (7), MADV_PURGE (9).
+    ADVICE = frozenset((*range(8), 9))
 
     def has(self, name: str) -> bool:
         """Also priv_ineffect where ``priv_api``."""

@@ -19,8 +19,8 @@ import time
 from typing import Any
 
 import memlock
-from memlock import _securemem
 from memlock._lock import REGISTRY
+from memlock._secrets import _pool as _securemem
 
 from .interrupt_scenarios import _check_pools
 from .interrupts import responsive

@@ -196,12 +196,13 @@ def test_secure_buffers_at_the_max_name_the_mapping_count(backend: str,
                                                           unprivileged: bool) -> None:
     """SecureBuffer itself, isolated and a new pool chunk: the error names the mapping
     count and the sysctl (not RLIMIT_MEMLOCK), and nothing stays locked or mapped."""
-    from memlock import _securemem
+    from memlock._secrets import _pool as _securemem
 
     if backend == "memfd_secret" and not _securemem.probe_memfd_secret():
         pytest.skip("memfd_secret is not available on this kernel")
     out = _run(f"""
-        from memlock import SecureBuffer, _securemem
+        from memlock import SecureBuffer
+        from memlock._secrets import _pool as _securemem
         B = {backend!r}
         SecureBuffer(16, backend=B).close()   # the module loaded, no chunk of class 64
         _securemem.trim()

@@ -364,6 +364,6 @@ def test_try_call_never_waits_and_always_gives_the_mutex_back() -> None:
         _speedups.try_call(m, boom)
     assert not m.locked() and calls == [1]
     assert type(REGISTRY._mutex) is _speedups.Mutex
-    from memlock import _securemem
+    from memlock._secrets import _pool as _securemem
 
     assert type(_securemem.state.mutex) is _speedups.Mutex

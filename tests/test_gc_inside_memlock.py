@@ -13,7 +13,7 @@ from .kernel import run_child
 CHILD = """
 import gc, warnings
 import memlock
-from memlock import _securemem
+from memlock._secrets import _pool as _securemem
 from memlock._lock import REGISTRY
 from tests.kernel import PAGE, anon, vmlck
 

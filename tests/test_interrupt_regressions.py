@@ -65,7 +65,7 @@ def test_a_deferred_close_hands_out_no_more_views(lock_path: str) -> None:
     out = _json(run_child("""
         import ctypes, json
         import memlock
-        from memlock import _securemem
+        from memlock._secrets import _pool as _securemem
 
         sb = memlock.SecureBuffer(32, backend="anonymous")
         with sb.view() as v:
@@ -172,7 +172,7 @@ def test_an_interrupted_access_exit_is_narrowed_again(lock_path: str) -> None:
     out = _json(run_child("""
         import json
         import memlock
-        from memlock import _securemem
+        from memlock._secrets import _pool as _securemem
         from tests.interrupts import Injected, interrupt_at
 
         def perms(address):

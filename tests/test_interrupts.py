@@ -17,7 +17,7 @@ from .kernel import REPO, run_child
 
 
 def _memfd_secret_works() -> bool:
-    from memlock import _securemem
+    from memlock._secrets import _pool as _securemem
 
     return _securemem.probe_memfd_secret()
 

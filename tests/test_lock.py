@@ -414,7 +414,7 @@ def test_large_private_anonymous_lock_is_fully_resident_and_locked() -> None:
 
 
 def test_locking_memfd_secret_memory_says_what_it_is() -> None:
-    from memlock import _securemem
+    from memlock._secrets import _pool as _securemem
 
     if not _securemem.probe_memfd_secret():
         pytest.skip("memfd_secret is not available on this kernel")

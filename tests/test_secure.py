@@ -21,7 +21,8 @@ import warnings
 import pytest
 
 import memlock
-from memlock import SecureBuffer, _securemem
+from memlock import SecureBuffer
+from memlock._secrets import _pool as _securemem
 
 from .kernel import PAGE, address_of, vma, vmlck
 

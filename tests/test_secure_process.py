@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from memlock import _securemem
+from memlock._secrets import _pool as _securemem
 
 from .kernel import child_env, have, last_json, python_cmd, run_child
 

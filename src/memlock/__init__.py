@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ._process import lock_all, unlock_all
     from ._realtime import PageFaults, lock_process, page_faults
     from ._records import Limits, LockedRegion, ProcessStatus, SystemStatus
-    from ._secure import SecureBuffer, getpass, read_secret
+    from ._secrets import SecureBuffer, getpass, read_secret
     from ._status import limits, set_limit, status, system_status
 
 # Feature modules load on first use, so `import memlock` (and every CLI call) stays cheap.
@@ -30,7 +30,7 @@ _LAZY = {
     "._process": ("lock_all", "unlock_all"),
     "._realtime": ("PageFaults", "lock_process", "page_faults"),
     "._records": ("Limits", "LockedRegion", "ProcessStatus", "SystemStatus"),
-    "._secure": ("SecureBuffer", "getpass", "read_secret"),
+    "._secrets": ("SecureBuffer", "getpass", "read_secret"),
     "._status": ("limits", "set_limit", "status", "system_status"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}

@@ -267,7 +267,7 @@ class PageRegistry:
         if not self._fork_watch.forked(REGISTRY_SLOT):
             return
         # The parent's mutex may have been held by a thread that does not exist here. The
-        # C one is renewed in place (other mutexes refer to it: see _securemem).
+        # C one is renewed in place (other mutexes refer to it: see _secrets/_pool.py).
         reinit = getattr(self._mutex, "reinit", None)
         if reinit is not None:
             reinit()

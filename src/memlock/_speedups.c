@@ -135,7 +135,7 @@ typedef struct {
 
 /* Raised by a blocking take of a Mutex by the thread that holds it already: a signal
  * handler or a finalizer that called memlock while memlock ran in the same thread. Waiting
- * would never end; the caller can defer instead (memlock/_lock.py, _secure.py). */
+ * would never end; the caller can defer instead (memlock/_lock.py, _secrets/). */
 static PyObject *Reentered;
 
 static PyTypeObject MutexType;

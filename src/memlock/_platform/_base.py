@@ -19,10 +19,12 @@ from ..errors import LockLimitError, LockPermissionError, MemlockError, Unsuppor
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:  # records load on first use: dataclasses costs ~20 ms at import
+    import ctypes
+    import mmap
     from typing import ClassVar
 
     from .._records import Limits, ProcessStatus, SystemStatus
-    from ._libc import Libc
+    from ._libc import Libc, SecretsLibc
 
 __all__ = ["Backend"]
 
@@ -273,6 +275,98 @@ class Backend:
         if err == errno.EAGAIN:
             return self.limit_error(op, err, requested, "a system limit on locked memory")
         return MemlockError(err, f"{op}: {text}", requested=requested)
+
+    # --- secrets: guarded, locked, undumpable mappings ---
+    #
+    # A guarded mapping is one reservation (an mmap object owns it): a PROT_NONE page,
+    # the data pages, a PROT_NONE page. The secrets package (memlock._secrets) makes and
+    # fills them only through these operations; each raises the exception map_error()
+    # gives for a refusal, so every OS translates its errno in one place.
+
+    #: mmap(2) protections: the same values on every OS memlock knows.
+    PROT_NONE: ClassVar[int] = 0
+    PROT_READ: ClassVar[int] = 1
+    PROT_RW: ClassVar[int] = 3
+    #: madvise advice (value, name) keeping pages out of core dumps (Linux MADV_DONTDUMP,
+    #: FreeBSD MADV_NOCORE); None where the OS has none.
+    no_dump_advice: ClassVar[tuple[int, str] | None] = None
+    #: madvise advice (value, name) handing a forked child zero pages (Linux
+    #: MADV_WIPEONFORK); None: memlock zeroes the child's copies at fork (wipe_inherited).
+    wipe_on_fork_advice: ClassVar[tuple[int, str] | None] = None
+
+    def secret_calls(self) -> tuple[Callable[[int, int, int], int], Callable[[int, int], None],
+                                    Callable[[int, int], ctypes.Array[ctypes.c_ubyte]]]:
+        """The hot calls, to bind once: ``mprotect`` (returns 0 or errno), ``wipe`` (a
+        memset no compiler elides) and ``exporter`` (a ctypes array over an address)."""
+        libc: SecretsLibc = self.libc  # type: ignore[assignment]
+        return libc.mprotect, libc.wipe, libc.exporter
+
+    def reserve_guarded(self, total: int) -> tuple[mmap.mmap, int]:
+        """A new reservation of ``total`` bytes, PROT_NONE and undumpable: (owner, address).
+
+        The mmap object owns it from the moment the kernel made it: if anything after
+        that fails (or is interrupted), dropping the object unmaps it.
+        """
+        libc: SecretsLibc = self.libc  # type: ignore[assignment]
+        try:
+            region, addr = libc.reserve(total)
+        except OSError as exc:
+            raise self.map_error("mmap", exc.errno or errno.ENOMEM, total) from None
+        err = libc.mprotect(addr, total, self.PROT_NONE)
+        if err:
+            raise self.map_error("mprotect", err, total)
+        self._advise(addr, total, self.no_dump_advice)
+        return region, addr
+
+    def release_guarded(self, region: mmap.mmap) -> None:
+        """Unmap a reservation (idempotent; its data must be wiped and unlocked)."""
+        libc: SecretsLibc = self.libc  # type: ignore[assignment]
+        libc.release(region)
+
+    def open_anonymous(self, base: int, size: int) -> None:
+        """Make the data pages of a reservation readable and writable, kept from children."""
+        libc: SecretsLibc = self.libc  # type: ignore[assignment]
+        err = libc.mprotect(base, size, self.PROT_RW)
+        if err:
+            raise self.map_error("mprotect", err, size)
+        self._advise(base, size, self.wipe_on_fork_advice)
+
+    def _advise(self, addr: int, length: int, advice: tuple[int, str] | None) -> None:
+        """madvise(2) with ``advice`` (value, name), if the OS has it; raises a refusal."""
+        if advice is not None:
+            libc: SecretsLibc = self.libc  # type: ignore[assignment]
+            err = libc.madvise(addr, length, advice[0])
+            if err:
+                raise self.map_error(f"madvise({advice[1]})", err, length)
+
+    def secret_memory_errno(self) -> int:
+        """0 where memfd_secret(2) memory can be made here, else the errno of the refusal."""
+        return errno.ENOSYS
+
+    def map_secret_memory(self, base: int, size: int) -> None:
+        """Map ``size`` bytes of memfd_secret memory over the data pages at ``base``."""
+        raise UnsupportedOperation(f"memfd_secret is not available on {self.name}")
+
+    def protect(self, addr: int, length: int, prot: int) -> None:
+        """mprotect(2) of a secret's mapping; raises the MemlockError of a refusal."""
+        libc: SecretsLibc = self.libc  # type: ignore[assignment]
+        err = libc.mprotect(addr, length, prot)
+        if err:
+            raise self.map_count_error("mprotect", err, length) or MemlockError(
+                err, f"mprotect: {os.strerror(err)}", requested=length)
+
+    def wipe_inherited(self, base: int, size: int, secret_memory: bool) -> None:
+        """In a forked child: make the parent's secrets at ``base`` unreadable here.
+
+        Where the kernel does not (no :attr:`wipe_on_fork_advice`), zero this process's
+        copy of anonymous pages (copy-on-write: the parent keeps its own).
+        """
+        if self.wipe_on_fork_advice is None and not secret_memory:
+            libc: SecretsLibc = self.libc  # type: ignore[assignment]
+            if libc.mprotect(base, size, self.PROT_RW) == 0:
+                libc.wipe(base, size)
+
+    # --- end of secrets ---
 
     # -- probes ------------------------------------------------------------------------
 

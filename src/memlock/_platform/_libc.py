@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import io
+import mmap
 import os
 import sys
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 else:
     Protocol = object
 
-__all__ = ["Libc", "RealLibc", "SysctlLibc", "real_libc"]
+__all__ = ["Libc", "RealLibc", "SecretsLibc", "SysctlLibc", "real_libc"]
 
 _vp = ctypes.c_void_p
 _sz = ctypes.c_size_t
@@ -52,7 +53,54 @@ class SysctlLibc(Libc, Protocol):
     def sysctl_int(self, name: str) -> int | None: ...
 
 
-class RealLibc:
+# --- secrets: guarded, locked, undumpable mappings ---
+
+
+class SecretsLibc(Libc, Protocol):
+    """What the secrets need from the C library (RealLibc; the simulations of tests)."""
+
+    def reserve(self, length: int) -> tuple[mmap.mmap, int]: ...
+    def release(self, region: mmap.mmap) -> None: ...
+    def mprotect(self, addr: int, length: int, prot: int) -> int: ...
+    def madvise(self, addr: int, length: int, advice: int) -> int: ...
+    def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1
+             ) -> tuple[int, int]: ...
+    def memfd_secret_file(self, flags: int = 0) -> io.FileIO: ...
+    def wipe(self, addr: int, length: int) -> None: ...
+    def exporter(self, addr: int, length: int) -> ctypes.Array[ctypes.c_ubyte]: ...
+
+
+class SecretMappings:
+    """RealLibc's calls for the secrets that are not one C function each."""
+
+    @staticmethod
+    def reserve(length: int) -> tuple[mmap.mmap, int]:
+        """A private mapping of ``length`` bytes owned by an mmap object, and its address.
+
+        Readable and writable for Python (mmap objects remember their protection): the
+        caller narrows it in the kernel at once. Dropping or closing the object unmaps it,
+        whatever interrupts the caller.
+
+        Raises:
+            OSError: The kernel refused the mapping.
+        """
+        region = mmap.mmap(-1, length, flags=mmap.MAP_PRIVATE,
+                           prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        export = ctypes.c_char.from_buffer(region)  # pins the mapping while it lives
+        addr = ctypes.addressof(export)
+        del export
+        return region, addr
+
+    @staticmethod
+    def release(region: mmap.mmap) -> None:
+        """Unmap what :meth:`reserve` made (idempotent)."""
+        region.close()
+
+
+# --- end of secrets ---
+
+
+class RealLibc(SecretMappings):
     """The C library of this process, through ctypes."""
 
     def __init__(self) -> None:

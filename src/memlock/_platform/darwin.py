@@ -88,6 +88,14 @@ class DarwinBackend(Backend):
         """Not implemented by macOS: raises UnsupportedOperation without a system call."""
         raise UnsupportedOperation(_NO_LOCK_ALL.format(op="munlockall"))
 
+    # --- secrets: guarded, locked, undumpable mappings ---
+
+    # macOS has no madvise advice that keeps pages out of core dumps, and memlock does
+    # not use minherit(2) there: a forked child's copies are zeroed by memlock itself
+    # (Backend.wipe_inherited); guard pages and locking are as everywhere.
+
+    # --- end of secrets ---
+
     # -- facts -----------------------------------------------------------------------
 
     def privileged(self) -> bool:

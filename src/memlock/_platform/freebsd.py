@@ -82,6 +82,15 @@ class FreeBSDBackend(Backend):
         self._sysctl = libc.sysctl_int
         self._locked_source = locked_bytes
 
+    # --- secrets: guarded, locked, undumpable mappings ---
+
+    #: madvise(2): "MADV_NOCORE: Region is not included in a core file".
+    no_dump_advice = (8, "MADV_NOCORE")
+    # No wipe-on-fork advice is used (minherit(2) INHERIT_ZERO exists since FreeBSD 12,
+    # unverified here): memlock zeroes a forked child's copies itself (wipe_inherited).
+
+    # --- end of secrets ---
+
     # -- facts ---------------------------------------------------------------------
 
     def sysctl_pages(self, name: str) -> int | None:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from typing import ClassVar
 
     from .._records import ProcessStatus, SystemStatus
-    from ._libc import RealLibc
+    from ._libc import RealLibc, SecretsLibc
 
 __all__ = ["LinuxBackend"]
 
@@ -263,6 +263,57 @@ class LinuxBackend(Backend):
         if err == errno.ENOSYS:
             return UnsupportedOperation(f"{op} is not implemented by this kernel")
         return super().translate_error(op, err, requested)
+
+    # --- secrets: guarded, locked, undumpable mappings ---
+
+    no_dump_advice = (16, "MADV_DONTDUMP")
+    wipe_on_fork_advice = (18, "MADV_WIPEONFORK")  # Linux 4.14: the child sees zeros
+    #: A forked child gets no mapping there (memfd_secret pages cannot be wiped on fork).
+    NO_FORK_ADVICE = (10, "MADV_DONTFORK")
+    _MAP_PRIVATE, _MAP_FIXED = 0x02, 0x10
+    _MAP_ANONYMOUS, _MAP_FIXED_NOREPLACE = 0x20, 0x100000
+
+    def secret_memory_errno(self) -> int:
+        """0 where the kernel grants memfd_secret(2) (Linux 5.14+), else its errno."""
+        libc: SecretsLibc = self.libc  # type: ignore[assignment]
+        try:
+            libc.memfd_secret_file(_O_CLOEXEC).close()
+        except OSError as exc:
+            return exc.errno or errno.ENOSYS
+        return 0
+
+    def map_secret_memory(self, base: int, size: int) -> None:
+        """memfd_secret(2) pages over ``base`` (MAP_FIXED), MADV_DONTFORK.
+
+        The kernel locks them and charges RLIMIT_MEMLOCK at mmap time: EAGAIN over the
+        limit, ENOMEM at vm.max_map_count, LockPermissionError under a zero limit
+        (map_error). The descriptor is closed at once; the mapping keeps the memory.
+        """
+        libc: SecretsLibc = self.libc  # type: ignore[assignment]
+        try:
+            f = libc.memfd_secret_file(_O_CLOEXEC)  # owns the descriptor (see _libc)
+        except OSError as exc:
+            raise UnsupportedOperation(f"memfd_secret(2): {exc.strerror}") from None
+        with f:
+            os.ftruncate(f.fileno(), size)
+            _, err = libc.mmap(base, size, self.PROT_RW, _MAP_SHARED | self._MAP_FIXED,
+                               f.fileno())
+        if err:
+            raise self.map_error("mmap(memfd_secret)", err, size)
+        self._advise(base, size, self.NO_FORK_ADVICE)
+
+    def wipe_inherited(self, base: int, size: int, secret_memory: bool) -> None:
+        """MADV_DONTFORK left a hole where the parent's memfd_secret pages are: fill it
+        with PROT_NONE (MAP_FIXED_NOREPLACE: only where nothing is mapped yet), so an
+        inherited view faults instead of one day reaching a mapping the child makes there.
+        Anonymous pages: the kernel zeroed them (MADV_WIPEONFORK)."""
+        if secret_memory:
+            libc: SecretsLibc = self.libc  # type: ignore[assignment]
+            libc.mmap(
+                base, size, self.PROT_NONE,
+                self._MAP_PRIVATE | self._MAP_ANONYMOUS | self._MAP_FIXED_NOREPLACE)
+
+    # --- end of secrets ---
 
     # -- probes ------------------------------------------------------------------------
 

@@ -90,6 +90,15 @@ class SunOSBackend(Backend):
         self._locked_source = locked_bytes
         self._rctl_source = locked_memory_limit
 
+    # --- secrets: guarded, locked, undumpable mappings ---
+
+    # illumos/Solaris: no madvise advice that keeps pages out of core dumps (coreadm(1M)
+    # decides what a core holds), none that wipes on fork: a forked child's copies are
+    # zeroed by memlock itself (Backend.wipe_inherited); guard pages and locking (with
+    # page-aligned addresses, as every secret mapping has) are as everywhere.
+
+    # --- end of secrets ---
+
     # -- facts -----------------------------------------------------------------------
 
     def rlimit(self) -> tuple[int | None, int | None]:

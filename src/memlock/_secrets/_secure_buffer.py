@@ -1,7 +1,7 @@
-"""SecureBuffer, getpass(), read_secret(): secrets kept out of swap, core dumps and children.
+"""SecureBuffer: a secret kept out of swap, core dumps and forked children.
 
 Views on Python 3.11 (no PEP 688): each buffer exports its bytes through one ctypes array
-(made by ``RealLibc.exporter`` on the first :meth:`SecureBuffer.view`), and hands out
+(made by the platform layer's exporter on the first :meth:`SecureBuffer.view`), and hands out
 ``memoryview(arr).cast("B")``. Every view, slice, ``memoryview(view)``, ``numpy``
 array or ctypes object derived from such a view keeps the view's managed buffer alive,
 which holds a reference to ``arr``. :meth:`SecureBuffer.close` therefore reads
@@ -15,7 +15,7 @@ private structures. What this cannot see: raw addresses taken with ctypes and us
 close.
 
 Interrupts (Ctrl-C, a signal handler that raises) may land anywhere: what a buffer holds
-is its lease (see memlock._securemem), changed only under the module's mutex and only by
+is its lease (see memlock._secrets._pool), changed only under the pool's mutex and only by
 single statements after the work they stand for. An interrupted close() leaves the buffer
 open and wiped at worst, never closed and unwiped; calling close() again finishes it.
 """
@@ -23,37 +23,29 @@ open and wiped at worst, never closed and unwiped; calling close() again finishe
 from __future__ import annotations
 
 import contextlib
-import io
-import os
 import sys
 import warnings
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol, final
+from typing import Protocol, final
 
-from . import _securemem as _mem
-from ._context import ReleasedOnExit
-from ._critical import Reentered, try_under, under
-from ._pages import PAGE_SIZE, as_size
-from ._platform._fork import SECRETS_SLOT as _SECRETS
-from .errors import MemlockError
+from .._context import ReleasedOnExit
+from .._critical import Reentered, try_under, under
+from .._pages import PAGE_SIZE, as_size
+from .._platform import BACKEND
+from .._platform import SECRETS_SLOT as _SECRETS
+from . import _pool as _mem
 
-if TYPE_CHECKING:
-    pass
+__all__ = ["SecureBuffer"]
 
-__all__ = ["SecureBuffer", "getpass", "read_secret"]
-
-_LIBC = _mem.LIBC
-_exporter = _LIBC.exporter
-_wipe = _LIBC.wipe
+_MPROTECT, _, _exporter = BACKEND.secret_calls()  # pre-bound at import
+_wipe_secret = _mem.wipe_secret
 _NONE, _READ, _RW = _mem.PROT_NONE, _mem.PROT_READ, _mem.PROT_RW
 _PROT_NAMES = {_NONE: "none", _READ: "read", _RW: "readwrite"}
 _CANARY = _mem.CANARY
 _CSIZE = _mem.CANARY_SIZE
 _MAX_CLASS = _mem.MAX_CLASS
 _SIZE_MAX = 2**62
-_Chunk = _mem.Chunk
-_Mapping = _mem.Mapping
 _caught_up = _mem.caught_up
 _take_slot = _mem.take_slot
 _give_back = _mem.give_back
@@ -72,8 +64,6 @@ class _Exportable(Protocol):
     """A buffer-protocol object (a ctypes array here)."""
 
     def __buffer__(self, flags: int, /) -> memoryview: ...
-
-
 
 
 class _InProgress:
@@ -98,12 +88,12 @@ def _heal(st: _mem._State) -> None:
         if sb._arr is not None and _GETREFCOUNT(sb._arr) > _ARR_BASE_REFS:
             continue
         sb._prot = prot & sb._prot  # never wider than the kernel's (see _set_protection)
-        if _LIBC.mprotect(home.base, home.size, prot) == 0:
+        if _MPROTECT(home.base, home.size, prot) == 0:
             sb._prot = prot
             st.reopened.pop(lease, None)
 
 
-_mem.heal = _heal  # also run after garbage collections (_securemem.drain_soon)
+_mem.heal = _heal  # also run after garbage collections (_pool.drain_soon)
 
 
 def _heal_soon(_block: object) -> None:
@@ -362,9 +352,7 @@ class SecureBuffer(ReleasedOnExit):
         # call, widen it after (an interrupt in between leaves the two safely apart).
         if prot & old != old:
             self._prot = prot & old
-        err = _LIBC.mprotect(m.base, m.size, prot)
-        if err:
-            raise MemlockError(err, f"mprotect: {os.strerror(err)}")
+        BACKEND.protect(m.base, m.size, prot)
         self._prot = prot
 
     def noaccess(self) -> None:
@@ -491,9 +479,7 @@ class SecureBuffer(ReleasedOnExit):
                 return BufferError("cannot close a SecureBuffer while a view of it is alive")
             self._arr._owner = None  # type: ignore[attr-defined]
             self._arr = None  # no view is ever handed out again
-        if type(home) is not _Chunk and self._prot != _RW:
-            _LIBC.mprotect(home.base, home.size, _RW)
-        _wipe(home.base + lease.off, self._size)
+        _wipe_secret(lease, self._prot)
         _mem.state.queue(lease)  # wiped again and given back by the next call (a drain)
         self._lease = _CLOSED
         return None
@@ -512,13 +498,11 @@ class SecureBuffer(ReleasedOnExit):
         # Last resort: wipe now (the secret's own bytes: no lock needed), then give the
         # memory back if the mutex is free (a finalizer may run with it held); if not, or
         # if this is interrupted, this buffer's death queues its lease for the next
-        # operation of the module (see memlock._securemem: Leases).
+        # operation of the module (see memlock._secrets._pool: Leases).
         notes: list[str | None] = []
         unclosed = f"unclosed {self!r}: close it or use a with block; wiped by the finalizer"
         try:
-            if type(home) is not _Chunk and self._prot != _RW:
-                _LIBC.mprotect(home.base, home.size, _RW)
-            _wipe(home.base + lease.off, self._size)  # the secret only: canaries stay
+            _wipe_secret(lease, self._prot)  # the secret only: canaries stay
             try_under(_mem.state.mutex, lambda: notes.append(_give_back(lease, _RW)))
             _mem.release_unmapped(wait=False)
         finally:
@@ -540,264 +524,3 @@ class SecureBuffer(ReleasedOnExit):
 
     def __deepcopy__(self, memo: object) -> SecureBuffer:
         raise TypeError("a SecureBuffer cannot be copied; copy its view into a new one")
-
-
-# -- filling without copies ----------------------------------------------------------------
-
-
-def _exact(src: SecureBuffer, n: int, isolated: bool, backend: str) -> SecureBuffer:
-    """A new SecureBuffer holding ``src[:n]``; ``src`` is closed (wiped)."""
-    try:
-        dst = SecureBuffer(n, isolated=isolated, backend=backend)
-        try:
-            with src.view() as s, dst.view() as d:
-                d[:] = s[:n]
-        except BaseException:
-            dst._discard()
-            raise
-    finally:
-        src._discard()
-    return dst
-
-
-def _check_common(isolated: object, backend: object) -> None:
-    if not isinstance(isolated, bool):
-        raise TypeError(f"isolated must be a bool, not {type(isolated).__name__}")
-    _mem.resolve_backend(backend)
-
-
-def read_secret(
-    source: int | str | bytes | os.PathLike[str] | os.PathLike[bytes],
-    size: int | None = None,
-    *,
-    max_size: int = 1 << 20,
-    strip_newline: bool = False,
-    isolated: bool = False,
-    backend: str = "auto",
-) -> SecureBuffer:
-    """Read a secret from a file or file descriptor straight into a SecureBuffer.
-
-    The bytes go from the kernel into locked memory with ``readv(2)``: no bytes or str
-    object holds them on the way. (A regular file's contents are in the page cache
-    anyway, and tmpfs pages can be swapped; ramfs, a pipe or a socket cannot.)
-
-    Args:
-        source: A path (opened read-only, closed afterwards) or an open file descriptor
-            (read from its current position, left open).
-        size: Read exactly this many bytes; None reads to end of file.
-        max_size: With ``size=None``, the longest secret accepted.
-        strip_newline: Drop one trailing newline (``LF`` or ``CR LF``).
-        isolated: As for :class:`SecureBuffer`.
-        backend: As for :class:`SecureBuffer`.
-
-    Returns:
-        A SecureBuffer of exactly the secret's length.
-
-    Raises:
-        TypeError / ValueError: Bad arguments; with ``size=None`` a secret longer than
-            ``max_size``.
-        EOFError: ``size`` given and the source ended first.
-        OSError: From opening or reading ``source``.
-    """
-    if isinstance(source, bool) or not isinstance(source, int | str | bytes | os.PathLike):
-        raise TypeError(
-            f"source must be a path or a file descriptor, not {type(source).__name__}")
-    if isinstance(source, int) and source < 0:
-        raise ValueError(f"bad file descriptor {source}")
-    want = None if size is None else as_size(size, "size")
-    limit = as_size(max_size, "max_size")
-    if not isinstance(strip_newline, bool):
-        raise TypeError("strip_newline must be a bool")
-    _check_common(isolated, backend)
-    opened = None if isinstance(source, int) else io.FileIO(source, "r")  # owns its fd
-    fd = source if isinstance(source, int) else opened.fileno()  # type: ignore[union-attr]
-    try:
-        if want is not None:
-            buf = SecureBuffer(want, isolated=isolated, backend=backend)
-            try:
-                got = _fill(fd, buf, 0)
-                if got < want:
-                    raise EOFError(f"the source ended after {got} of {want} bytes")
-            except BaseException:
-                buf._discard()
-                raise
-            n = want
-        else:
-            buf, n = _read_to_eof(fd, limit, backend)
-    finally:
-        if opened is not None:
-            opened.close()
-    if strip_newline:
-        with buf.view() as v:
-            if n and v[n - 1] == 10:
-                n -= 1
-                if n and v[n - 1] == 13:
-                    n -= 1
-    if n == len(buf) and buf.isolated == isolated:
-        return buf
-    return _exact(buf, n, isolated, backend)
-
-
-def _fill(fd: int, buf: SecureBuffer, start: int) -> int:
-    """Read into ``buf[start:]`` until full or end of file; the new fill level."""
-    got = start
-    with buf.view() as v:
-        while got < len(v):
-            k = os.readv(fd, [v[got:]])
-            if k == 0:
-                break
-            got += k
-    return got
-
-
-def _read_to_eof(fd: int, limit: int, backend: str) -> tuple[SecureBuffer, int]:
-    cap = 256
-    try:
-        st = os.fstat(fd)
-        if st.st_size > 0:
-            cap = st.st_size + 1  # +1: see the end of file in one pass
-    except OSError:
-        pass
-    cap = min(cap, limit + 1)
-    buf = SecureBuffer(cap, backend=backend)
-    got = 0
-    try:
-        while True:
-            got = _fill(fd, buf, got)
-            if got < len(buf):
-                return buf, got
-            if got > limit:
-                raise ValueError(f"the secret is longer than max_size={limit} bytes")
-            bigger = SecureBuffer(min(2 * len(buf), limit + 1), backend=backend)
-            with buf.view() as s, bigger.view() as d:
-                d[:got] = s
-            buf._discard()
-            buf = bigger
-    except BaseException:
-        buf._discard()
-        raise
-
-
-def getpass(
-    prompt: str = "Password: ",
-    *,
-    max_size: int = 1024,
-    isolated: bool = False,
-    backend: str = "auto",
-) -> SecureBuffer:
-    """Prompt for a password on the terminal and read it straight into locked memory.
-
-    Echo is turned off on ``/dev/tty`` *before* the prompt is written; the input is read
-    one byte at a time with ``readv(2)`` into a SecureBuffer (no str or bytes holds it),
-    handling Backspace (a whole UTF-8 character), Ctrl-U (erase all) and Ctrl-D (end of
-    input), then copied into a buffer of exactly the typed length; the first is wiped.
-    Ctrl-C raises KeyboardInterrupt after restoring the terminal. Without a controlling
-    terminal, reads standard input (the prompt goes to standard error).
-
-    Args:
-        prompt: Text shown before reading.
-        max_size: Longest password accepted, in bytes.
-        isolated: As for :class:`SecureBuffer`.
-        backend: As for :class:`SecureBuffer`.
-
-    Returns:
-        A SecureBuffer of the typed bytes (UTF-8 as the terminal sent them), without the
-        line ending.
-
-    Raises:
-        EOFError: End of input before anything was typed.
-        ValueError: More than ``max_size`` bytes were typed (the input is wiped).
-
-    Availability: Unix.
-    """
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
-    limit = as_size(max_size, "max_size")
-    if limit == 0:
-        raise ValueError("max_size must be at least 1")
-    _check_common(isolated, backend)
-    try:
-        tty: io.FileIO | None = io.FileIO("/dev/tty", "r+")  # owns its fd
-    except OSError:
-        tty = None
-    fd, out = (0, 2) if tty is None else (tty.fileno(), tty.fileno())
-    try:
-        buf = SecureBuffer(limit + 1, backend=backend)  # the last byte: overflow scratch
-        try:
-            n = _read_password(fd, out, prompt.encode(errors="replace"), buf, limit)
-        except BaseException:
-            buf._discard()
-            raise
-    finally:
-        if tty is not None:
-            tty.close()
-    return _exact(buf, n, isolated, backend)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _read_password(fd: int, out: int, prompt: bytes, buf: SecureBuffer, limit: int) -> int:
-    old = None
-    if sys.platform != "win32":
-        import termios
-
-        try:
-            old = termios.tcgetattr(fd)
-        except termios.error:
-            old = None  # not a terminal: nothing echoes
-        if old is not None:
-            new = list(old)
-            new[3] = old[3] & ~(termios.ECHO | termios.ECHONL | termios.ICANON)
-            cc = list(old[6])
-            cc[termios.VMIN] = 1
-            cc[termios.VTIME] = 0
-            new[6] = cc
-            termios.tcsetattr(fd, termios.TCSAFLUSH, new)  # echo off BEFORE the prompt
-    try:
-        _write_all(out, prompt)
-        n = 0
-        overflow = False
-        with buf.view() as v:
-            while True:
-                pos = n if n < limit else limit
-                if os.readv(fd, [v[pos:pos + 1]]) == 0:  # end of file
-                    if n == 0 and not overflow:
-                        raise EOFError("end of input before a password was typed")
-                    break
-                b = v[pos]
-                v[pos] = 0
-                if b in (10, 13):  # Enter
-                    break
-                if b in (127, 8):  # Backspace: a whole UTF-8 character
-                    while n:
-                        n -= 1
-                        c = v[n]
-                        v[n] = 0
-                        if c & 0xC0 != 0x80:
-                            break
-                elif b == 21:  # Ctrl-U
-                    v[:n] = bytes(n)
-                    n = 0
-                    overflow = False
-                elif b == 4:  # Ctrl-D
-                    if n == 0 and not overflow:
-                        raise EOFError("end of input before a password was typed")
-                    break
-                elif pos == limit:
-                    overflow = True
-                else:
-                    v[pos] = b
-                    n += 1
-        if old is not None:
-            _write_all(out, b"\n")
-    finally:
-        if old is not None:
-            termios.tcsetattr(fd, termios.TCSAFLUSH, old)
-    if overflow:
-        raise ValueError(f"the password is longer than max_size={limit} bytes")
-    return n
-

@@ -1,23 +1,4 @@
-"""Memory for secrets: guarded, locked, undumpable mappings and the small-secret pool.
-
-A *mapping* is one reservation owned by a Python ``mmap`` object (made with PROT_NONE,
-so it cannot be read through; no file descriptor)::
-
-    [guard page, PROT_NONE][data pages, locked][guard page, PROT_NONE]
-
-The mmap object owns the range from the moment the kernel made it: whatever interrupts
-the making of a mapping, dropping it unmaps everything (its Lock, if any, goes the same
-way). Two backends fill the data pages:
-
-* ``"anonymous"``: private anonymous memory made readable and writable, locked through
-  the core registry (:func:`memlock.lock`, charged to RLIMIT_MEMLOCK), ``MADV_DONTDUMP``
-  and ``MADV_WIPEONFORK`` (a forked child sees zeros).
-* ``"memfd_secret"`` (Linux 5.14+): ``memfd_secret(2)`` pages mapped over the data part
-  with ``MAP_FIXED``. The kernel removes them from its direct map, locks them and charges
-  RLIMIT_MEMLOCK at ``mmap`` time, and refuses ``/proc/PID/mem``, ptrace peeks and
-  get_user_pages (so ``mlock`` cannot be used on them; they are locked already).
-  ``MADV_DONTFORK``: a forked child has no mapping there. The file descriptor is closed
-  at once; the mapping keeps the memory alive.
+"""The small-secret pool, its slots and canaries, and the leases of every SecureBuffer.
 
 Small secrets share *chunks* (mappings) of a size-class pool. Each slot is a canary, the
 class size, and another canary, written when the slot is first used: at close the canary
@@ -39,42 +20,37 @@ statement that gives it to a lease, so none is handed out twice or lost. A lease
 buffer dies open is queued by the weakref machinery (C code, which no interrupt skips)
 and wiped and given back at the next operation of this module or garbage collection.
 
-In a forked child (by Python or by C: see ``_platform/_fork.py``) the generation bumps:
-buffers and chunks inherited from the parent are abandoned (never touched, never unmapped:
-an inherited view may still point there).
+In a forked child (by Python or by C: see ``memlock._platform.ForkWatch``) the generation
+bumps: buffers and chunks inherited from the parent are abandoned (never touched, never
+unmapped: an inherited view may still point there).
+
+The mappings themselves (guard pages, locking, undumpable, fork-proof) are made in
+:mod:`memlock._secrets._mappings`; every system call goes through ``memlock._platform``.
 """
 
 from __future__ import annotations
 
-import errno
 import gc
-import mmap
 import os
-import sys
 import threading
 import warnings
 import weakref
 from collections.abc import Callable
 
-from ._buffer import pin
-from ._critical import new_mutex, try_under, under
-from ._lock import REGISTRY, Lock
-from ._lock import lock as _lock_buffer
-from ._pages import PAGE_SIZE
-from ._platform import BACKEND, FORK_WATCH
-from ._platform._fork import SECRETS_SLOT
-from ._platform._libc import real_libc
-from ._status import limits
-from .errors import MemlockError, UnsupportedOperation
+from .._critical import new_mutex, try_under, under
+from .._lock import REGISTRY
+from .._pages import PAGE_SIZE
+from .._platform import BACKEND, FORK_WATCH, SECRETS_SLOT
+from .._status import limits
+from ..errors import MemlockError
+from ._mappings import MEMFD_SECRET, Mapping, map_pages, probe_memfd_secret, resolve_backend
 
 __all__ = [
-    "ANONYMOUS",
     "CANARY",
     "CANARY_SIZE",
     "CLASS_SIZES",
     "CLOSED",
     "MAX_CLASS",
-    "MEMFD_SECRET",
     "PROT_NONE",
     "PROT_READ",
     "PROT_RW",
@@ -93,38 +69,14 @@ __all__ = [
     "resolve_backend",
     "settle",
     "state",
-    "tail",
     "take_slot",
     "trim",
+    "wipe_secret",
 ]
 
-LIBC = real_libc()
-ANONYMOUS = "anonymous"
-MEMFD_SECRET = "memfd_secret"
-
-PROT_NONE, PROT_READ, PROT_WRITE = 0, 1, 2
-PROT_RW = PROT_READ | PROT_WRITE
-_MAP_SHARED, _MAP_PRIVATE, _MAP_FIXED = 0x01, 0x02, 0x10
-_MAP_ANONYMOUS, _MAP_FIXED_NOREPLACE = 0x20, 0x100000  # Linux values
-
-# Platform constants (literal checks so mypy sees every OS from Linux).
-_MADV_DONTDUMP: int | None = None  # keep out of core dumps (FreeBSD: MADV_NOCORE)
-_MADV_WIPEONFORK: int | None = None  # child gets zero pages
-_MADV_DONTFORK: int | None = None  # child gets no mapping
-_O_CLOEXEC = 0
-if sys.platform == "linux":
-    _MAP_ANONYMOUS = 0x20
-    _MADV_DONTDUMP, _MADV_WIPEONFORK, _MADV_DONTFORK = 16, 18, 10
-    _O_CLOEXEC = 0o2000000
-elif sys.platform == "darwin":
-    _MAP_ANONYMOUS = 0x1000
-elif sys.platform.startswith("freebsd"):
-    _MAP_ANONYMOUS = 0x1000
-    _MADV_DONTDUMP = 8  # MADV_NOCORE
-elif sys.platform == "sunos5":
-    _MAP_ANONYMOUS = 0x100
-else:
-    _MAP_ANONYMOUS = 0x20
+PROT_NONE, PROT_READ, PROT_RW = BACKEND.PROT_NONE, BACKEND.PROT_READ, BACKEND.PROT_RW
+#: Pre-bound: mprotect(2) (0 or errno) and the wipe (a memset no compiler can elide).
+MPROTECT, WIPE = BACKEND.secret_calls()[:2]
 
 #: Bytes of each canary: one before and one after every pooled secret, one before an
 #: isolated secret (the guard page follows it).
@@ -157,8 +109,10 @@ del _n
 
 
 class Lease(weakref.ref):  # type: ignore[type-arg]
-    """What one SecureBuffer holds: ``home`` (its Chunk or Mapping; None once closed) and
-    ``off``, where its ``size`` bytes start there.
+    """What one SecureBuffer holds: a pool slot or a mapping of its own.
+
+    ``home`` is its Chunk or Mapping (None once closed), ``off`` where its ``size`` bytes
+    start there.
 
     A weak reference to the buffer whose callback queues the lease: if the buffer dies
     open (its finalizer interrupted, say), the weakref machinery, in C, queues it for
@@ -195,8 +149,7 @@ CLOSED.off = CLOSED.size = 0
 class _State:
     """Process-wide mutable state, replaced wholesale in a forked child."""
 
-    __slots__ = ("gen", "live", "memfd_error", "memfd_ok", "mutex", "pending", "queue",
-                 "reopened", "unmap")
+    __slots__ = ("gen", "live", "mutex", "pending", "queue", "reopened", "unmap")
 
     def __init__(self, gen: int) -> None:
         self.gen = gen
@@ -208,8 +161,6 @@ class _State:
         set_outer = getattr(self.mutex, "set_outer", None)
         if set_outer is not None and type(REGISTRY._mutex) is type(self.mutex):
             set_outer(REGISTRY._mutex)
-        self.memfd_ok: bool | None = None  # probed on first use
-        self.memfd_error = 0
         #: Leases of buffers that died open; appended to by C only (weakref callbacks).
         self.pending: list[Lease] = []
         self.queue = self.pending.append
@@ -220,11 +171,11 @@ class _State:
         self.unmap: list[Mapping] = []
         #: Isolated buffers an ``access()`` block opened, with the protection to put back:
         #: listed before the block opens them, unlisted once it has put it back; what an
-        #: interrupt left listed is put back by the module's next call (_secure._heal).
+        #: interrupt left listed is put back by the module's next call (_secure_buffer._heal).
         self.reopened: dict[Lease, tuple[int, weakref.ref[object]]] = {}
 
 
-#: Replaced in a forked child: always read it as ``_securemem.state``.
+#: Replaced in a forked child: always read it as ``_pool.state``.
 state = _State(0)
 _fork_lock = threading.Lock()
 
@@ -245,146 +196,6 @@ def caught_up() -> _State:
     if FORK_WATCH.forked(SECRETS_SLOT):
         under(_fork_lock, _after_fork_in_child)
     return state
-
-
-class Mapping:
-    """One guarded mapping: ``size`` data bytes at ``base``, a PROT_NONE page either side.
-
-    ``region`` (a Python mmap object) owns the whole reservation: closing or dropping it
-    unmaps it, the data pages included.
-    """
-
-    __slots__ = ("addr", "backend", "base", "lock", "region", "size", "total", "view")
-
-    def __init__(self, region: mmap.mmap, size: int, backend: str) -> None:
-        view, addr, _ = pin(region)
-        view.release()
-        self.region = region
-        self.addr = addr
-        self.total = len(region)
-        self.base = addr + PAGE_SIZE
-        self.size = size
-        self.backend = backend
-        self.lock: Lock | None = None
-        #: A byte view of the data pages, for the library's own reads and writes.
-        self.view: memoryview = memoryview(b"")
-
-    def release(self, wait: bool = True) -> None:
-        """Unlock and unmap (idempotent; the data must be wiped already).
-
-        ``wait`` False (finalizers): never wait for the registry's mutex; if it is busy,
-        the Lock goes with this object and its release is queued (memlock._registry).
-        """
-        self.view.release()
-        lk = self.lock
-        if lk is not None:
-            if wait:
-                lk.unlock()
-            else:
-                lk._release_soon()
-        self.region.close()
-
-
-def probe_memfd_secret() -> bool:
-    """Whether the kernel grants memfd_secret(2) (asked once per process)."""
-    st = state
-    if st.memfd_ok is None:
-        if sys.platform != "linux":
-            st.memfd_ok, st.memfd_error = False, errno.ENOSYS
-        else:
-            try:
-                LIBC.memfd_secret_file(_O_CLOEXEC).close()
-            except OSError as exc:
-                st.memfd_ok, st.memfd_error = False, exc.errno or errno.ENOSYS
-            else:
-                st.memfd_ok = True
-    return st.memfd_ok
-
-
-def resolve_backend(backend: object) -> str:
-    """The backend name to use for ``backend`` ("auto" picks memfd_secret where granted).
-
-    Raises:
-        TypeError / ValueError: not one of "auto", "anonymous", "memfd_secret".
-        UnsupportedOperation: "memfd_secret" where the kernel refuses it.
-    """
-    if backend == "auto":
-        return MEMFD_SECRET if probe_memfd_secret() else ANONYMOUS
-    if backend == ANONYMOUS:
-        return ANONYMOUS
-    if backend == MEMFD_SECRET:
-        if not probe_memfd_secret():
-            err = state.memfd_error
-            raise UnsupportedOperation(
-                f"memfd_secret(2) is refused here: {os.strerror(err)} (needs Linux 5.14+ "
-                "with CONFIG_SECRETMEM and secretmem not disabled on the kernel command "
-                "line); use backend='anonymous' or 'auto'")
-        return MEMFD_SECRET
-    if not isinstance(backend, str):
-        raise TypeError(f"backend must be a str, not {type(backend).__name__}")
-    raise ValueError(
-        f"unknown backend {backend!r}; expected 'auto', 'anonymous' or 'memfd_secret'")
-
-
-def _map_secretmem(base: int, size: int) -> None:
-    """Map ``size`` bytes of a new memfd_secret file at ``base`` (MAP_FIXED)."""
-    try:
-        f = LIBC.memfd_secret_file(_O_CLOEXEC)  # owns the descriptor (see _libc)
-    except OSError as exc:
-        raise UnsupportedOperation(f"memfd_secret(2): {exc.strerror}") from None
-    with f:
-        os.ftruncate(f.fileno(), size)
-        _, err = LIBC.mmap(base, size, PROT_RW, _MAP_SHARED | _MAP_FIXED, f.fileno())
-    if err:
-        # EAGAIN: over RLIMIT_MEMLOCK (charged at mmap time); ENOMEM at vm.max_map_count;
-        # RLIMIT_MEMLOCK 0 unprivileged: LockPermissionError whatever the errno.
-        raise BACKEND.map_error("mmap(memfd_secret)", err, size)
-
-
-def map_pages(size: int, backend: str) -> Mapping:
-    """A new guarded, locked, undumpable, fork-proof mapping of ``size`` bytes (pages).
-
-    Raises:
-        LockLimitError: Over RLIMIT_MEMLOCK (numbers and hint in the message).
-        LockPermissionError: RLIMIT_MEMLOCK is 0 and the process lacks the privilege.
-        MemlockError: Any other refusal (vm.max_map_count: named, with the fix); nothing
-            stays mapped.
-    """
-    total = size + 2 * PAGE_SIZE
-    try:
-        # Made writable for Python (mmap objects remember their protection), then
-        # PROT_NONE in the kernel at once: nothing is in it yet.
-        region = mmap.mmap(-1, total, flags=_MAP_PRIVATE, prot=PROT_RW)
-    except OSError as exc:
-        raise BACKEND.map_error("mmap", exc.errno or errno.ENOMEM, total) from None
-    m = Mapping(region, size, backend)  # owns the reservation from here on
-    base = m.base
-    err = LIBC.mprotect(m.addr, total, PROT_NONE)
-    if err:
-        raise BACKEND.map_error("mprotect", err, total)
-    if _MADV_DONTDUMP is not None:
-        err = LIBC.madvise(m.addr, total, _MADV_DONTDUMP)
-        if err:
-            raise BACKEND.map_error("madvise(MADV_DONTDUMP)", err, total)
-    if backend == MEMFD_SECRET:
-        _map_secretmem(base, size)
-        if _MADV_DONTFORK is not None:
-            err = LIBC.madvise(base, size, _MADV_DONTFORK)
-            if err:
-                raise BACKEND.map_error("madvise(MADV_DONTFORK)", err, size)
-        arr = LIBC.exporter(base, size)
-    else:
-        err = LIBC.mprotect(base, size, PROT_RW)
-        if err:
-            raise BACKEND.map_error("mprotect", err, size)
-        if _MADV_WIPEONFORK is not None:
-            err = LIBC.madvise(base, size, _MADV_WIPEONFORK)
-            if err:
-                raise BACKEND.map_error("madvise(MADV_WIPEONFORK)", err, size)
-        arr = LIBC.exporter(base, size)
-        m.lock = _lock_buffer(arr)
-    m.view = memoryview(arr).cast("B")
-    return m
 
 
 class Chunk:
@@ -433,23 +244,18 @@ class Pool:
         self.avail: list[list[Chunk]] = [[] for _ in range(n)]
         self.chunks: list[list[Chunk]] = [[] for _ in range(n)]
 
-    def find(self, ci: int) -> tuple[Chunk, int] | None:
-        """A free slot of class ``ci``: (chunk, offset), its canaries written; None when
-        every chunk is full (grow it: :func:`new_chunk_mapping`, outside the mutex). Changes
-        nothing else: the caller's commit takes the slot."""
+    def find(self, ci: int) -> Chunk | None:
+        """A chunk of class ``ci`` with room (a freed slot, or one never used).
+
+        None when every chunk is full (grow it: :func:`grow`, outside the mutex). Changes
+        only the hints: :func:`take_slot` takes the slot.
+        """
         avail = self.avail[ci]
         while True:
             while avail:
                 c = avail[-1]
-                free = c.free
-                if free:
-                    return c, free[-1]
-                off = c.bump
-                if off <= c.limit:
-                    mem = c.mem
-                    mem[off - CANARY_SIZE:off] = CANARY  # carved: the canaries stay
-                    mem[off + c.size:off + c.size + CANARY_SIZE] = CANARY
-                    return c, off
+                if c.free or c.bump <= c.limit:
+                    return c
                 avail.pop()  # full: the hint goes
             roomy = self._roomy(ci)
             if roomy is None:
@@ -480,7 +286,7 @@ class Pool:
             avail.remove(c)
         if c in chunks:
             m = c.map
-            LIBC.wipe(m.base, m.size)
+            WIPE(m.base, m.size)
             k = len(state.unmap)
             chunks.remove(c)
             state.unmap[k:] = (m,)  # released by release_unmapped(), outside the mutex
@@ -543,52 +349,39 @@ def _detach_all_empty() -> int:
 # -- leases: taking and giving back (all with state.mutex held) -----------------------------
 
 
-def new_lease(owner: object, size: int) -> Lease:
-    """An empty lease (``home`` None) for ``owner``, a SecureBuffer of ``size`` bytes."""
-    st = state
-    (lease := Lease(owner, st.queue)).home = None  # one line: never without a home
-    lease.size = size
-    st.live[lease] = None
-    return lease
-
-
 def take_slot(lease: Lease, backend: str) -> BaseException | int | None:
-    """Give ``lease`` a zeroed pool slot for its size (mutex held).
+    """Give ``lease`` a zeroed pool slot for its size (mutex held): the pool's one fast path.
 
     Returns None when done, the size class to grow when every chunk is full (call
     :func:`grow` without the mutex, then this again), or what it raised instead of raising
     (see _critical: nothing but an interrupt leaves the caller's one-line ``with`` as an
-    exception).
+    exception). A slot leaves the free list (or the never-used end) in the statement that
+    gives it to the lease, so none is handed out twice or lost.
     """
     try:
-        return _take_slot(lease, backend)
+        if state.pending or state.reopened:
+            settle()
+        pool = _POOLS.get(backend) or _pool(backend)
+        ci = _CLASS_OF[lease.size]
+        avail = pool.avail[ci]
+        c = avail[-1] if avail else None
+        if c is None or not c.free:  # not the common case (a slot freed before)
+            c = pool.find(ci)
+            if c is None:
+                return ci
+        free = c.free
+        if free:
+            k = len(free) - 1
+            lease.home, lease.off, free[k:] = c, free[k], ()
+            return None
+        off = c.bump
+        mem = c.mem
+        mem[off - CANARY_SIZE:off] = CANARY  # carved: the canaries stay
+        mem[off + c.size:off + c.size + CANARY_SIZE] = CANARY
+        lease.home, lease.off, c.bump = c, off, off + c.stride
+        return None
     except BaseException as exc:
         return exc
-
-
-def _take_slot(lease: Lease, backend: str) -> int | None:
-    if state.pending or state.reopened:
-        settle()
-    pool = _POOLS.get(backend) or _pool(backend)
-    ci = _CLASS_OF[lease.size]
-    avail = pool.avail[ci]
-    c = avail[-1] if avail else None
-    if c is not None and c.free:  # the common case: a slot freed before
-        free = c.free
-        k = len(free) - 1
-        lease.home, lease.off, free[k:] = c, free[k], ()
-        return None
-    found = pool.find(ci)
-    if found is None:
-        return ci
-    c, off = found
-    free = c.free
-    if free and free[-1] == off:
-        k = len(free) - 1
-        lease.home, lease.off, free[k:] = c, off, ()
-    else:
-        lease.home, lease.off, c.bump = c, off, off + c.stride
-    return None
 
 
 def grow(backend: str, ci: int) -> None:
@@ -665,23 +458,35 @@ def give_back(lease: Lease, prot: int | None) -> str | None:
                     len(c.siblings) > 1 and (c.bump - c.first) // c.stride == k + 1):
                 c.pool.after_free(c)  # it was full, or it is empty and has siblings
             return None
-        LIBC.wipe(c.base + off - CANARY_SIZE, c.stride)  # retired: wiped whole
+        WIPE(c.base + off - CANARY_SIZE, c.stride)  # retired: wiped whole
         lease.home = None  # closed; the slot never goes back
         state.live.pop(lease, None)
         return note
     m = home
     assert isinstance(m, Mapping)
-    if prot != PROT_RW:
-        LIBC.mprotect(m.base, m.size, PROT_RW)
+    wipe_secret(lease, prot)  # the secret (the rest was never written); canary stays
     note = None
     if m.view[off - CANARY_SIZE:off] != CANARY:
         note = (f"SecureBuffer canary overwritten: a write ran before the start of the "
                 f"{n}-byte secret (an underrun; memory corruption); the secret was wiped")
-    LIBC.wipe(m.base + off, n)  # the secret (the rest was never written); canary stays
     k = len(state.unmap)
     lease.home, state.unmap[k:] = None, (m,)  # closed; unmapped after the mutex
     state.live.pop(lease, None)
     return note
+
+
+def wipe_secret(lease: Lease, prot: int | None) -> None:
+    """Zero the secret's own bytes where ``lease`` holds them (its canaries stay).
+
+    Needs no mutex (the bytes are the secret's alone): finalizers and closes that
+    interrupted this module wipe at once. An isolated mapping is made writable first
+    (``prot``: its protection; None: unknown).
+    """
+    home = lease.home
+    assert home is not None
+    if type(home) is not Chunk and prot != PROT_RW:
+        MPROTECT(home.base, home.size, PROT_RW)
+    WIPE(home.base + lease.off, lease.size)
 
 
 def _damage(c: Chunk, off: int, n: int, front: bool, back: bool) -> str:
@@ -721,16 +526,16 @@ def _drain() -> None:
             pass
 
 
-#: Narrows the protection interrupted ``access()`` blocks left open (set by _secure).
+#: Narrows the protection interrupted ``access()`` blocks left open (set by _secure_buffer).
 heal: Callable[[_State], None] | None = None
 
 
 def drain_soon() -> None:
-    """Give back the leases of buffers that died open, and narrow protections interrupted
-    ``access()`` blocks left open, if the mutex is free (the gc callback).
+    """Settle what interrupted calls left, if the mutex is free (the gc callback).
 
-    Never waits (it may run anywhere), and does nothing in a child forked from C that has
-    not caught up yet: what is queued there is the parent's.
+    Gives back the leases of buffers that died open, and narrows protections interrupted
+    ``access()`` blocks left open. Never waits (it may run anywhere), and does nothing in
+    a child forked from C that has not caught up yet: what is queued there is the parent's.
     """
     if (state.pending or state.reopened) and not forked():
         try_under(state.mutex, settle)
@@ -738,9 +543,11 @@ def drain_soon() -> None:
 
 
 def settle() -> None:
-    """What each entry does first (mutex held): give back the leases of buffers that died
-    or were closed later, and narrow the protections interrupted ``access()`` blocks left
-    open."""
+    """What each entry does first (mutex held).
+
+    Gives back the leases of buffers that died or were closed later, and narrows the
+    protections interrupted ``access()`` blocks left open.
+    """
     if state.pending:
         _drain()
     if state.reopened and heal is not None:
@@ -780,25 +587,16 @@ def _after_fork_in_child() -> None:
     old = state
     maps = [c.map for p in _POOLS.values() for cs in p.chunks for c in cs]
     maps += [lease.home for lease in old.live if isinstance(lease.home, Mapping)]
-    if _MADV_WIPEONFORK is None:
-        # No kernel wipe on fork (not Linux): zero our copies of the parent's anonymous
-        # mappings (copy-on-write: the parent keeps its secrets). Untested off Linux.
-        for m in maps:
-            if m.backend == ANONYMOUS and LIBC.mprotect(m.base, m.size, PROT_RW) == 0:
-                LIBC.wipe(m.base, m.size)
-    if sys.platform == "linux":
-        # MADV_DONTFORK left holes where the parent's memfd_secret pages are. Fill them
-        # with PROT_NONE (MAP_FIXED_NOREPLACE: only where nothing is mapped yet), so an
-        # inherited view faults instead of one day reaching a mapping the child makes there.
-        for m in maps:
-            if m.backend == MEMFD_SECRET:
-                LIBC.mmap(m.base, m.size, PROT_NONE,
-                          _MAP_PRIVATE | _MAP_ANONYMOUS | _MAP_FIXED_NOREPLACE)
+    for m in maps:
+        # Without a kernel wipe on fork (not Linux): zero our copies of the parent's
+        # anonymous mappings (copy-on-write: the parent keeps its secrets). Linux: fill
+        # the holes MADV_DONTFORK left where the parent's memfd_secret pages are with
+        # PROT_NONE, so an inherited view faults instead of one day reaching a mapping
+        # the child makes there.
+        BACKEND.wipe_inherited(m.base, m.size, m.backend == MEMFD_SECRET)
     _ABANDONED.append((list(_POOLS.values()), maps, old))
     _POOLS.clear()
-    new = _State(old.gen + 1)
-    new.memfd_ok, new.memfd_error = old.memfd_ok, old.memfd_error
-    state = new
+    state = _State(old.gen + 1)
     FORK_WATCH.caught_up(SECRETS_SLOT)  # last: an interrupt before it redoes all
 
 
