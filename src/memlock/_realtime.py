@@ -10,8 +10,6 @@ accounting (getrusage).
 from __future__ import annotations
 
 import errno
-import os
-import platform
 import resource
 import sys
 from dataclasses import dataclass
@@ -19,18 +17,12 @@ from types import TracebackType
 
 from . import _hints
 from ._pages import PAGE_SIZE, as_size
-from ._platform import BACKEND
-from ._platform._libc import real_libc
-from ._platform._procfs import parse_maps, status_fields
+from ._platform import BACKEND, parse_maps
 from ._process import lock_all
-from .errors import LockLimitError, MemlockError, UnsupportedOperation
+from .errors import LockLimitError, UnsupportedOperation
 
 __all__ = ["PageFaults", "lock_process", "page_faults"]
 
-# glibc <malloc.h>
-M_TRIM_THRESHOLD = -1
-M_MMAP_MAX = -4
-MADV_POPULATE_WRITE = 23  # Linux 5.14
 _STACK_GUARD_GAP = 256 * PAGE_SIZE  # Linux default stack_guard_gap (256 pages)
 
 if sys.platform == "linux":
@@ -106,22 +98,6 @@ def page_faults() -> PageFaults:
 
 
 # -- the allocator --------------------------------------------------------------------------
-
-
-def _is_glibc() -> bool:
-    try:
-        return os.confstr("CS_GNU_LIBC_VERSION") is not None
-    except (ValueError, OSError):
-        return platform.libc_ver()[0] == "glibc"
-
-
-def _tune_malloc() -> None:
-    """Keep glibc from returning freed memory: no mmap'd blocks, no trimming of the heap."""
-    libc = real_libc()
-    for name, param, value in (("M_MMAP_MAX", M_MMAP_MAX, 0),
-                               ("M_TRIM_THRESHOLD", M_TRIM_THRESHOLD, -1)):
-        if not libc.mallopt(param, value):
-            raise MemlockError(errno.EINVAL, f"mallopt({name}, {value}) failed")
 
 
 def _heap_error(nbytes: int, why: str | None, facts: str) -> MemoryError:
@@ -246,7 +222,6 @@ def _prefault_stack(nbytes: int) -> None:
     if not nbytes:
         return
     plan = _stack_plan(nbytes)
-    libc = real_libc()
     if plan.grow:
         # The kernel kills a process whose stack cannot grow (SIGSEGV): check what it checks.
         lim = BACKEND.limits()
@@ -254,17 +229,12 @@ def _prefault_stack(nbytes: int) -> None:
         if lim.soft is not None and not lim.privileged and vm_lck + plan.grow > lim.soft:
             raise BACKEND.limit_error("lock_process(prefault_stack)", errno.ENOMEM, plan.grow)
         as_soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-        vm_size = status_fields().get("VmSize", 0)
+        vm_size = BACKEND.vm_usage()[0] or 0
         if as_soft != resource.RLIM_INFINITY and vm_size + plan.grow > as_soft:
             raise ValueError(f"prefault_stack={nbytes} would exceed RLIMIT_AS")
-        libc.peek(plan.low)  # a read below the mapping grows it; writes nothing
-    length = plan.top - plan.low
+        BACKEND.grow_stack_to(plan.low)  # a read below the mapping grows it; writes nothing
     # Populating writes no data: safe over live frames. Under mlockall the pages stay.
-    err = libc.madvise(plan.low, length, MADV_POPULATE_WRITE)
-    if err == errno.EINVAL:  # kernel < 5.14: mlock populates the (already locked) range
-        BACKEND.mlock(plan.low, length)
-    elif err:
-        raise MemlockError(err, f"madvise(MADV_POPULATE_WRITE) of the stack: {os.strerror(err)}")
+    BACKEND.prefault_locked(plan.low, plan.top - plan.low)
 
 
 # -- the whole process ------------------------------------------------------------------------
@@ -362,7 +332,7 @@ def lock_process(
         refusal, facts = BACKEND.allocation_refusal(heap)
         if refusal is not None:
             raise _heap_error(heap, refusal, facts)
-    vm_size = status_fields().get("VmSize") if sys.platform == "linux" else None
+    vm_size = BACKEND.vm_usage()[0] if sys.platform == "linux" else None
     if BACKEND.locking_forbidden():  # mlockall would be charged all of it
         needed = None if vm_size is None else vm_size + heap + stack
         raise BACKEND.zero_limit_error("lock_process", errno.EPERM, needed)
@@ -375,8 +345,8 @@ def lock_process(
             if vm_size + extra > lim.soft:
                 raise _vm_size_error(vm_size, extra, lim.soft, lim.locked_bytes)
 
-    if tune_malloc and _is_glibc():
-        _tune_malloc()
+    if tune_malloc:
+        BACKEND.tune_malloc()  # glibc only
     _prefault_heap(heap)  # before mlockall, so MCL_CURRENT covers it even without future
     lock_all(current=True, future=future, onfault=onfault)
     if sys.platform == "linux":

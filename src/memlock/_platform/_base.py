@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import sys
 from collections.abc import Callable
 
 from .. import _hints
@@ -22,9 +23,17 @@ if TYPE_CHECKING:  # records load on first use: dataclasses costs ~20 ms at impo
     from typing import ClassVar
 
     from .._records import Limits, ProcessStatus, SystemStatus
-    from ._libc import Libc
+    from ._libc import CachestatCount, Libc
 
 __all__ = ["Backend"]
+
+# glibc <malloc.h>
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+
+
+def _unsupported_call(addr: int, length: int) -> int:
+    return errno.ENOSYS
 
 
 class Backend:
@@ -102,6 +111,97 @@ class Backend:
         err = self.libc.munlockall()
         if err:
             raise self.lock_error("munlockall", err, None)
+
+    def prefault_locked(self, addr: int, length: int) -> None:
+        """Fault in [addr, addr+length) of memory mlockall already covers (a stack's pages).
+
+        Writes no data (safe over live frames). Where the OS has no populate call, mlock
+        does it (POSIX: mlock makes the pages resident).
+        """
+        self.mlock(addr, length)
+
+    def grow_stack_to(self, addr: int) -> None:
+        """Read the byte at ``addr``: a read fault that grows a stack mapping down to it."""
+        self.libc.peek(addr)
+
+    # -- files and the page cache --------------------------------------------------------
+
+    def file_populator(self) -> Callable[[int, int], int]:
+        """``populate(addr, length)``: fault in mapped file pages, 0 or errno, bound once.
+
+        Never SIGBUS: past EOF it answers EFAULT. ENOSYS where the OS cannot (callers
+        read the file instead); EINVAL from a kernel that predates the call.
+        """
+        return _unsupported_call
+
+    def cached_pages(self, fd: int, offset: int, length: int) -> tuple[int, int]:
+        """Pages of a file range in the page cache without mapping it: ``(pages, 0)`` or
+        ``(-1, errno)``; ENOSYS where the OS has no such call (use :meth:`mincore`).
+        ``length`` 0 means to EOF. EPERM: the kernel hides this file's page cache."""
+        return -1, errno.ENOSYS
+
+    def cached_pages_counter(self) -> CachestatCount | None:
+        """``count(fd)``: whole-file cached pages (or -1), for scans of big trees; None
+        where the OS has no call for it. One thread per counter."""
+        return None
+
+    def mincore(self, addr: int, length: int, out: bytearray) -> None:
+        """mincore(2) of mapped, page-aligned ``addr`` into ``out`` (one byte a page;
+        bit 0 set: resident).
+
+        Raises:
+            OSError: The call failed.
+        """
+        err = self.libc.mincore_into(addr, length, out)
+        if err:
+            raise OSError(err, f"mincore: {os.strerror(err)}")
+
+    def page_cache_visible(self, fd: int) -> bool:
+        """Whether mincore reports the page cache of the file on ``fd`` (not all ones)."""
+        return True
+
+    def evict(self, fd: int, offset: int, length: int) -> None:
+        """Drop clean, unlocked cached pages of a file range (POSIX_FADV_DONTNEED)."""
+        if sys.platform == "darwin":  # no posix_fadvise (DarwinBackend.evict says so)
+            raise UnsupportedOperation(f"evict needs posix_fadvise, which {self.name} lacks")
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+    # -- processes -----------------------------------------------------------------------
+
+    def uses_glibc(self) -> bool:
+        """The C library is glibc (whose malloc :meth:`tune_malloc` tunes)."""
+        return False
+
+    def tune_malloc(self) -> None:
+        """Keep glibc's malloc from returning memory: no mmap'd blocks, no heap trimming.
+
+        Does nothing with another C library.
+
+        Raises:
+            MemlockError: mallopt(3) refused.
+        """
+        if not self.uses_glibc():
+            return
+        for name, param, value in (("M_MMAP_MAX", M_MMAP_MAX, 0),
+                                   ("M_TRIM_THRESHOLD", M_TRIM_THRESHOLD, -1)):
+            if not self.libc.mallopt(param, value):
+                raise MemlockError(errno.EINVAL, f"mallopt({name}, {value}) failed")
+
+    def die_with_parent(self) -> None:
+        """Have the kernel kill this process when its parent dies, where the OS can."""
+
+    def map_count(self) -> tuple[int, int] | None:
+        """(mappings of this process, the most the OS allows); None where it cannot tell."""
+        return None
+
+    def cgroup_memory_headroom(self) -> tuple[int, int, str] | None:
+        """(limit, usage, cgroup) of the tightest memory cgroup above this process; None
+        where no limit applies or the OS has no cgroups."""
+        return None
+
+    def doctor_probes(self) -> list[tuple[str, bool, str]]:
+        """Kernel features worth a line of ``memlock doctor``: (name, works, what)."""
+        return []
 
     # -- facts -------------------------------------------------------------------------
 
@@ -279,6 +379,11 @@ class Backend:
     def secret_memory_error(self) -> MemlockError | None:
         """Why no memfd_secret page can be mapped now; None when one can (Linux only)."""
         return UnsupportedOperation(f"memfd_secret is not available on {self.name}")
+
+    def process_memory(self) -> dict[str, int]:
+        """This process's memory figures in bytes, by the OS's names (Linux: VmSize, VmLck,
+        VmRSS ... of /proc/self/status); empty where the OS has no such report."""
+        return {}
 
     def vm_usage(self) -> tuple[int | None, int | None]:
         """(VmSize, VmData) of this process in bytes, where the OS tells."""

@@ -88,6 +88,10 @@ class DarwinBackend(Backend):
         """Not implemented by macOS: raises UnsupportedOperation without a system call."""
         raise UnsupportedOperation(_NO_LOCK_ALL.format(op="munlockall"))
 
+    def evict(self, fd: int, offset: int, length: int) -> None:
+        """macOS has no posix_fadvise: raises UnsupportedOperation."""
+        raise UnsupportedOperation("evict needs posix_fadvise, which macOS lacks")
+
     # -- facts -----------------------------------------------------------------------
 
     def privileged(self) -> bool:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
+from collections.abc import Callable
 
 from .._units import format_size
 from ..errors import MemlockError, UnsupportedOperation
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from typing import ClassVar
 
     from .._records import ProcessStatus, SystemStatus
-    from ._libc import RealLibc
+    from ._libc import CachestatCount, RealLibc
 
 __all__ = ["LinuxBackend"]
 
@@ -34,18 +36,55 @@ MCL_ONFAULT = 4
 MLOCK_ONFAULT = 1
 MADV_POPULATE_READ = 22
 MADV_POPULATE_WRITE = 23
+CAP_FOWNER = 3
 CAP_IPC_LOCK = 14
 CAP_SYS_RESOURCE = 24
 MAX_MAP_COUNT = "/proc/sys/vm/max_map_count"
 #: A failing call may need this many mappings more than there are (mmap plus two splits):
 #: a process this close to vm.max_map_count is refused for the count, not anything else.
 MAP_COUNT_MARGIN = 8
+PR_SET_PDEATHSIG = 1
 _O_CLOEXEC = 0o2000000
+#: cgroup v1 writes "no limit" as a huge number (PAGE_COUNTER_MAX pages).
+_CGROUP_UNLIMITED = 1 << 62
 _PROT_RW, _MAP_SHARED = 3, 0x01
 
 # mlock2 syscall numbers where glibc lacks the wrapper (< 2.27).
 _MLOCK2_NR = {"x86_64": 325, "aarch64": 284, "i686": 376, "armv7l": 390, "ppc64le": 378,
               "s390x": 374, "riscv64": 284}
+
+
+def _cgroup_value(path: str) -> int | None:
+    """An integer cgroup file; None for ``max``, unreadable or not a number."""
+    try:
+        text = _procfs.read_text(path).strip()
+        return None if text == "max" else int(text)
+    except (OSError, ValueError):
+        return None
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    import platform
+
+    try:
+        parts = platform.release().split(".")
+        return (int(parts[0]), int(parts[1].split("-")[0])) >= (major, minor)
+    except (ValueError, IndexError):
+        return False
+
+
+def _madvise_works(advice: int) -> bool:
+    """Whether madvise(``advice``) succeeds on a fresh page."""
+    import mmap
+
+    buf = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE)
+    try:
+        buf.madvise(advice)
+        return True
+    except OSError:
+        return False
+    finally:
+        buf.close()
 
 
 def capability_effective(status_text: str, cap: int) -> bool:
@@ -135,7 +174,110 @@ class LinuxBackend(Backend):
 
     def populate(self, start: int, end: int, advice: int) -> None:
         """madvise(MADV_POPULATE_*) (Linux 5.14+): faults in without SIGBUS; errors ignored."""
-        self.libc.madvise(start, end - start, advice)  # type: ignore[attr-defined]
+        self.libc.madvise(start, end - start, advice)
+
+    def prefault_locked(self, addr: int, length: int) -> None:
+        """MADV_POPULATE_WRITE (5.14+); mlock on older kernels (EINVAL)."""
+        err = self.libc.madvise(addr, length, MADV_POPULATE_WRITE)
+        if err == errno.EINVAL:  # kernel < 5.14: mlock populates the (already locked) range
+            self.mlock(addr, length)
+        elif err:
+            raise MemlockError(err, f"madvise(MADV_POPULATE_WRITE): {os.strerror(err)}")
+
+    # -- files and the page cache --------------------------------------------------------
+
+    def file_populator(self) -> Callable[[int, int], int]:
+        """madvise(MADV_POPULATE_READ) (Linux 5.14+): errors as errno, never SIGBUS."""
+        return self.libc.advice_call(MADV_POPULATE_READ)
+
+    def cached_pages(self, fd: int, offset: int, length: int) -> tuple[int, int]:
+        """cachestat(2) (Linux 6.5+; EPERM where the kernel hides the page cache)."""
+        return self.libc.cachestat_pages(fd, offset, length)
+
+    def cached_pages_counter(self) -> CachestatCount | None:
+        """cachestat(2) of whole files, pre-bound (ENOSYS shows as -1: ask cached_pages)."""
+        return self.libc.cachestat_counter()
+
+    def page_cache_visible(self, fd: int) -> bool:
+        """The kernel's rule (mm/mincore.c, can_do_mincore): the caller owns the file,
+        may write it, or has CAP_FOWNER; else mincore calls every page resident."""
+        if os.fstat(fd).st_uid == os.geteuid():
+            return True
+        if os.access(f"/proc/self/fd/{fd}", os.W_OK, effective_ids=True):
+            return True
+        try:
+            return capability_effective(_procfs.read_text("/proc/self/status"), CAP_FOWNER)
+        except OSError:
+            return False
+
+    # -- processes -----------------------------------------------------------------------
+
+    def uses_glibc(self) -> bool:
+        """glibc or another C library (musl, ...)."""
+        try:
+            return os.confstr("CS_GNU_LIBC_VERSION") is not None
+        except (ValueError, OSError):
+            import platform
+
+            return platform.libc_ver()[0] == "glibc"
+
+    def die_with_parent(self) -> None:
+        """prctl(PR_SET_PDEATHSIG, SIGKILL); errors ignored (the parent reaps anyway)."""
+        self.libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    def cgroup_memory_headroom(
+        self, cgroup_text: str | None = None, root: str = "/sys/fs/cgroup"
+    ) -> tuple[int, int, str] | None:
+        """(limit, usage, cgroup directory) of the tightest memory cgroup above this process.
+
+        Reads cgroup v1 (``memory.limit_in_bytes``/``memory.usage_in_bytes``) or v2
+        (``memory.max``/``memory.current``) along the path to the root. None when unlimited.
+        """
+        if cgroup_text is None:
+            try:
+                cgroup_text = _procfs.read_text("/proc/self/cgroup")
+            except OSError:
+                return None
+        best: tuple[int, int, str] | None = None
+        for line in cgroup_text.splitlines():
+            parts = line.split(":", 2)
+            if len(parts) != 3:
+                continue
+            _, controllers, path = parts
+            if "memory" in controllers.split(","):
+                base, lim_name, use_name = (root + "/memory", "memory.limit_in_bytes",
+                                            "memory.usage_in_bytes")
+            elif controllers == "" and parts[0] == "0":
+                base, lim_name, use_name = root, "memory.max", "memory.current"
+            else:
+                continue
+            rel = path.strip("/")
+            while True:
+                d = f"{base}/{rel}" if rel else base
+                lim = _cgroup_value(f"{d}/{lim_name}")
+                use = _cgroup_value(f"{d}/{use_name}")
+                if lim is not None and use is not None and lim < _CGROUP_UNLIMITED and (
+                    best is None or lim - use < best[0] - best[1]
+                ):
+                    best = (lim, use, d)
+                if not rel:
+                    break
+                rel = rel.rpartition("/")[0]
+        return best
+
+    def doctor_probes(self) -> list[tuple[str, bool, str]]:
+        """MCL_ONFAULT, MADV_POPULATE_READ/WRITE, cachestat: whether this kernel has them."""
+        import platform
+
+        release = platform.release()
+        return [
+            ("MCL_ONFAULT", _kernel_at_least(4, 4), f"kernel {release} (needs 4.4+)"),
+            ("MADV_POPULATE_READ", _madvise_works(MADV_POPULATE_READ),
+             "populate without SIGBUS (5.14+)"),
+            ("MADV_POPULATE_WRITE", _madvise_works(MADV_POPULATE_WRITE),
+             "populate without SIGBUS (5.14+)"),
+            ("cachestat", _kernel_at_least(6, 5), "file residency without mapping (6.5+)"),
+        ]
 
     # -- facts ---------------------------------------------------------------------
 
@@ -161,6 +303,10 @@ class LinuxBackend(Backend):
     def vm_size(self) -> int | None:
         """VmSize of this process: what mlockall(MCL_CURRENT) is charged."""
         return _procfs.status_fields().get("VmSize")
+
+    def process_memory(self) -> dict[str, int]:
+        """The byte figures of /proc/self/status (VmSize, VmLck, VmRSS, ...)."""
+        return _procfs.status_fields()
 
     def vm_usage(self) -> tuple[int | None, int | None]:
         """VmSize and VmData of /proc/self/status."""
