@@ -25,7 +25,7 @@ __all__ = ["PageFaults", "lock_process", "page_faults"]
 
 _STACK_GUARD_GAP = 256 * PAGE_SIZE  # Linux default stack_guard_gap (256 pages)
 
-if sys.platform == "linux":
+if sys.platform == "linux" and BACKEND.per_thread_faults:
     _RUSAGE_WHO = resource.RUSAGE_THREAD
     _PER_THREAD = True
 else:
@@ -326,21 +326,21 @@ def lock_process(
         BACKEND.mlockall(c.get("MCL_CURRENT", 1))  # raises the backend's explanation
     if onfault and "MCL_ONFAULT" not in c:
         raise UnsupportedOperation(f"MCL_ONFAULT is not available on {BACKEND.name}")
-    if stack and sys.platform != "linux":
+    if stack and not BACKEND.supports_prefault_stack:
         raise UnsupportedOperation(f"prefault_stack is not available on {BACKEND.name}")
     if heap:
         refusal, facts = BACKEND.allocation_refusal(heap)
         if refusal is not None:
             raise _heap_error(heap, refusal, facts)
-    vm_size = BACKEND.vm_usage()[0] if sys.platform == "linux" else None
+    vm_size = BACKEND.vm_usage()[0]
     if BACKEND.locking_forbidden():  # mlockall would be charged all of it
         needed = None if vm_size is None else vm_size + heap + stack
         raise BACKEND.zero_limit_error("lock_process", errno.EPERM, needed)
-    if sys.platform == "linux":
-        if stack:
-            _stack_plan(stack)  # ValueError before any change
+    if stack:
+        _stack_plan(stack)  # ValueError before any change
+    if vm_size is not None:  # where the OS tells what mlockall(MCL_CURRENT) is charged
         lim = BACKEND.limits()
-        if lim.soft is not None and not lim.privileged and vm_size is not None:
+        if lim.soft is not None and not lim.privileged:
             extra = heap + stack
             if vm_size + extra > lim.soft:
                 raise _vm_size_error(vm_size, extra, lim.soft, lim.locked_bytes)
@@ -349,5 +349,4 @@ def lock_process(
         BACKEND.tune_malloc()  # glibc only
     _prefault_heap(heap)  # before mlockall, so MCL_CURRENT covers it even without future
     lock_all(current=True, future=future, onfault=onfault)
-    if sys.platform == "linux":
-        _prefault_stack(stack)
+    _prefault_stack(stack)

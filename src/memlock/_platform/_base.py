@@ -48,6 +48,10 @@ class Backend:
     supports_onfault: ClassVar[bool] = False
     #: mlockall/munlockall are implemented (not ENOSYS).
     supports_lock_all: ClassVar[bool] = True
+    #: The stack below the stack pointer can be found and prefaulted (lock_process).
+    supports_prefault_stack: ClassVar[bool] = False
+    #: getrusage can count one thread's page faults (RUSAGE_THREAD).
+    per_thread_faults: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -106,6 +106,8 @@ class LinuxBackend(Backend):
         "MLOCK_ONFAULT": MLOCK_ONFAULT,
     }
     supports_onfault = True
+    supports_prefault_stack = True
+    per_thread_faults = True
 
     def mlock2(self, addr: int, length: int, flags: int) -> None:
         """mlock2(2)."""
