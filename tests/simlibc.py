@@ -11,15 +11,16 @@ FreeBSD and illumos, where locks do not nest; a count on XNU, where they do), RL
 test can prove that a check happened before any system call).
 
 errno values are the host's (``errno.EAGAIN`` ...), so the backends' comparisons by name
-work as they would on the real system.
+work as they would on the real system. ``freebsd()``, ``darwin()`` and ``sunos()`` give a
+simulated library and the real backend built on it.
 
 With ``host_memory=True`` the simulated address space is this real process's: a page counts
 as mapped when /proc/self/maps says so (files, mmaps and the heap are the host kernel's),
 while what is locked stays simulated. That lets the feature modules (lock_file, residency,
-touch, evict, lock_process) run on a simulated OS in a child whose ``memlock._platform.BACKEND``
-is the simulated backend (see tests/test_platforms_files.py). mincore answers what the host
-kernel says about residency, in the OS's own bit layout (:attr:`SimLibc.mincore_bits`). ``freebsd()``, ``darwin()`` and ``sunos()`` give a
-simulated library and the real backend built on it.
+touch, evict, lock_process) run on a simulated OS in a child whose
+``memlock._platform.BACKEND`` is the simulated backend (tests/test_platforms_files.py).
+mincore answers what the host kernel says about residency, in the OS's own bit layout
+(:attr:`SimLibc.mincore_bits`).
 """
 
 from __future__ import annotations
