@@ -44,9 +44,9 @@ cached_pages = BACKEND.cached_pages
 #: ``cached_pages_counter()``: ``count(fd)`` of whole files, or None where the OS has none.
 cached_pages_counter = BACKEND.cached_pages_counter
 #: ``permission_hint()``: how to get the privilege to lock memory here.
-permission_hint = BACKEND.permission_fix
+permission_hint = BACKEND.permission_hint
 #: ``limit_hint(needed_total)``: how to raise the limit to ``needed_total`` bytes here.
-limit_hint = BACKEND.limit_fix
+limit_hint = BACKEND.limit_hint
 #: ``map_count()``: (mappings of this process, the most allowed), or None.
 map_count = BACKEND.map_count
 #: ``cgroup_memory_headroom()``: (limit, usage, cgroup) of the tightest memory cgroup, or None.

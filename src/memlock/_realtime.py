@@ -261,7 +261,7 @@ def _vm_size_error(
     return LockLimitError(
         errno.ENOMEM,
         msg,
-        hint=BACKEND.limit_fix(-(-(needed * 3 // 2) // 2**20) * 2**20),  # 50% headroom
+        hint=BACKEND.limit_hint(-(-(needed * 3 // 2) // 2**20) * 2**20),  # 50% headroom
         requested=needed,
         limit=soft,
         locked=locked,

@@ -277,9 +277,9 @@ class Backend:
         """Bytes the limit must allow for ``op`` of ``requested`` bytes to succeed."""
         return None if requested is None else requested + (self.locked_bytes() or 0)
 
-    def permission_fix(self, needed_total: int | None = None) -> str:
+    def permission_hint(self, needed_total: int | None = None) -> str:
         """How to get the privilege (or any allowance) to lock ``needed_total`` bytes."""
-        return self.limit_fix(needed_total)
+        return self.limit_hint(needed_total)
 
     def hard_limit_too_low(self, needed_total: int | None) -> int | None:
         """The hard RLIMIT_MEMLOCK when it is below ``needed_total`` and this process
@@ -289,7 +289,7 @@ class Backend:
             return None
         return None if self.may_raise_hard_limit() else hard
 
-    def limit_fix(self, needed_total: int | None, environment: str | None = None) -> str:
+    def limit_hint(self, needed_total: int | None, environment: str | None = None) -> str:
         """How to raise the limit to ``needed_total`` bytes on this OS (None: unlimited)."""
         return _hints.limit_hint(needed_total, environment,
                                  low_hard_limit=self.hard_limit_too_low(needed_total))
@@ -307,7 +307,7 @@ class Backend:
             f"{_hints.format_size(locked) if locked is not None else 'unknown'})"
         )
         return LockLimitError(
-            err, msg, hint=self.limit_fix(self.needed_total(op, requested)),
+            err, msg, hint=self.limit_hint(self.needed_total(op, requested)),
             requested=requested, limit=soft, locked=locked,
         )
 
@@ -324,7 +324,7 @@ class Backend:
     def zero_limit_error(self, op: str, err: int, requested: int | None) -> LockPermissionError:
         """The LockPermissionError of a zero RLIMIT_MEMLOCK, with the hint to raise it."""
         return self.permission_error(op, err, requested, self.zero_limit_reason(),
-                                     self.limit_fix(self.needed_total(op, requested)))
+                                     self.limit_hint(self.needed_total(op, requested)))
 
     def _zero_limit_refuses(self, op: str, err: int) -> bool:
         """``err`` from ``op`` is how this OS refuses a lock under a zero RLIMIT_MEMLOCK.
@@ -371,7 +371,7 @@ class Backend:
         text = os.strerror(err)
         if err == errno.EPERM:
             return self.permission_error(op, err, requested, "this process may not lock memory",
-                                         self.permission_fix(self.needed_total(op, requested)))
+                                         self.permission_hint(self.needed_total(op, requested)))
         if err == errno.ENOSYS:
             return UnsupportedOperation(f"{op} is not implemented on {self.name}")
         if err == errno.EAGAIN:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 else:
     Protocol = object
 
-__all__ = ["Libc", "RealLibc", "SysctlLibc", "real_libc"]
+__all__ = ["CachestatCount", "Libc", "RealLibc", "real_libc"]
 
 _vp = ctypes.c_void_p
 _sz = ctypes.c_size_t
@@ -77,10 +77,6 @@ class Libc(Protocol):
     def priv_ineffect(self, name: str) -> bool | None: ...
     def sysctl_int(self, name: str) -> int | None: ...
     def address_of(self, buffer: memoryview) -> int: ...
-
-
-class SysctlLibc(Libc, Protocol):
-    """A C library whose sysctl_int answers (RealLibc on macOS and the BSDs)."""
 
 
 def _absent(name: str) -> Callable[..., int]:
