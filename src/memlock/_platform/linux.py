@@ -54,6 +54,14 @@ _MLOCK2_NR = {"x86_64": 325, "aarch64": 284, "i686": 376, "armv7l": 390, "ppc64l
               "s390x": 374, "riscv64": 284}
 
 
+def _has_capability(cap: int) -> bool:
+    """Whether ``cap`` is in this process's effective set (False where /proc cannot tell)."""
+    try:
+        return capability_effective(_procfs.read_text("/proc/self/status"), cap)
+    except OSError:
+        return False
+
+
 def _cgroup_value(path: str) -> int | None:
     """An integer cgroup file; None for ``max``, unreadable or not a number."""
     try:
@@ -207,10 +215,7 @@ class LinuxBackend(Backend):
             return True
         if os.access(f"/proc/self/fd/{fd}", os.W_OK, effective_ids=True):
             return True
-        try:
-            return capability_effective(_procfs.read_text("/proc/self/status"), CAP_FOWNER)
-        except OSError:
-            return False
+        return _has_capability(CAP_FOWNER)
 
     # -- processes -----------------------------------------------------------------------
 
@@ -285,18 +290,11 @@ class LinuxBackend(Backend):
 
     def privileged(self) -> bool:
         """CAP_IPC_LOCK in the effective set (not uid 0: root without it is limited)."""
-        try:
-            return capability_effective(_procfs.read_text("/proc/self/status"), CAP_IPC_LOCK)
-        except OSError:
-            return False
+        return _has_capability(CAP_IPC_LOCK)
 
     def may_raise_hard_limit(self) -> bool:
         """CAP_SYS_RESOURCE in the effective set (root without it cannot)."""
-        try:
-            return capability_effective(_procfs.read_text("/proc/self/status"),
-                                        CAP_SYS_RESOURCE)
-        except OSError:
-            return False
+        return _has_capability(CAP_SYS_RESOURCE)
 
     def locked_bytes(self) -> int | None:
         """VmLck of this process."""
