@@ -15,20 +15,43 @@ Units and messages (:mod:`memlock._units`): :func:`format_size`, :func:`parse_si
     :func:`plural`, :func:`quote_arg`, :func:`describe_error`, :class:`SizeTooLargeError`.
 Hints (:mod:`memlock._hints` and the backend): :func:`detect_environment`,
     :func:`permission_hint`, :func:`limit_hint`.
-Facts of this process and machine (the backend): :func:`process_memory`, :func:`map_count`,
-    :func:`cgroup_memory_headroom`, :func:`doctor_probes`, :func:`die_with_parent`,
-    :func:`fast_path_active`.
+Facts of this process and machine (the backend): :data:`PAGE_SIZE`,
+    :func:`process_memory`, :func:`map_count`, :func:`cgroup_memory_headroom`,
+    :func:`doctor_probes`, :func:`die_with_parent`, :func:`fast_path_active`,
+    :data:`PURE_PYTHON_REQUESTED`.
+
+The file primitives and :data:`PURE_PYTHON_REQUESTED` load their modules (the page
+registry, the C module) on first use, as ``memlock``'s own names do: ``memlock limits`` and
+``memlock resident`` never pay for them. Import them inside the function that needs them.
 """
 
 from __future__ import annotations
 
-from ._critical import PURE_PYTHON_REQUESTED
-from ._files import cached_pages_or_bound, evict_fd, lock_fd, open_regular, touch_fd
 from ._hints import detect_environment
 from ._pages import PAGE_SIZE, page_range
 from ._platform import BACKEND
 from ._record import FrozenRecord
 from ._units import SizeTooLargeError, describe_error, format_size, parse_size, plural, quote_arg
+
+TYPE_CHECKING = False  # typing costs ~12 ms at import; mypy reads the block below
+if TYPE_CHECKING:
+    from ._critical import PURE_PYTHON_REQUESTED
+    from ._files import cached_pages_or_bound, evict_fd, lock_fd, open_regular, touch_fd
+
+#: Names that load their module (and what it loads) on first use.
+_LAZY = {"cached_pages_or_bound": "_files", "evict_fd": "_files", "lock_fd": "_files",
+         "open_regular": "_files", "touch_fd": "_files", "PURE_PYTHON_REQUESTED": "_critical"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __package__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "PAGE_SIZE", "PURE_PYTHON_REQUESTED", "FrozenRecord", "SizeTooLargeError", "cached_pages",

@@ -14,13 +14,10 @@ from .._cli_api import (
     SizeTooLargeError,
     cached_pages,
     cached_pages_counter,
-    cached_pages_or_bound,
-    evict_fd,
     format_size,
     page_range,
     parse_size,
     plural,
-    touch_fd,
 )
 from ._arguments import parse_range, read_list, seconds, size
 from ._fanout import default_workers
@@ -195,7 +192,7 @@ def _measure(paths: list[str], options: WalkOptions, rng: tuple[int, int | None]
     out: list[_Row] = []
     append = out.append
     page = PAGE_SIZE
-    slow = cached_pages_or_bound
+    from .._cli_api import cached_pages_or_bound as slow  # loads memlock._files
     count_cached = cached_pages_counter() if action is None and rng is None else None
     if count_cached is not None:
         cachestat_ok = True
@@ -317,6 +314,8 @@ def _cmd_touch(args: argparse.Namespace) -> int:
         done[0] += nbytes
         bar.update(done[0], done[1])
 
+    from .._cli_api import touch_fd
+
     def action(fd: int, size: int, off: int, n: int) -> None:
         touch_fd(fd, size, off, n, progress if bar.enabled else None)
         done[1] += 1
@@ -334,6 +333,8 @@ def _cmd_touch(args: argparse.Namespace) -> int:
 
 
 def _cmd_evict(args: argparse.Namespace) -> int:
+    from .._cli_api import evict_fd
+
     def action(fd: int, size: int, off: int, n: int) -> None:
         if n:
             evict_fd(fd, off, n)

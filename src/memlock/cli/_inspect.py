@@ -9,11 +9,9 @@ import sys
 import memlock
 
 from .._cli_api import (
-    PURE_PYTHON_REQUESTED,
     describe_error,
     detect_environment,
     doctor_probes,
-    fast_path_active,
     format_size,
     limit_hint,
     map_count,
@@ -225,6 +223,8 @@ def doctor_checks() -> tuple[list[Check], memlock.Limits, str]:
 
 
 def _fast_path_check() -> Check:
+    from .._cli_api import PURE_PYTHON_REQUESTED, fast_path_active
+
     if fast_path_active():
         return Check("C fast path", True, "lock()/unlock() of small buffers in one C call each")
     if PURE_PYTHON_REQUESTED:
