@@ -157,11 +157,6 @@ def find_mapping(maps_text: str, address: int) -> _Mapping | None:
     return None
 
 
-def _read(path: str) -> str:
-    with open(path, encoding="ascii", errors="replace") as f:
-        return f.read()
-
-
 @dataclass(frozen=True)
 class _StackPlan:
     low: int  # lowest byte to prefault (page aligned)
@@ -179,13 +174,8 @@ def _stack_plan(nbytes: int) -> _StackPlan:
 
     Availability: Linux.
     """
-    try:
-        sp = parse_syscall_sp(_read("/proc/thread-self/syscall"))
-        maps = _read("/proc/self/maps")
-    except OSError as exc:
-        raise UnsupportedOperation(
-            f"prefault_stack needs /proc/thread-self/syscall and /proc/self/maps: {exc}"
-        ) from None
+    syscall_text, maps = BACKEND.thread_stack_texts()
+    sp = parse_syscall_sp(syscall_text)
     mapping = None if sp is None else find_mapping(maps, sp)
     if sp is None or mapping is None:
         raise UnsupportedOperation("prefault_stack: cannot find this thread's stack pointer")

@@ -124,6 +124,15 @@ class Backend:
         """
         self.mlock(addr, length)
 
+    def thread_stack_texts(self) -> tuple[str, str]:
+        """(this thread's /proc/PID/syscall text, the process's /proc/PID/maps text).
+
+        Raises:
+            UnsupportedOperation: Where the OS has no such files (all but Linux), or they
+                cannot be read.
+        """
+        raise UnsupportedOperation(f"prefault_stack is not available on {self.name}")
+
     def grow_stack_to(self, addr: int) -> None:
         """Read the byte at ``addr``: a read fault that grows a stack mapping down to it."""
         self.libc.peek(addr)

@@ -18,7 +18,6 @@ import errno
 import io
 import os
 import sys
-import threading
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import; mypy reads the first branch
 if TYPE_CHECKING:
@@ -117,7 +116,7 @@ class RealLibc:
         self._sysctlbyname = bind("sysctlbyname",
                                   [ctypes.c_char_p, _vp, ctypes.POINTER(_sz), _vp, _sz])
         self._priv_ineffect = bind("priv_ineffect", [ctypes.c_char_p])
-        self._cachestat_tls = threading.local()
+        self._cachestat_tls: Any = None  # threading.local() on first use (no import cost)
 
     def _bind(self, name: str, argtypes: list[type[Any]] | None,
               restype: type[Any] = _int) -> Callable[..., Any]:
@@ -235,7 +234,7 @@ class RealLibc:
         """
         try:
             fn, rng, out, args = self._cachestat_tls.state
-        except AttributeError:
+        except AttributeError:  # None, or a thread that has no state yet
             fn, rng, out, args = self._cachestat_setup()
         rng[0] = offset
         rng[1] = length
@@ -247,6 +246,10 @@ class RealLibc:
         ctypes._CDLLFuncPointer, ctypes.Array[ctypes.c_uint64], ctypes.Array[ctypes.c_uint64],
         tuple[int, int],
     ]:
+        if self._cachestat_tls is None:
+            import threading
+
+            self._cachestat_tls = threading.local()
         fn = self._dll._FuncPtr(("syscall", self._dll))  # own argtypes, same symbol
         fn.argtypes = [_long, _int, _vp, _vp, ctypes.c_uint]
         fn.restype = _long

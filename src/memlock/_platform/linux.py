@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 from collections.abc import Callable
 
 from .._units import format_size
@@ -45,8 +44,6 @@ MAX_MAP_COUNT = "/proc/sys/vm/max_map_count"
 MAP_COUNT_MARGIN = 8
 PR_SET_PDEATHSIG = 1
 _O_CLOEXEC = 0o2000000
-#: cgroup v1 writes "no limit" as a huge number (PAGE_COUNTER_MAX pages).
-_CGROUP_UNLIMITED = 1 << 62
 _PROT_RW, _MAP_SHARED = 3, 0x01
 
 # mlock2 syscall numbers where glibc lacks the wrapper (< 2.27).
@@ -60,39 +57,6 @@ def _has_capability(cap: int) -> bool:
         return capability_effective(_procfs.read_text("/proc/self/status"), cap)
     except OSError:
         return False
-
-
-def _cgroup_value(path: str) -> int | None:
-    """An integer cgroup file; None for ``max``, unreadable or not a number."""
-    try:
-        text = _procfs.read_text(path).strip()
-        return None if text == "max" else int(text)
-    except (OSError, ValueError):
-        return None
-
-
-def _kernel_at_least(major: int, minor: int) -> bool:
-    import platform
-
-    try:
-        parts = platform.release().split(".")
-        return (int(parts[0]), int(parts[1].split("-")[0])) >= (major, minor)
-    except (ValueError, IndexError):
-        return False
-
-
-def _madvise_works(advice: int) -> bool:
-    """Whether madvise(``advice``) succeeds on a fresh page."""
-    import mmap
-
-    buf = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE)
-    try:
-        buf.madvise(advice)
-        return True
-    except OSError:
-        return False
-    finally:
-        buf.close()
 
 
 def capability_effective(status_text: str, cap: int) -> bool:
@@ -194,6 +158,16 @@ class LinuxBackend(Backend):
         elif err:
             raise MemlockError(err, f"madvise(MADV_POPULATE_WRITE): {os.strerror(err)}")
 
+    def thread_stack_texts(self) -> tuple[str, str]:
+        """/proc/thread-self/syscall (its stack pointer) and /proc/self/maps."""
+        try:
+            return (_procfs.read_text("/proc/thread-self/syscall"),
+                    _procfs.read_text("/proc/self/maps"))
+        except OSError as exc:
+            raise UnsupportedOperation(
+                f"prefault_stack needs /proc/thread-self/syscall and /proc/self/maps: {exc}"
+            ) from None
+
     # -- files and the page cache --------------------------------------------------------
 
     def file_populator(self) -> Callable[[int, int], int]:
@@ -230,61 +204,22 @@ class LinuxBackend(Backend):
 
     def die_with_parent(self) -> None:
         """prctl(PR_SET_PDEATHSIG, SIGKILL); errors ignored (the parent reaps anyway)."""
+        import signal
+
         self.libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
-    def cgroup_memory_headroom(
-        self, cgroup_text: str | None = None, root: str = "/sys/fs/cgroup"
-    ) -> tuple[int, int, str] | None:
-        """(limit, usage, cgroup directory) of the tightest memory cgroup above this process.
+    def cgroup_memory_headroom(self) -> tuple[int, int, str] | None:
+        """From /proc/self/cgroup and the cgroup files (see :mod:`._linux_probes`)."""
+        from ._linux_probes import cgroup_memory_headroom
 
-        Reads cgroup v1 (``memory.limit_in_bytes``/``memory.usage_in_bytes``) or v2
-        (``memory.max``/``memory.current``) along the path to the root. None when unlimited.
-        """
-        if cgroup_text is None:
-            try:
-                cgroup_text = _procfs.read_text("/proc/self/cgroup")
-            except OSError:
-                return None
-        best: tuple[int, int, str] | None = None
-        for line in cgroup_text.splitlines():
-            parts = line.split(":", 2)
-            if len(parts) != 3:
-                continue
-            _, controllers, path = parts
-            if "memory" in controllers.split(","):
-                base, lim_name, use_name = (root + "/memory", "memory.limit_in_bytes",
-                                            "memory.usage_in_bytes")
-            elif controllers == "" and parts[0] == "0":
-                base, lim_name, use_name = root, "memory.max", "memory.current"
-            else:
-                continue
-            rel = path.strip("/")
-            while True:
-                d = f"{base}/{rel}" if rel else base
-                lim = _cgroup_value(f"{d}/{lim_name}")
-                use = _cgroup_value(f"{d}/{use_name}")
-                if lim is not None and use is not None and lim < _CGROUP_UNLIMITED and (
-                    best is None or lim - use < best[0] - best[1]
-                ):
-                    best = (lim, use, d)
-                if not rel:
-                    break
-                rel = rel.rpartition("/")[0]
-        return best
+        return cgroup_memory_headroom()
 
     def doctor_probes(self) -> list[tuple[str, bool, str]]:
         """MCL_ONFAULT, MADV_POPULATE_READ/WRITE, cachestat: whether this kernel has them."""
-        import platform
+        from ._linux_probes import doctor_probes
 
-        release = platform.release()
-        return [
-            ("MCL_ONFAULT", _kernel_at_least(4, 4), f"kernel {release} (needs 4.4+)"),
-            ("MADV_POPULATE_READ", _madvise_works(MADV_POPULATE_READ),
-             "populate without SIGBUS (5.14+)"),
-            ("MADV_POPULATE_WRITE", _madvise_works(MADV_POPULATE_WRITE),
-             "populate without SIGBUS (5.14+)"),
-            ("cachestat", _kernel_at_least(6, 5), "file residency without mapping (6.5+)"),
-        ]
+        return doctor_probes()
+
 
     # -- facts ---------------------------------------------------------------------
 

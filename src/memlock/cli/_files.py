@@ -21,8 +21,7 @@ from .._cli_api import (
 )
 from ._arguments import parse_range, read_list, seconds, size
 from ._fanout import default_workers
-from ._filewalk import WalkOptions, plan, scan, scan_rows, walk
-from ._progress import Progress
+from ._filewalk import Progress, WalkOptions, plan, scan, scan_rows, walk
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:

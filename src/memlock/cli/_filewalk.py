@@ -17,9 +17,11 @@ import errno
 import operator
 import os
 import stat
+import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 
-from .._cli_api import PAGE_SIZE, FrozenRecord, page_range
+from .._cli_api import PAGE_SIZE, FrozenRecord, format_size, page_range
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -27,8 +29,8 @@ if TYPE_CHECKING:
 
     R = TypeVar("R")
 
-__all__ = ["PSEUDO_FILE_SYSTEMS", "FileEntry", "Planned", "WalkOptions", "plan", "pseudo_devices",
-           "scan", "scan_rows", "walk"]
+__all__ = ["PSEUDO_FILE_SYSTEMS", "FileEntry", "Planned", "Progress", "WalkOptions", "plan",
+           "pseudo_devices", "scan", "scan_rows", "walk"]
 
 
 class FileEntry(FrozenRecord):
@@ -638,3 +640,38 @@ def plan(entries: Iterable[FileEntry], rng: tuple[int, int | None] | None) -> li
         stop = e.size if end is None else min(end, e.size)
         out.append(Planned(e, off, max(0, stop - off)))
     return out
+
+
+class Progress:
+    """A one-line progress bar on stderr, only when it is a terminal."""
+
+    def __init__(self, total_bytes: int, total_files: int, enabled: bool) -> None:
+        self.total = max(1, total_bytes)
+        self.files = total_files
+        self.enabled = enabled and sys.stderr.isatty()
+        self._last = 0.0
+        self._shown = False
+
+    def update(self, done_bytes: int, done_files: int) -> None:
+        """Redraw at most ten times a second."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1 and done_bytes < self.total:
+            return
+        self._last = now
+        frac = min(1.0, done_bytes / self.total)
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(
+            f"\r[{bar:<30}] {frac * 100:5.1f}% {format_size(done_bytes)}/"
+            f"{format_size(self.total)} {done_files}/{self.files} files"
+        )
+        sys.stderr.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        """Clear the line."""
+        if self._shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self._shown = False

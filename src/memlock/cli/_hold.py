@@ -46,8 +46,7 @@ from .._cli_api import (
     page_range,
     plural,
 )
-from ._filewalk import Planned, WalkOptions, plan, pseudo_devices, walk
-from ._progress import Progress
+from ._filewalk import Planned, Progress, WalkOptions, plan, pseudo_devices, walk
 
 __all__ = ["HoldConfig", "Holder", "descriptor_room", "hold", "sd_notify"]
 
