@@ -178,6 +178,16 @@ def _pct(res: int, pages: int) -> str:
     return f"{100.0 if pages == 0 else 100.0 * res / pages:5.1f}%"
 
 
+def _cached_pages(fd: int, first: int, count: int) -> tuple[int, bool]:
+    """(resident pages, exact) of [first, first+count): ``cached_pages_or_bound``.
+
+    Its module (memlock._files, with the page registry) loads only when a file needs it.
+    """
+    from .._cli_api import cached_pages_or_bound
+
+    return cached_pages_or_bound(fd, first, count)
+
+
 def _measure(paths: list[str], options: WalkOptions, rng: tuple[int, int | None] | None,
              errors: _Errors,
              action: Callable[[int, int, int, int], None] | None = None,
@@ -191,7 +201,7 @@ def _measure(paths: list[str], options: WalkOptions, rng: tuple[int, int | None]
     out: list[_Row] = []
     append = out.append
     page = PAGE_SIZE
-    from .._cli_api import cached_pages_or_bound as slow  # loads memlock._files
+    slow = _cached_pages
     count_cached = cached_pages_counter() if action is None and rng is None else None
     if count_cached is not None:
         cachestat_ok = True
