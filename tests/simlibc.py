@@ -15,6 +15,14 @@ test can prove that a check happened before any system call).
 errno values are the host's (``errno.EAGAIN`` ...), so the backends' comparisons by name
 work as they would on the real system. ``freebsd()``, ``darwin()`` and ``sunos()`` give a
 simulated library and the real backend built on it.
+
+With ``host_memory=True`` the simulated address space is this real process's: a page counts
+as mapped when /proc/self/maps says so (files, mmaps and the heap are the host kernel's),
+while what is locked stays simulated. That lets the feature modules (lock_file, residency,
+touch, evict, lock_process) run on a simulated OS in a child whose
+``memlock._platform.BACKEND`` is the simulated backend (tests/test_platforms_files.py).
+mincore answers what the host kernel says about residency, in the OS's own bit layout
+(:attr:`SimLibc.mincore_bits`).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import errno
 import mmap
 import threading
 import weakref
-from typing import Any
+from typing import Any, TypeVar
 
 from memlock._platform._libc import RealLibc
 from memlock._platform.darwin import DarwinBackend
@@ -31,6 +39,7 @@ from memlock._platform.freebsd import FreeBSDBackend
 from memlock._platform.sunos import SunOSBackend
 
 SIZE_MAX = 2**64 - 1
+S = TypeVar("S", bound="SimLibc")
 MCL_CURRENT, MCL_FUTURE = 1, 2
 
 
@@ -253,6 +262,115 @@ class SimLibc:
         """Names of the calls made so far."""
         return [c[0] for c in self.calls]
 
+    # -- the rest of the Libc protocol: what these OSes lack (Linux-only calls) --------
+
+    #: mincore(2)'s byte for a resident page (bit 0 on every OS; the BSDs add more).
+    mincore_bits = 0x1
+
+    def advice_call(self, advice: int) -> Any:
+        """madvise bound to ``advice`` (none of these OSes has MADV_POPULATE_*: EINVAL)."""
+        return lambda addr, length: self.madvise(addr, length, advice)
+
+    def mincore_into(self, addr: int, length: int, out: bytearray) -> int:
+        """mincore(2): the host kernel's residency, in this OS's bits; ENOMEM if unmapped."""
+        self.calls.append(("mincore", addr, length))
+        if any(p not in self.mapped for p in self._pages(addr, length)):
+            return errno.ENOMEM
+        host = bytearray(len(out))
+        err = _host_libc().mincore_into(addr, length, host)
+        if err:
+            return err
+        for i, b in enumerate(host):
+            out[i] = self.mincore_bits if b & 1 else 0
+        return 0
+
+    def cachestat_pages(self, fd: int, offset: int, length: int) -> tuple[int, int]:
+        """No cachestat(2) outside Linux."""
+        self.calls.append(("cachestat", fd))
+        return -1, errno.ENOSYS
+
+    def cachestat_counter(self) -> Any:
+        """No cachestat(2): every count fails."""
+        return lambda fd: -1
+
+    def peek(self, addr: int) -> int:
+        """A read of the byte at ``addr`` (host memory)."""
+        return _host_libc().peek(addr)
+
+    def mallopt(self, param: int, value: int) -> bool:
+        """No glibc: mallopt(3) is absent."""
+        self.calls.append(("mallopt", param, value))
+        return False
+
+    def prctl(self, option: int, arg: int) -> int:
+        """No prctl(2) outside Linux."""
+        self.calls.append(("prctl", option, arg))
+        return errno.ENOSYS
+
+    def syscall(self, number: int, *args: int) -> int:
+        """Raw Linux system call numbers mean nothing here."""
+        self.calls.append(("syscall", number))
+        return errno.ENOSYS
+
+    def syscall_long(self, number: int, *args: int) -> tuple[int, int]:
+        """As :meth:`syscall`."""
+        return -1, self.syscall(number, *args)
+
+    def priv_ineffect(self, name: str) -> bool | None:
+        """Only illumos has priv_ineffect(3C)."""
+        return None
+
+    def sysctl_int(self, name: str) -> int | None:
+        """Only the BSDs and macOS have sysctlbyname(3)."""
+        return None
+
+    def address_of(self, buffer: memoryview) -> int:
+        """The host address of ``buffer``."""
+        return _host_libc().address_of(buffer)
+
+
+def _host_libc() -> Any:
+    from memlock._platform._libc import real_libc
+
+    return real_libc()
+
+
+class _HostPages(set[int]):
+    """The pages of this real process's mappings (/proc/self/maps), as page numbers.
+
+    Membership asks the host kernel; ``add``/``update``/``discard`` (the simulated mmap and
+    munmap) are remembered on top.
+    """
+
+    def __init__(self, page: int) -> None:
+        super().__init__()
+        self._page = page
+
+    def __contains__(self, p: object) -> bool:
+        if super().__contains__(p):
+            return True
+        addr = int(p) * self._page  # type: ignore[call-overload]
+        with open("/proc/self/maps") as f:
+            for line in f:
+                lo, _, rest = line.partition("-")
+                hi = rest.split(" ", 1)[0]
+                if int(lo, 16) <= addr < int(hi, 16):
+                    return True
+        return False
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __iter__(self) -> Any:
+        """Every page of every host mapping (what MCL_CURRENT would lock)."""
+        seen = set(super().__iter__())
+        with open("/proc/self/maps") as f:
+            for line in f:
+                lo, _, rest = line.partition("-")
+                hi = rest.split(" ", 1)[0]
+                seen.update(range(int(lo, 16) // self._page, int(hi, 16) // self._page))
+        return iter(seen)
+
 
 class SysctlSim(SimLibc):
     """A simulated libc with sysctlbyname (the BSDs): subclasses give :meth:`sysctls`."""
@@ -317,6 +435,9 @@ class FreeBSDLibc(SysctlSim):
     STRICT_ALIGNMENT = False
     #: madvise(2): MADV_NORMAL (0) .. MADV_NOCORE (8), MADV_CORE (9), MADV_PROTECT (10).
     ADVICE = frozenset(range(11))
+
+    #: mincore(2): MINCORE_INCORE | MINCORE_REFERENCED for a resident page just read.
+    mincore_bits = 0x1 | 0x2
 
     def sysctls(self) -> dict[str, int]:
         """The integers the backend reads with sysctlbyname."""
@@ -428,6 +549,9 @@ class DarwinLibc(SysctlSim):
     #: pages that are not mapped; madvise knows MADV_NORMAL (0) .. MADV_ZERO_WIRED_PAGES (6),
     #: MADV_FREE_REUSABLE (7), MADV_FREE_REUSE (8), MADV_CAN_REUSE (9).
     ADVICE = frozenset(range(10))
+
+    #: mincore(2): MINCORE_INCORE | MINCORE_REFERENCED, as on FreeBSD (XNU's page).
+    mincore_bits = 0x1 | 0x2
 
     def sysctls(self) -> dict[str, int]:
         """The integers the backend reads with sysctlbyname (bytes on macOS)."""
@@ -588,8 +712,16 @@ class SunOSLibc(SimLibc):
 # -- the real backends on these libraries ---------------------------------------------------
 
 
+def _host(kw: dict[str, object], sim: S) -> S:
+    """``sim``, over this process's real address space if ``kw`` asks (host_memory=True)."""
+    if kw.get("host_memory"):
+        sim.mapped = _HostPages(sim.page)
+    return sim
+
+
+
 def freebsd(**kw: object) -> tuple[FreeBSDLibc, FreeBSDBackend]:
-    sim = FreeBSDLibc(**kw)  # type: ignore[arg-type]
+    sim = _host(kw, FreeBSDLibc(**{k: v for k, v in kw.items() if k != 'host_memory'}))  # type: ignore[arg-type]
     backend = FreeBSDBackend(
         sim, sim.page, rlimit=sim.getrlimit, euid=sim.geteuid, locked_bytes=sim.locked_bytes
     )
@@ -597,12 +729,12 @@ def freebsd(**kw: object) -> tuple[FreeBSDLibc, FreeBSDBackend]:
 
 
 def darwin(**kw: object) -> tuple[DarwinLibc, DarwinBackend]:
-    sim = DarwinLibc(**kw)  # type: ignore[arg-type]
+    sim = _host(kw, DarwinLibc(**{k: v for k, v in kw.items() if k != 'host_memory'}))  # type: ignore[arg-type]
     return sim, DarwinBackend(sim, sim.page, rlimit=sim.getrlimit, euid=sim.geteuid)
 
 
 def sunos(**kw: object) -> tuple[SunOSLibc, SunOSBackend]:
-    sim = SunOSLibc(**kw)  # type: ignore[arg-type]
+    sim = _host(kw, SunOSLibc(**{k: v for k, v in kw.items() if k != 'host_memory'}))  # type: ignore[arg-type]
     backend = SunOSBackend(
         sim, sim.page, euid=sim.geteuid, locked_bytes=sim.locked_bytes,
         locked_memory_limit=sim.rctl,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from memlock._filewalk import WalkOptions, walk
+from memlock.cli._filewalk import WalkOptions, walk
 
 
 def tree(root: Path) -> None:
@@ -98,7 +98,7 @@ def test_fifo_never_blocks(tmp_path: Path) -> None:
 
 
 def test_entries_removed_mid_walk_are_not_errors(tmp_path: Path) -> None:
-    from memlock._filewalk import scan
+    from memlock.cli._filewalk import scan
 
     for i in range(20):
         (tmp_path / f"f{i:02}").write_bytes(b"x")
@@ -118,7 +118,7 @@ def test_entries_removed_mid_walk_are_not_errors(tmp_path: Path) -> None:
 
 def test_pseudo_file_systems_are_refused_by_name_and_skipped_inside_trees(
         tmp_path: Path) -> None:
-    from memlock._filewalk import pseudo_devices
+    from memlock.cli._filewalk import pseudo_devices
 
     proc_dev = os.stat("/proc/self/status").st_dev
     assert pseudo_devices().get(proc_dev) == "proc"  # from this system's mountinfo
@@ -134,7 +134,7 @@ def test_pseudo_file_systems_are_refused_by_name_and_skipped_inside_trees(
 
 
 def test_pseudo_devices_reads_mountinfo(tmp_path: Path) -> None:
-    from memlock._filewalk import pseudo_devices
+    from memlock.cli._filewalk import pseudo_devices
 
     info = tmp_path / "mountinfo"
     info.write_text(
@@ -150,8 +150,8 @@ def test_pseudo_devices_reads_mountinfo(tmp_path: Path) -> None:
 def test_range_errors_quote_the_whole_range() -> None:
     import pytest
 
-    from memlock._filewalk import parse_range
     from memlock._units import parse_size
+    from memlock.cli._arguments import parse_range
 
     assert parse_range("-5", parse_size) == (0, 5)
     assert parse_range("1K-", parse_size) == (1024, None)

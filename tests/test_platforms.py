@@ -304,7 +304,7 @@ def test_darwin_other_errors() -> None:
 def test_darwin_facts() -> None:
     sim, b = darwin(euid=0)
     assert not b.privileged()  # root does not lift the XNU wire limits
-    assert "no privilege" in b.permission_fix()
+    assert "no privilege" in b.permission_hint()
     st = b.system_status()
     assert st.total_bytes == 16 * 2**30 and st.max_user_wired_bytes == 2**34
     assert st.wired_bytes is None

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from memlock import _files
+from memlock._platform._libc import real_libc
 
 from .kernel import (
     NOBODY,
@@ -137,7 +138,7 @@ def judges(paths: list[str], state: str) -> dict[str, int]:
     for path in paths:
         fd = os.open(path, os.O_RDONLY)
         try:
-            by_cachestat = _files._LIBC.cachestat(fd, 0, 0)[0]
+            by_cachestat = real_libc().cachestat(fd, 0, 0)[0]
         finally:
             os.close(fd)
         assert by_cachestat is not None

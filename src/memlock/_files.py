@@ -25,25 +25,23 @@ import io
 import mmap
 import os
 import stat
-import sys
 import warnings
 from collections.abc import Callable
 
 from ._buffer import pin
 from ._context import ReleasedOnExit
 from ._lock import Lock, lock
-from ._pages import PAGE_SIZE, as_size
-from ._platform._libc import real_libc
+from ._pages import PAGE_SIZE, as_size, page_range
+from ._platform import BACKEND
 from ._records import FrozenRecord
 from ._threads import run_parallel
-from .errors import MemlockError, UnsupportedOperation
+from .errors import MemlockError
 
-__all__ = ["LockedFile", "Residency", "evict", "lock_file", "residency", "touch"]
+__all__ = ["LockedFile", "Residency", "cached_pages_or_bound", "evict", "evict_fd", "lock_fd",
+           "lock_file", "open_regular", "residency", "touch", "touch_fd"]
 
 StrPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
-#: MADV_POPULATE_READ (Linux 5.14): fault pages in, errors as errno instead of SIGBUS.
-MADV_POPULATE_READ = 22
 #: Work is split into chunks of this size for parallel population and residency windows.
 CHUNK_BYTES = 32 * 2**20
 #: mincore windows (address space mapped at once when cachestat is missing).
@@ -52,12 +50,11 @@ WINDOW_BYTES = 1 << 30
 _O_FLAGS = (os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
             | getattr(os, "O_NOCTTY", 0))
 
-_LIBC = real_libc()
 #: mincore sets bit 0 for a resident page (BSDs set more bits): map odd bytes to 1.
 _ODD = bytes(i & 1 for i in range(256))
-_cachestat_ok = sys.platform == "linux"
-_populate_ok = sys.platform == "linux"
-_CAP_FOWNER = 3
+#: Cleared when the OS answers ENOSYS (no cachestat: mincore; no populate call: pread).
+_cachestat_ok = True
+_populate_ok = True
 
 
 def _fspath(path: object) -> str:
@@ -68,7 +65,7 @@ def _fspath(path: object) -> str:
     return os.fsdecode(p)
 
 
-def _open_regular(path: str) -> tuple[io.FileIO, os.stat_result]:
+def open_regular(path: str) -> tuple[io.FileIO, os.stat_result]:
     """A regular file opened read-only, and its fstat.
 
     The descriptor is owned by a file object from the moment it exists (opened by C code,
@@ -108,15 +105,6 @@ def _range(size: int, offset: object, length: object) -> tuple[int, int]:
     elif n > size - off:
         raise ValueError(f"offset {off} + length {n} is beyond the end of the file ({size} bytes)")
     return off, n
-
-
-def _page_range(offset: int, length: int) -> tuple[int, int]:
-    """First page and page count covering [offset, offset+length)."""
-    if length == 0:
-        return offset // PAGE_SIZE, 0
-    first = offset // PAGE_SIZE
-    last = -(-(offset + length) // PAGE_SIZE)
-    return first, last - first
 
 
 # -- residency ---------------------------------------------------------------------------
@@ -194,7 +182,7 @@ def _cached_pages_cachestat(fd: int, first: int, count: int) -> int | None:
     global _cachestat_ok
     if not _cachestat_ok:
         return None
-    n, err = _LIBC.cachestat_pages(fd, first * PAGE_SIZE, count * PAGE_SIZE)
+    n, err = BACKEND.cached_pages(fd, first * PAGE_SIZE, count * PAGE_SIZE)
     if err == 0:
         return min(n, count)
     if err == errno.EPERM:
@@ -202,28 +190,6 @@ def _cached_pages_cachestat(fd: int, first: int, count: int) -> int | None:
     if err == errno.ENOSYS:
         _cachestat_ok = False
     return None  # EBADF/EOPNOTSUPP (e.g. some special files): fall back to mincore
-
-
-def _mincore_tells(fd: int) -> bool:
-    """Whether mincore(2) reports the page cache of the file on ``fd`` (not all ones).
-
-    The kernel's rule (mm/mincore.c, can_do_mincore): the caller owns the file, has
-    CAP_FOWNER, or may write it. Used where cachestat, which applies the same rule, is
-    missing (Linux before 6.5).
-    """
-    if sys.platform != "linux":
-        return True
-    if os.fstat(fd).st_uid == os.geteuid():
-        return True
-    if os.access(f"/proc/self/fd/{fd}", os.W_OK, effective_ids=True):
-        return True
-    from ._platform import _procfs
-    from ._platform.linux import capability_effective
-
-    try:
-        return capability_effective(_procfs.read_text("/proc/self/status"), _CAP_FOWNER)
-    except OSError:
-        return False
 
 
 def _map_to_eof(fd: int, first: int, count: int) -> mmap.mmap | None:
@@ -256,7 +222,7 @@ def _mincore_windows(
     Raises:
         PermissionError: The kernel would report every page resident (see :func:`_hidden`).
     """
-    if not _mincore_tells(fd):
+    if not BACKEND.page_cache_visible(fd):
         raise _hidden()
     window_pages = WINDOW_BYTES // PAGE_SIZE
     page = first
@@ -271,9 +237,7 @@ def _mincore_windows(
             view, address, _ = pin(m)
             try:
                 vec = bytearray(mapped)
-                err = _LIBC.mincore_into(address, mapped * PAGE_SIZE, vec)
-                if err:
-                    raise OSError(err, f"mincore: {os.strerror(err)}")
+                BACKEND.mincore(address, mapped * PAGE_SIZE, vec)
                 visit(page, vec)
             finally:
                 view.release()
@@ -320,7 +284,7 @@ def cached_pages_or_bound(fd: int, first: int, count: int) -> tuple[int, bool]:
 
 
 def _residency_fd(path: str, fd: int, size: int, offset: int, length: int) -> Residency:
-    first, count = _page_range(offset, length)
+    first, count = page_range(offset, length)
     return Residency(path, length, count, *cached_pages_or_bound(fd, first, count))
 
 
@@ -347,7 +311,7 @@ def residency(path: StrPath, *, offset: int = 0, length: int | None = None) -> R
     resident: an upper bound. Run as the owner or root for the real figure.
     """
     p = _fspath(path)
-    f, st = _open_regular(p)
+    f, st = open_regular(p)
     with f:
         off, n = _range(st.st_size, offset, length)
         return _residency_fd(p, f.fileno(), st.st_size, off, n)
@@ -409,11 +373,13 @@ def _populate_pread(fd: int, first: int, count: int) -> None:
         pos += got
 
 
-def _touch_fd(fd: int, size: int, offset: int, length: int,
-              progress: Callable[[int], None] | None = None) -> None:
-    """Bring [offset, offset+length) of the file on ``fd`` into the page cache."""
-    global _populate_ok
-    first, count = _page_range(offset, length)
+def touch_fd(fd: int, size: int, offset: int, length: int,
+             progress: Callable[[int], None] | None = None) -> None:
+    """Bring [offset, offset+length) of the file on ``fd`` into the page cache.
+
+    ``progress(nbytes)`` is called as parts become resident (from worker threads).
+    """
+    first, count = page_range(offset, length)
     if count == 0:
         return
     jobs = _missing_chunks(fd, first, count, CHUNK_BYTES // PAGE_SIZE)
@@ -429,14 +395,14 @@ def _touch_fd(fd: int, size: int, offset: int, length: int,
             try:
                 base = address - m_first * PAGE_SIZE
                 map_end = m_first * PAGE_SIZE + len(m)
+                populate_read = BACKEND.file_populator()
 
                 def populate(page: int, pages: int) -> None:
                     global _populate_ok
                     pages = min(pages, -(-map_end // PAGE_SIZE) - page)
                     if pages <= 0:
                         return  # past the mapping: the file shrank before it was made
-                    err = _LIBC.madvise(base + page * PAGE_SIZE, pages * PAGE_SIZE,
-                                        MADV_POPULATE_READ)
+                    err = populate_read(base + page * PAGE_SIZE, pages * PAGE_SIZE)
                     if err in (errno.EINVAL, errno.ENOSYS):  # kernel before 5.14
                         _populate_ok = False
                         _populate_pread(fd, page, pages)
@@ -467,17 +433,19 @@ def touch(path: StrPath, *, offset: int = 0, length: int | None = None) -> None:
         ValueError: The range goes beyond the end of the file.
     """
     p = _fspath(path)
-    f, st = _open_regular(p)
+    f, st = open_regular(p)
     with f:
         off, n = _range(st.st_size, offset, length)
-        _touch_fd(f.fileno(), st.st_size, off, n)
+        touch_fd(f.fileno(), st.st_size, off, n)
 
 
-def _evict_fd(fd: int, offset: int, length: int) -> None:
-    if sys.platform == "darwin":
-        raise UnsupportedOperation("evict needs posix_fadvise, which macOS lacks")
-    else:
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+def evict_fd(fd: int, offset: int, length: int) -> None:
+    """Drop the clean, unlocked cached pages of [offset, offset+length) of the file on ``fd``.
+
+    Raises:
+        UnsupportedOperation: Where the OS cannot (macOS).
+    """
+    BACKEND.evict(fd, offset, length)
 
 
 def evict(path: StrPath, *, offset: int = 0, length: int | None = None) -> None:
@@ -493,11 +461,11 @@ def evict(path: StrPath, *, offset: int = 0, length: int | None = None) -> None:
         UnsupportedOperation: On macOS.
     """
     p = _fspath(path)
-    f, st = _open_regular(p)
+    f, st = open_regular(p)
     with f:
         off, n = _range(st.st_size, offset, length)
         if n:
-            _evict_fd(f.fileno(), off, n)
+            evict_fd(f.fileno(), off, n)
 
 
 # -- lock_file ---------------------------------------------------------------------------
@@ -582,8 +550,12 @@ class LockedFile(ReleasedOnExit):
                 f"nbytes={self.nbytes}>")
 
 
-def _lock_fd(path: str, fd: int, st: os.stat_result, offset: int, length: int,
-             onfault: bool) -> LockedFile:
+def lock_fd(path: str, fd: int, st: os.stat_result, offset: int, length: int,
+            onfault: bool) -> LockedFile:
+    """Lock [offset, offset+length) of the regular file open on ``fd`` (``st``: its fstat).
+
+    See :func:`lock_file`. The LockedFile does not need ``fd`` to stay open.
+    """
     if length == 0:
         return LockedFile(path, offset, 0, onfault, None, None, st)
     map_off = offset - offset % mmap.ALLOCATIONGRANULARITY
@@ -621,7 +593,7 @@ def lock_file(path: StrPath, *, offset: int = 0, length: int | None = None,
     p = _fspath(path)
     if not isinstance(onfault, bool):
         raise TypeError(f"onfault must be a bool, not {type(onfault).__name__}")
-    f, st = _open_regular(p)
+    f, st = open_regular(p)
     with f:
         off, n = _range(st.st_size, offset, length)
-        return _lock_fd(p, f.fileno(), st, off, n, onfault)
+        return lock_fd(p, f.fileno(), st, off, n, onfault)

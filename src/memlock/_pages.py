@@ -1,4 +1,4 @@
-"""Page size and range arithmetic."""
+"""Page size and range arithmetic: the one place a byte range is rounded to pages."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import operator
 
 from ._platform import BACKEND
 
-__all__ = ["PAGE_SIZE", "SIZE_MAX", "as_size", "page_span"]
+__all__ = ["PAGE_SIZE", "SIZE_MAX", "as_size", "page_range", "page_span"]
 
 PAGE_SIZE: int = BACKEND.page_size
 SIZE_MAX = 2**64 - 1
@@ -44,3 +44,12 @@ def page_span(address: int, nbytes: int) -> tuple[int, int]:
     end = address + nbytes
     end += -end % PAGE_SIZE
     return start, end
+
+
+def page_range(offset: int, nbytes: int) -> tuple[int, int]:
+    """(first page, page count) of the pages [offset, offset+nbytes) touches.
+
+    The pages of :func:`page_span`, counted; an empty range counts no page.
+    """
+    start, end = page_span(offset, nbytes)
+    return start // PAGE_SIZE, (end - start) // PAGE_SIZE

@@ -10,8 +10,6 @@ accounting (getrusage).
 from __future__ import annotations
 
 import errno
-import os
-import platform
 import resource
 import sys
 from dataclasses import dataclass
@@ -19,21 +17,15 @@ from types import TracebackType
 
 from . import _hints
 from ._pages import PAGE_SIZE, as_size
-from ._platform import BACKEND
-from ._platform._libc import real_libc
-from ._platform._procfs import parse_maps, status_fields
+from ._platform import BACKEND, parse_maps
 from ._process import lock_all
-from .errors import LockLimitError, MemlockError, UnsupportedOperation
+from .errors import LockLimitError, UnsupportedOperation
 
 __all__ = ["PageFaults", "lock_process", "page_faults"]
 
-# glibc <malloc.h>
-M_TRIM_THRESHOLD = -1
-M_MMAP_MAX = -4
-MADV_POPULATE_WRITE = 23  # Linux 5.14
 _STACK_GUARD_GAP = 256 * PAGE_SIZE  # Linux default stack_guard_gap (256 pages)
 
-if sys.platform == "linux":
+if sys.platform == "linux" and BACKEND.per_thread_faults:
     _RUSAGE_WHO = resource.RUSAGE_THREAD
     _PER_THREAD = True
 else:
@@ -110,22 +102,6 @@ def page_faults() -> PageFaults:
 # -- the allocator --------------------------------------------------------------------------
 
 
-def _is_glibc() -> bool:
-    try:
-        return os.confstr("CS_GNU_LIBC_VERSION") is not None
-    except (ValueError, OSError):
-        return platform.libc_ver()[0] == "glibc"
-
-
-def _tune_malloc() -> None:
-    """Keep glibc from returning freed memory: no mmap'd blocks, no trimming of the heap."""
-    libc = real_libc()
-    for name, param, value in (("M_MMAP_MAX", M_MMAP_MAX, 0),
-                               ("M_TRIM_THRESHOLD", M_TRIM_THRESHOLD, -1)):
-        if not libc.mallopt(param, value):
-            raise MemlockError(errno.EINVAL, f"mallopt({name}, {value}) failed")
-
-
 def _heap_error(nbytes: int, why: str | None, facts: str) -> MemoryError:
     """The MemoryError of a prefault_heap that cannot be allocated: how much, and why."""
     reason = why or "the allocator or the kernel refused it"
@@ -183,11 +159,6 @@ def find_mapping(maps_text: str, address: int) -> _Mapping | None:
     return None
 
 
-def _read(path: str) -> str:
-    with open(path, encoding="ascii", errors="replace") as f:
-        return f.read()
-
-
 @dataclass(frozen=True)
 class _StackPlan:
     low: int  # lowest byte to prefault (page aligned)
@@ -205,13 +176,8 @@ def _stack_plan(nbytes: int) -> _StackPlan:
 
     Availability: Linux.
     """
-    try:
-        sp = parse_syscall_sp(_read("/proc/thread-self/syscall"))
-        maps = _read("/proc/self/maps")
-    except OSError as exc:
-        raise UnsupportedOperation(
-            f"prefault_stack needs /proc/thread-self/syscall and /proc/self/maps: {exc}"
-        ) from None
+    syscall_text, maps = BACKEND.thread_stack_texts()
+    sp = parse_syscall_sp(syscall_text)
     mapping = None if sp is None else find_mapping(maps, sp)
     if sp is None or mapping is None:
         raise UnsupportedOperation("prefault_stack: cannot find this thread's stack pointer")
@@ -248,7 +214,6 @@ def _prefault_stack(nbytes: int) -> None:
     if not nbytes:
         return
     plan = _stack_plan(nbytes)
-    libc = real_libc()
     if plan.grow:
         # The kernel kills a process whose stack cannot grow (SIGSEGV): check what it checks.
         lim = BACKEND.limits()
@@ -256,17 +221,12 @@ def _prefault_stack(nbytes: int) -> None:
         if lim.soft is not None and not lim.privileged and vm_lck + plan.grow > lim.soft:
             raise BACKEND.limit_error("lock_process(prefault_stack)", errno.ENOMEM, plan.grow)
         as_soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-        vm_size = status_fields().get("VmSize", 0)
+        vm_size = BACKEND.vm_usage()[0] or 0
         if as_soft != resource.RLIM_INFINITY and vm_size + plan.grow > as_soft:
             raise ValueError(f"prefault_stack={nbytes} would exceed RLIMIT_AS")
-        libc.peek(plan.low)  # a read below the mapping grows it; writes nothing
-    length = plan.top - plan.low
+        BACKEND.grow_stack_to(plan.low)  # a read below the mapping grows it; writes nothing
     # Populating writes no data: safe over live frames. Under mlockall the pages stay.
-    err = libc.madvise(plan.low, length, MADV_POPULATE_WRITE)
-    if err == errno.EINVAL:  # kernel < 5.14: mlock populates the (already locked) range
-        BACKEND.mlock(plan.low, length)
-    elif err:
-        raise MemlockError(err, f"madvise(MADV_POPULATE_WRITE) of the stack: {os.strerror(err)}")
+    BACKEND.prefault_locked(plan.low, plan.top - plan.low)
 
 
 # -- the whole process ------------------------------------------------------------------------
@@ -293,7 +253,7 @@ def _vm_size_error(
     return LockLimitError(
         errno.ENOMEM,
         msg,
-        hint=BACKEND.limit_fix(-(-(needed * 3 // 2) // 2**20) * 2**20),  # 50% headroom
+        hint=BACKEND.limit_hint(-(-(needed * 3 // 2) // 2**20) * 2**20),  # 50% headroom
         requested=needed,
         limit=soft,
         locked=locked,
@@ -358,28 +318,27 @@ def lock_process(
         BACKEND.mlockall(c.get("MCL_CURRENT", 1))  # raises the backend's explanation
     if onfault and "MCL_ONFAULT" not in c:
         raise UnsupportedOperation(f"MCL_ONFAULT is not available on {BACKEND.name}")
-    if stack and sys.platform != "linux":
+    if stack and not BACKEND.supports_prefault_stack:
         raise UnsupportedOperation(f"prefault_stack is not available on {BACKEND.name}")
     if heap:
         refusal, facts = BACKEND.allocation_refusal(heap)
         if refusal is not None:
             raise _heap_error(heap, refusal, facts)
-    vm_size = status_fields().get("VmSize") if sys.platform == "linux" else None
+    vm_size = BACKEND.vm_usage()[0]
     if BACKEND.locking_forbidden():  # mlockall would be charged all of it
         needed = None if vm_size is None else vm_size + heap + stack
         raise BACKEND.zero_limit_error("lock_process", errno.EPERM, needed)
-    if sys.platform == "linux":
-        if stack:
-            _stack_plan(stack)  # ValueError before any change
+    if stack:
+        _stack_plan(stack)  # ValueError before any change
+    if vm_size is not None:  # where the OS tells what mlockall(MCL_CURRENT) is charged
         lim = BACKEND.limits()
-        if lim.soft is not None and not lim.privileged and vm_size is not None:
+        if lim.soft is not None and not lim.privileged:
             extra = heap + stack
             if vm_size + extra > lim.soft:
                 raise _vm_size_error(vm_size, extra, lim.soft, lim.locked_bytes)
 
-    if tune_malloc and _is_glibc():
-        _tune_malloc()
+    if tune_malloc:
+        BACKEND.tune_malloc()  # glibc only
     _prefault_heap(heap)  # before mlockall, so MCL_CURRENT covers it even without future
     lock_all(current=True, future=future, onfault=onfault)
-    if sys.platform == "linux":
-        _prefault_stack(stack)
+    _prefault_stack(stack)

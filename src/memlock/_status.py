@@ -47,7 +47,7 @@ def set_limit(soft: int | None, hard: int | None = None) -> None:
             errno.EPERM,
             f"cannot raise the hard RLIMIT_MEMLOCK above {cur_hard} bytes without privilege "
             "(CAP_SYS_RESOURCE on Linux)",
-            hint=BACKEND.limit_fix(None if h == inf else h),
+            hint=BACKEND.limit_hint(None if h == inf else h),
         ) from exc
 
 

@@ -1,5 +1,9 @@
 """The only place that knows the OS: picks one backend at import.
 
+Everything outside ``_platform/`` enters here: :data:`BACKEND` (every system call, OS
+constant and errno translation, as named operations), :data:`FORK_WATCH`, and the few
+parsers of OS text formats others need (:func:`parse_maps`).
+
 Literal ``sys.platform`` checks let ``mypy --platform X`` check every OS from Linux.
 """
 
@@ -10,8 +14,10 @@ import sys
 from ._base import Backend
 from ._fork import REGISTRY_SLOT, SECRETS_SLOT, ForkWatch
 from ._libc import real_libc
+from ._procfs import parse_maps
 
-__all__ = ["BACKEND", "FORK_WATCH", "REGISTRY_SLOT", "SECRETS_SLOT", "Backend", "ForkWatch"]
+__all__ = ["BACKEND", "FORK_WATCH", "REGISTRY_SLOT", "SECRETS_SLOT", "Backend", "ForkWatch",
+           "parse_maps"]
 
 BACKEND: Backend
 # The OS's own constants for the public facade (memlock.MCL_CURRENT ...), where it has them.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import sys
 from collections.abc import Callable
 
 from .. import _hints
@@ -24,9 +25,17 @@ if TYPE_CHECKING:  # records load on first use: dataclasses costs ~20 ms at impo
     from typing import ClassVar
 
     from .._records import Limits, ProcessStatus, SystemStatus
-    from ._libc import Libc, SecretsLibc
+    from ._libc import CachestatCount, Libc, SecretsLibc
 
 __all__ = ["Backend"]
+
+# glibc <malloc.h>
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+
+
+def _unsupported_call(addr: int, length: int) -> int:
+    return errno.ENOSYS
 
 
 class Backend:
@@ -41,6 +50,10 @@ class Backend:
     supports_onfault: ClassVar[bool] = False
     #: mlockall/munlockall are implemented (not ENOSYS).
     supports_lock_all: ClassVar[bool] = True
+    #: The stack below the stack pointer can be found and prefaulted (lock_process).
+    supports_prefault_stack: ClassVar[bool] = False
+    #: getrusage can count one thread's page faults (RUSAGE_THREAD).
+    per_thread_faults: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -104,6 +117,106 @@ class Backend:
         err = self.libc.munlockall()
         if err:
             raise self.lock_error("munlockall", err, None)
+
+    def prefault_locked(self, addr: int, length: int) -> None:
+        """Fault in [addr, addr+length) of memory mlockall already covers (a stack's pages).
+
+        Writes no data (safe over live frames). Where the OS has no populate call, mlock
+        does it (POSIX: mlock makes the pages resident).
+        """
+        self.mlock(addr, length)
+
+    def thread_stack_texts(self) -> tuple[str, str]:
+        """(this thread's /proc/PID/syscall text, the process's /proc/PID/maps text).
+
+        Raises:
+            UnsupportedOperation: Where the OS has no such files (all but Linux), or they
+                cannot be read.
+        """
+        raise UnsupportedOperation(f"prefault_stack is not available on {self.name}")
+
+    def grow_stack_to(self, addr: int) -> None:
+        """Read the byte at ``addr``: a read fault that grows a stack mapping down to it."""
+        self.libc.peek(addr)
+
+    # -- files and the page cache --------------------------------------------------------
+
+    def file_populator(self) -> Callable[[int, int], int]:
+        """``populate(addr, length)``: fault in mapped file pages, 0 or errno, bound once.
+
+        Never SIGBUS: past EOF it answers EFAULT. ENOSYS where the OS cannot (callers
+        read the file instead); EINVAL from a kernel that predates the call.
+        """
+        return _unsupported_call
+
+    def cached_pages(self, fd: int, offset: int, length: int) -> tuple[int, int]:
+        """Pages of a file range in the page cache without mapping it: ``(pages, 0)`` or
+        ``(-1, errno)``; ENOSYS where the OS has no such call (use :meth:`mincore`).
+        ``length`` 0 means to EOF. EPERM: the kernel hides this file's page cache."""
+        return -1, errno.ENOSYS
+
+    def cached_pages_counter(self) -> CachestatCount | None:
+        """``count(fd)``: whole-file cached pages (or -1), for scans of big trees; None
+        where the OS has no call for it. One thread per counter."""
+        return None
+
+    def mincore(self, addr: int, length: int, out: bytearray) -> None:
+        """mincore(2) of mapped, page-aligned ``addr`` into ``out`` (one byte a page;
+        bit 0 set: resident).
+
+        Raises:
+            OSError: The call failed.
+        """
+        err = self.libc.mincore_into(addr, length, out)
+        if err:
+            raise OSError(err, f"mincore: {os.strerror(err)}")
+
+    def page_cache_visible(self, fd: int) -> bool:
+        """Whether mincore reports the page cache of the file on ``fd`` (not all ones)."""
+        return True
+
+    def evict(self, fd: int, offset: int, length: int) -> None:
+        """Drop clean, unlocked cached pages of a file range (POSIX_FADV_DONTNEED)."""
+        if sys.platform == "darwin":  # no posix_fadvise (DarwinBackend.evict says so)
+            raise UnsupportedOperation(f"evict needs posix_fadvise, which {self.name} lacks")
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+    # -- processes -----------------------------------------------------------------------
+
+    def uses_glibc(self) -> bool:
+        """The C library is glibc (whose malloc :meth:`tune_malloc` tunes)."""
+        return False
+
+    def tune_malloc(self) -> None:
+        """Keep glibc's malloc from returning memory: no mmap'd blocks, no heap trimming.
+
+        Does nothing with another C library.
+
+        Raises:
+            MemlockError: mallopt(3) refused.
+        """
+        if not self.uses_glibc():
+            return
+        for name, param, value in (("M_MMAP_MAX", M_MMAP_MAX, 0),
+                                   ("M_TRIM_THRESHOLD", M_TRIM_THRESHOLD, -1)):
+            if not self.libc.mallopt(param, value):
+                raise MemlockError(errno.EINVAL, f"mallopt({name}, {value}) failed")
+
+    def die_with_parent(self) -> None:
+        """Have the kernel kill this process when its parent dies, where the OS can."""
+
+    def map_count(self) -> tuple[int, int] | None:
+        """(mappings of this process, the most the OS allows); None where it cannot tell."""
+        return None
+
+    def cgroup_memory_headroom(self) -> tuple[int, int, str] | None:
+        """(limit, usage, cgroup) of the tightest memory cgroup above this process; None
+        where no limit applies or the OS has no cgroups."""
+        return None
+
+    def doctor_probes(self) -> list[tuple[str, bool, str]]:
+        """Kernel features worth a line of ``memlock doctor``: (name, works, what)."""
+        return []
 
     # -- facts -------------------------------------------------------------------------
 
@@ -175,9 +288,9 @@ class Backend:
         """Bytes the limit must allow for ``op`` of ``requested`` bytes to succeed."""
         return None if requested is None else requested + (self.locked_bytes() or 0)
 
-    def permission_fix(self, needed_total: int | None = None) -> str:
+    def permission_hint(self, needed_total: int | None = None) -> str:
         """How to get the privilege (or any allowance) to lock ``needed_total`` bytes."""
-        return self.limit_fix(needed_total)
+        return self.limit_hint(needed_total)
 
     def hard_limit_too_low(self, needed_total: int | None) -> int | None:
         """The hard RLIMIT_MEMLOCK when it is below ``needed_total`` and this process
@@ -187,7 +300,7 @@ class Backend:
             return None
         return None if self.may_raise_hard_limit() else hard
 
-    def limit_fix(self, needed_total: int | None, environment: str | None = None) -> str:
+    def limit_hint(self, needed_total: int | None, environment: str | None = None) -> str:
         """How to raise the limit to ``needed_total`` bytes on this OS (None: unlimited)."""
         return _hints.limit_hint(needed_total, environment,
                                  low_hard_limit=self.hard_limit_too_low(needed_total))
@@ -205,7 +318,7 @@ class Backend:
             f"{_hints.format_size(locked) if locked is not None else 'unknown'})"
         )
         return LockLimitError(
-            err, msg, hint=self.limit_fix(self.needed_total(op, requested)),
+            err, msg, hint=self.limit_hint(self.needed_total(op, requested)),
             requested=requested, limit=soft, locked=locked,
         )
 
@@ -222,7 +335,7 @@ class Backend:
     def zero_limit_error(self, op: str, err: int, requested: int | None) -> LockPermissionError:
         """The LockPermissionError of a zero RLIMIT_MEMLOCK, with the hint to raise it."""
         return self.permission_error(op, err, requested, self.zero_limit_reason(),
-                                     self.limit_fix(self.needed_total(op, requested)))
+                                     self.limit_hint(self.needed_total(op, requested)))
 
     def _zero_limit_refuses(self, op: str, err: int) -> bool:
         """``err`` from ``op`` is how this OS refuses a lock under a zero RLIMIT_MEMLOCK.
@@ -269,7 +382,7 @@ class Backend:
         text = os.strerror(err)
         if err == errno.EPERM:
             return self.permission_error(op, err, requested, "this process may not lock memory",
-                                         self.permission_fix(self.needed_total(op, requested)))
+                                         self.permission_hint(self.needed_total(op, requested)))
         if err == errno.ENOSYS:
             return UnsupportedOperation(f"{op} is not implemented on {self.name}")
         if err == errno.EAGAIN:
@@ -373,6 +486,11 @@ class Backend:
     def secret_memory_error(self) -> MemlockError | None:
         """Why no memfd_secret page can be mapped now; None when one can (Linux only)."""
         return UnsupportedOperation(f"memfd_secret is not available on {self.name}")
+
+    def process_memory(self) -> dict[str, int]:
+        """This process's memory figures in bytes, by the OS's names (Linux: VmSize, VmLck,
+        VmRSS ... of /proc/self/status); empty where the OS has no such report."""
+        return {}
 
     def vm_usage(self) -> tuple[int | None, int | None]:
         """(VmSize, VmData) of this process in bytes, where the OS tells."""

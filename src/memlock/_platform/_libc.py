@@ -4,8 +4,11 @@ Each method makes one call and returns ``0`` on success or the ``errno`` of the 
 no exceptions here, so each backend translates errno in one place. ``errno`` is read only
 when the call returned -1 (ctypes' saved errno is stale after a success).
 
-The :class:`Libc` protocol is what a backend needs; :class:`RealLibc` implements it with
-ctypes and tests substitute a simulated libc that follows another OS's manual page.
+The :class:`Libc` protocol is everything a backend needs, fully typed; :class:`RealLibc`
+implements it with ctypes (each C function bound once, in ``__init__``, to a typed
+attribute) and tests substitute a simulated libc that follows another OS's manual page.
+Hot paths take pre-bound callables (:meth:`Libc.serial_lock_calls`,
+:meth:`Libc.advice_call`, :meth:`Libc.cachestat_counter`), never a method per call.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ import sys
 TYPE_CHECKING = False  # typing costs ~12 ms at import; mypy reads the first branch
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Protocol
+    from typing import Any, Protocol
 else:
     Protocol = object
 
-__all__ = ["Libc", "RealLibc", "SecretsLibc", "SysctlLibc", "real_libc"]
+__all__ = ["CachestatCount", "Libc", "RealLibc", "SecretsLibc", "real_libc"]
 
 _vp = ctypes.c_void_p
 _sz = ctypes.c_size_t
@@ -32,25 +35,59 @@ _int = ctypes.c_int
 _long = ctypes.c_long
 #: A C function taking ctypes arguments as they are (no per-call conversion), int result.
 _NO_ARGTYPES = ctypes.CFUNCTYPE(_int, use_errno=True)
+#: cachestat(2)'s system call number (Linux 6.5+, the same on every architecture).
+_NR_CACHESTAT = 451
+#: memfd_secret(2)'s system call number (Linux 5.14+).
+_NR_MEMFD_SECRET = 447
+
+
+class CachestatCount(Protocol):
+    """``count(fd)`` of :meth:`Libc.cachestat_counter`."""
+
+    def __call__(self, fd: int, /) -> int: ...
 
 
 class Libc(Protocol):
-    """What the backends need from the C library. Each call returns 0 or an errno."""
+    """What the backends need from the C library. Each call returns 0 or an errno.
 
+    A call the C library lacks answers ENOSYS (or the documented "absent" value).
+    """
+
+    def has(self, name: str) -> bool: ...
+    # -- locking
     def mlock(self, addr: int, length: int) -> int: ...
     def munlock(self, addr: int, length: int) -> int: ...
     def mlockall(self, flags: int) -> int: ...
     def munlockall(self) -> int: ...
     def mlock2(self, addr: int, length: int, flags: int, syscall_nr: int) -> int: ...
-    def has(self, name: str) -> bool: ...
     def serial_lock_calls(self) -> tuple[Callable[[int, int], int], Callable[[int, int], int]]:
         ...
-
-
-class SysctlLibc(Libc, Protocol):
-    """A C library that also reads integer sysctls (RealLibc on macOS and the BSDs)."""
-
+    # -- paging
+    def madvise(self, addr: int, length: int, advice: int) -> int: ...
+    def advice_call(self, advice: int) -> Callable[[int, int], int]: ...
+    def mincore_into(self, addr: int, length: int, out: bytearray) -> int: ...
+    def cachestat_pages(self, fd: int, offset: int, length: int) -> tuple[int, int]: ...
+    def cachestat_counter(self) -> CachestatCount: ...
+    def peek(self, addr: int) -> int: ...
+    # -- process
+    def mallopt(self, param: int, value: int) -> bool: ...
+    def prctl(self, option: int, arg: int) -> int: ...
+    def syscall(self, number: int, *args: int) -> int: ...
+    def syscall_long(self, number: int, *args: int) -> tuple[int, int]: ...
+    def priv_ineffect(self, name: str) -> bool | None: ...
     def sysctl_int(self, name: str) -> int | None: ...
+    def address_of(self, buffer: memoryview) -> int: ...
+
+
+def _absent(name: str) -> Callable[..., int]:
+    """Stands for a C function the library lacks: fails with ENOSYS, as a kernel would."""
+
+    def call(*_args: object) -> int:
+        ctypes.set_errno(errno.ENOSYS)
+        return -1
+
+    call.__name__ = name
+    return call
 
 
 # --- secrets: guarded, locked, undumpable mappings ---
@@ -110,45 +147,57 @@ class RealLibc(SecretMappings):
 
             path = find_library("c")
         self._dll = ctypes.CDLL(path, use_errno=True)
+        self._missing: set[str] = set()
+        bind = self._bind
         # Addresses as size_t: same ABI as a pointer, and ctypes converts it faster.
-        self._bind("mlock", [_sz, _sz])
-        self._bind("munlock", [_sz, _sz])
-        self._bind("mlockall", [_int])
-        self._bind("munlockall", [])
-        self._bind("madvise", [_vp, _sz, _int])
-        self._bind("mincore", [_vp, _sz, _vp])
-        self._bind("mprotect", [_vp, _sz, _int])
-        self._bind("mallopt", [_int, _int])
-        self._bind("mlock2", [_vp, _sz, ctypes.c_uint])
-        self._bind("syscall", None, restype=_long)
-        self._bind("sysctlbyname", [ctypes.c_char_p, _vp, ctypes.POINTER(_sz), _vp, _sz])
+        self._mlock = bind("mlock", [_sz, _sz])
+        self._munlock = bind("munlock", [_sz, _sz])
+        self._mlockall = bind("mlockall", [_int])
+        self._munlockall = bind("munlockall", [])
+        self._madvise = bind("madvise", [_vp, _sz, _int])
+        self._mprotect = bind("mprotect", [_vp, _sz, _int])
+        self._mincore = bind("mincore", [_vp, _sz, _vp])
+        self._mallopt = bind("mallopt", [_int, _int])
+        self._mlock2 = bind("mlock2", [_vp, _sz, ctypes.c_uint])
+        self._prctl = bind("prctl", [_int, _long, _long, _long, _long])
+        self._syscall = bind("syscall", None, restype=_long)
+        self._sysctlbyname = bind("sysctlbyname",
+                                  [ctypes.c_char_p, _vp, ctypes.POINTER(_sz), _vp, _sz])
+        self._priv_ineffect = bind("priv_ineffect", [ctypes.c_char_p])
+        self._cachestat_tls: Any = None  # threading.local() on first use (no import cost)
 
-    def _bind(self, name: str, argtypes: list[type] | None, restype: type = _int) -> None:
+    def _bind(self, name: str, argtypes: list[type[Any]] | None,
+              restype: type[Any] = _int) -> Callable[..., Any]:
+        """The C function ``name`` with its signature; ENOSYS where the library lacks it."""
         fn = getattr(self._dll, name, None)
         if fn is None:
-            return
+            self._missing.add(name)
+            return _absent(name)
         if argtypes is not None:
             fn.argtypes = argtypes
         fn.restype = restype
-        setattr(self, "_" + name, fn)
+        bound: Callable[..., Any] = fn
+        return bound
 
     def has(self, name: str) -> bool:
-        """Whether the C library exports ``name``."""
-        return hasattr(self, "_" + name)
+        """Whether the C library exports ``name`` (of the functions bound here)."""
+        return name not in self._missing
 
     @staticmethod
     def _result(rc: int) -> int:
         return ctypes.get_errno() if rc == -1 else 0
 
+    # -- locking -------------------------------------------------------------------------
+
     def mlock(self, addr: int, length: int) -> int:
         """mlock(2)."""
-        if self._mlock(addr, length):  # type: ignore[attr-defined]
+        if self._mlock(addr, length):
             return ctypes.get_errno()
         return 0
 
     def munlock(self, addr: int, length: int) -> int:
         """munlock(2)."""
-        if self._munlock(addr, length):  # type: ignore[attr-defined]
+        if self._munlock(addr, length):
             return ctypes.get_errno()
         return 0
 
@@ -177,42 +226,172 @@ class RealLibc(SecretMappings):
     def mlock2(self, addr: int, length: int, flags: int, syscall_nr: int) -> int:
         """mlock2(2): the libc wrapper where present, else the raw system call."""
         if self.has("mlock2"):
-            return self._result(self._mlock2(addr, length, flags))  # type: ignore[attr-defined]
+            return self._result(self._mlock2(addr, length, flags))
         return self.syscall(syscall_nr, addr, length, flags)
 
     def mlockall(self, flags: int) -> int:
         """mlockall(2)."""
-        return self._result(self._mlockall(flags))  # type: ignore[attr-defined]
+        return self._result(self._mlockall(flags))
 
     def munlockall(self) -> int:
         """munlockall(2)."""
-        return self._result(self._munlockall())  # type: ignore[attr-defined]
+        return self._result(self._munlockall())
+
+    # -- paging --------------------------------------------------------------------------
 
     def madvise(self, addr: int, length: int, advice: int) -> int:
         """madvise(2)."""
-        return self._result(self._madvise(addr, length, advice))  # type: ignore[attr-defined]
+        return self._result(self._madvise(addr, length, advice))
 
-    def mincore(self, addr: int, length: int, vec: ctypes.Array[ctypes.c_ubyte]) -> int:
-        """mincore(2) into ``vec`` (one byte per page)."""
-        return self._result(self._mincore(addr, length, ctypes.addressof(vec)))  # type: ignore[attr-defined]
+    def advice_call(self, advice: int) -> Callable[[int, int], int]:
+        """``call(addr, length)``: madvise(2) with ``advice``, bound once for a loop."""
+        raw, get_errno = self._madvise, ctypes.get_errno
 
-    def mprotect(self, addr: int, length: int, prot: int) -> int:
-        """mprotect(2) with ``mmap.PROT_*`` flags."""
-        return self._result(self._mprotect(addr, length, prot))  # type: ignore[attr-defined]
+        def call(addr: int, length: int) -> int:
+            return get_errno() if raw(addr, length, advice) == -1 else 0
+
+        return call
+
+    def mincore_into(self, addr: int, length: int, out: bytearray) -> int:
+        """mincore(2) of ``length`` bytes at page-aligned ``addr`` into ``out`` (a byte a page)."""
+        if not out:
+            return 0
+        vec = (ctypes.c_ubyte * len(out)).from_buffer(out)
+        return self._result(self._mincore(addr, length, ctypes.addressof(vec)))
+
+    def cachestat(self, fd: int, offset: int, length: int) -> tuple[dict[str, int] | None, int]:
+        """cachestat(2) (Linux 6.5+, syscall 451): page-cache counts of a file range.
+
+        Returns ``(counts, 0)`` with keys nr_cache, nr_dirty, nr_writeback, nr_evicted,
+        nr_recently_evicted (pages), or ``(None, errno)``. ``length`` 0 means to EOF.
+        """
+        rng = (ctypes.c_uint64 * 2)(offset, length)
+        out = (ctypes.c_uint64 * 5)()
+        _, err = self.syscall_long(_NR_CACHESTAT, fd, ctypes.addressof(rng),
+                                   ctypes.addressof(out), 0)
+        if err:
+            return None, err
+        names = ("nr_cache", "nr_dirty", "nr_writeback", "nr_evicted", "nr_recently_evicted")
+        return dict(zip(names, (int(v) for v in out), strict=True)), 0
+
+    def cachestat_pages(self, fd: int, offset: int, length: int) -> tuple[int, int]:
+        """cachestat(2) (Linux 6.5+): ``(cached pages, 0)`` or ``(-1, errno)``; fast path.
+
+        ``length`` 0 means to EOF. Used per file over large trees: no dict, no allocation
+        (each thread keeps its own argument buffers).
+        """
+        try:
+            fn, rng, out, args = self._cachestat_tls.state
+        except AttributeError:  # None, or a thread that has no state yet
+            fn, rng, out, args = self._cachestat_setup()
+        rng[0] = offset
+        rng[1] = length
+        if fn(_NR_CACHESTAT, fd, args[0], args[1], 0) == -1:
+            return -1, ctypes.get_errno()
+        return int(out[0]), 0
+
+    def _cachestat_setup(self) -> tuple[
+        ctypes._CDLLFuncPointer, ctypes.Array[ctypes.c_uint64], ctypes.Array[ctypes.c_uint64],
+        tuple[int, int],
+    ]:
+        if self._cachestat_tls is None:
+            import threading
+
+            self._cachestat_tls = threading.local()
+        fn = self._dll._FuncPtr(("syscall", self._dll))  # own argtypes, same symbol
+        fn.argtypes = [_long, _int, _vp, _vp, ctypes.c_uint]
+        fn.restype = _long
+        rng = (ctypes.c_uint64 * 2)()
+        out = (ctypes.c_uint64 * 5)()
+        state = (fn, rng, out, (ctypes.addressof(rng), ctypes.addressof(out)))
+        self._cachestat_tls.state = state
+        return state
+
+    def cachestat_counter(self) -> CachestatCount:
+        """cachestat(2) of whole files for scans of big trees (Linux 6.5+, syscall 451).
+
+        Returns ``count(fd)``: the file's pages in the page cache, or -1 on failure (ask
+        :meth:`cachestat_pages` for the errno). Half the cost of :meth:`cachestat_pages`:
+        no errno bookkeeping, arguments pre-converted. ``count`` owns its buffers: call it
+        from one thread.
+        """
+        fn = ctypes.CFUNCTYPE(_long)(("syscall", self._dll))  # variadic: no argtypes
+        nr, rng, out = _long(_NR_CACHESTAT), (ctypes.c_uint64 * 2)(0, 0), (ctypes.c_uint64 * 5)()
+
+        def count(fd: int) -> int:
+            return int(out[0]) if fn(nr, fd, rng, out, 0) == 0 else -1
+
+        return count
 
     @staticmethod
-    def wipe(addr: int, length: int) -> None:
-        """Zero ``length`` bytes at ``addr`` through a foreign call no compiler can elide."""
-        ctypes.memset(addr, 0, length)
+    def peek(addr: int) -> int:
+        """Read the byte at ``addr`` (a read fault: grows a stack mapping down to it).
+
+        The caller must know ``addr`` is readable or a legal stack extension.
+        """
+        return int(ctypes.c_ubyte.from_address(addr).value)
+
+    # -- process -------------------------------------------------------------------------
+
+    def mallopt(self, param: int, value: int) -> bool:
+        """glibc mallopt(3); True on success, False where it failed or is absent."""
+        if not self.has("mallopt"):
+            return False
+        return bool(self._mallopt(param, value))
+
+    def prctl(self, option: int, arg: int) -> int:
+        """prctl(2) with one argument (Linux); 0 or errno (ENOSYS without prctl)."""
+        return self._result(self._prctl(option, arg, 0, 0, 0))
+
+    def syscall(self, number: int, *args: int) -> int:
+        """A raw system call with integer arguments; returns 0 or errno (discards results)."""
+        return self.syscall_long(number, *args)[1]
+
+    def syscall_long(self, number: int, *args: int) -> tuple[int, int]:
+        """A raw system call; returns ``(result, errno)`` (errno 0 on success)."""
+        rc: int = self._syscall(_long(number), *(_long(a) for a in args))
+        return (rc, ctypes.get_errno() if rc == -1 else 0)
+
+    def sysctl_int(self, name: str) -> int | None:
+        """sysctlbyname(3) for an integer value (BSD, macOS); None where unavailable."""
+        if not self.has("sysctlbyname"):
+            return None
+        buf = ctypes.c_uint64(0)
+        size = _sz(ctypes.sizeof(buf))
+        if self._sysctlbyname(name.encode(), ctypes.byref(buf), ctypes.byref(size), None, 0):
+            return None
+        if size.value == 4:
+            return int(ctypes.c_uint32.from_buffer(buf).value)
+        return int(buf.value)
+
+    def priv_ineffect(self, name: str) -> bool | None:
+        """illumos/Solaris priv_ineffect(3C): ``name`` is in the effective privilege set.
+
+        None where the C library has no priv_ineffect (every OS but illumos/Solaris).
+        """
+        if not self.has("priv_ineffect"):
+            return None
+        return bool(self._priv_ineffect(name.encode()))
 
     @staticmethod
     def address_of(buffer: memoryview) -> int:
         """Address of a writable, C-contiguous, non-empty buffer (e.g. an mmap's view)."""
         return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
 
+    # --- secrets: guarded, locked, undumpable mappings ---
+
+    def mprotect(self, addr: int, length: int, prot: int) -> int:
+        """mprotect(2) with ``mmap.PROT_*`` flags."""
+        return self._result(self._mprotect(addr, length, prot))
+
+    @staticmethod
+    def wipe(addr: int, length: int) -> None:
+        """Zero ``length`` bytes at ``addr`` through a foreign call no compiler can elide."""
+        ctypes.memset(addr, 0, length)
+
     def memfd_secret(self, flags: int = 0) -> tuple[int, int]:
         """memfd_secret(2) (Linux 5.14+, syscall 447): ``(fd, 0)`` or ``(-1, errno)``."""
-        return self.syscall_long(447, flags)
+        return self.syscall_long(_NR_MEMFD_SECRET, flags)
 
     def memfd_secret_file(self, flags: int = 0) -> io.FileIO:
         """memfd_secret(2) as a file object that owns the descriptor (closes it when it dies).
@@ -225,129 +404,11 @@ class RealLibc(SecretMappings):
             OSError: The kernel refused (ENOSYS without CONFIG_SECRETMEM, ...).
         """
         try:
-            return io.FileIO(self._syscall(_long(447), _long(flags)), "r+", closefd=True)  # type: ignore[attr-defined]
+            return io.FileIO(self._syscall(_long(_NR_MEMFD_SECRET), _long(flags)), "r+",
+                             closefd=True)
         except ValueError:  # -1: refused
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err)) from None
-
-    def cachestat(self, fd: int, offset: int, length: int) -> tuple[dict[str, int] | None, int]:
-        """cachestat(2) (Linux 6.5+, syscall 451): page-cache counts of a file range.
-
-        Returns ``(counts, 0)`` with keys nr_cache, nr_dirty, nr_writeback, nr_evicted,
-        nr_recently_evicted (pages), or ``(None, errno)``. ``length`` 0 means to EOF.
-        """
-        rng = (ctypes.c_uint64 * 2)(offset, length)
-        out = (ctypes.c_uint64 * 5)()
-        _, err = self.syscall_long(451, fd, ctypes.addressof(rng), ctypes.addressof(out), 0)
-        if err:
-            return None, err
-        names = ("nr_cache", "nr_dirty", "nr_writeback", "nr_evicted", "nr_recently_evicted")
-        return dict(zip(names, (int(v) for v in out), strict=True)), 0
-
-    def mallopt(self, param: int, value: int) -> bool:
-        """glibc mallopt(3); True on success, False where it failed or is absent."""
-        if not self.has("mallopt"):
-            return False
-        return bool(self._mallopt(param, value))  # type: ignore[attr-defined]
-
-    def prctl(self, option: int, arg: int) -> int:
-        """prctl(2) with one argument (Linux); 0 or errno (ENOSYS without prctl)."""
-        fn = getattr(self._dll, "prctl", None)
-        if fn is None:
-            return errno.ENOSYS
-        return self._result(fn(_int(option), _long(arg), _long(0), _long(0), _long(0)))
-
-    def syscall(self, number: int, *args: int) -> int:
-        """A raw system call with integer arguments; returns 0 or errno (discards results)."""
-        rc = self._syscall_long(number, *args)
-        return ctypes.get_errno() if rc == -1 else 0
-
-    def syscall_long(self, number: int, *args: int) -> tuple[int, int]:
-        """A raw system call; returns ``(result, errno)`` (errno 0 on success)."""
-        rc = self._syscall_long(number, *args)
-        return (rc, ctypes.get_errno() if rc == -1 else 0)
-
-    def _syscall_long(self, number: int, *args: int) -> int:
-        fn = self._syscall  # type: ignore[attr-defined]
-        rc: int = fn(_long(number), *(_long(a) for a in args))
-        return rc
-
-    def sysctl_int(self, name: str) -> int | None:
-        """sysctlbyname(3) for an integer value (BSD, macOS); None where unavailable."""
-        if not self.has("sysctlbyname"):
-            return None
-        buf = ctypes.c_uint64(0)
-        size = _sz(ctypes.sizeof(buf))
-        rc = self._sysctlbyname(  # type: ignore[attr-defined]
-            name.encode(), ctypes.byref(buf), ctypes.byref(size), None, 0
-        )
-        if rc != 0:
-            return None
-        if size.value == 4:
-            return int(ctypes.c_uint32.from_buffer(buf).value)
-        return int(buf.value)
-
-    @staticmethod
-    def peek(addr: int) -> int:
-        """Read the byte at ``addr`` (a read fault: grows a stack mapping down to it).
-
-        The caller must know ``addr`` is readable or a legal stack extension.
-        """
-        return int(ctypes.c_ubyte.from_address(addr).value)
-
-    def priv_ineffect(self, name: str) -> bool | None:
-        """illumos/Solaris priv_ineffect(3C): ``name`` is in the effective privilege set.
-
-        None where the C library has no priv_ineffect (every OS but illumos/Solaris).
-        """
-        fn = getattr(self._dll, "priv_ineffect", None)
-        if fn is None:
-            return None
-        fn.argtypes = [ctypes.c_char_p]
-        fn.restype = _int
-        return bool(fn(name.encode()))
-
-    def cachestat_pages(self, fd: int, offset: int, length: int) -> tuple[int, int]:
-        """cachestat(2) (Linux 6.5+): ``(cached pages, 0)`` or ``(-1, errno)``; fast path.
-
-        ``length`` 0 means to EOF. Used per file over large trees: no dict, no allocation
-        (each thread keeps its own argument buffers).
-        """
-        try:
-            fn, rng, out, args = self._cachestat_tls.state
-        except AttributeError:
-            fn, rng, out, args = self._cachestat_setup()
-        rng[0] = offset
-        rng[1] = length
-        if fn(451, fd, args[0], args[1], 0) == -1:
-            return -1, ctypes.get_errno()
-        return int(out[0]), 0
-
-    def _cachestat_setup(self) -> tuple[
-        ctypes._CDLLFuncPointer, ctypes.Array[ctypes.c_uint64], ctypes.Array[ctypes.c_uint64],
-        tuple[int, int],
-    ]:
-        import threading
-
-        if not hasattr(self, "_cachestat_tls"):
-            self._cachestat_tls = threading.local()
-        fn = self._dll._FuncPtr(("syscall", self._dll))  # own argtypes, same symbol
-        fn.argtypes = [_long, _int, _vp, _vp, ctypes.c_uint]
-        fn.restype = _long
-        rng = (ctypes.c_uint64 * 2)()
-        out = (ctypes.c_uint64 * 5)()
-        state = (fn, rng, out, (ctypes.addressof(rng), ctypes.addressof(out)))
-        self._cachestat_tls.state = state
-        return state
-
-    def mincore_into(self, addr: int, length: int, out: bytearray) -> int:
-        """mincore(2) of ``length`` bytes at page-aligned ``addr`` into ``out`` (a byte a page)."""
-        if not out:
-            return 0
-        vec = (ctypes.c_ubyte * len(out)).from_buffer(out)
-        return self._result(self._mincore(addr, length, ctypes.addressof(vec)))  # type: ignore[attr-defined]
-
-    # -- secrets (issue 4): raw mappings that no Python object owns, and exporters ------
 
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1) -> tuple[int, int]:
         """mmap(2) at offset 0: ``(address, 0)`` or ``(0, errno)``. ``addr`` 0: kernel's choice."""
@@ -386,27 +447,6 @@ class RealLibc(SecretMappings):
         if t is None:
             t = cls._array_types.setdefault(length, ctypes.c_ubyte * length)
         return t.from_address(addr)
-
-    class CachestatCount(Protocol):
-        """``count(fd)`` of :meth:`cachestat_counter`."""
-
-        def __call__(self, fd: int, /) -> int: ...
-
-    def cachestat_counter(self) -> RealLibc.CachestatCount:
-        """cachestat(2) of whole files for scans of big trees (Linux 6.5+, syscall 451).
-
-        Returns ``count(fd)``: the file's pages in the page cache, or -1 on failure (ask
-        :meth:`cachestat_pages` for the errno). Half the cost of :meth:`cachestat_pages`:
-        no errno bookkeeping, arguments pre-converted. ``count`` owns its buffers: call it
-        from one thread.
-        """
-        fn = ctypes.CFUNCTYPE(_long)(("syscall", self._dll))  # variadic: no argtypes
-        nr, rng, out = _long(451), (ctypes.c_uint64 * 2)(0, 0), (ctypes.c_uint64 * 5)()
-
-        def count(fd: int) -> int:
-            return int(out[0]) if fn(nr, fd, rng, out, 0) == 0 else -1
-
-        return count
 
 
 _REAL: RealLibc | None = None

@@ -36,7 +36,7 @@ from ._base import Backend
 __all__ = ["MCL_CURRENT", "MCL_FUTURE", "DarwinBackend"]
 
 if TYPE_CHECKING:
-    from ._libc import SysctlLibc
+    from ._libc import Libc
 
 #: <sys/mman.h> values on macOS (defined, though mlockall is not implemented).
 MCL_CURRENT = 0x0001
@@ -69,7 +69,7 @@ class DarwinBackend(Backend):
 
     def __init__(
         self,
-        libc: SysctlLibc,
+        libc: Libc,
         page_size: int | None = None,
         *,
         rlimit: Callable[[], tuple[int | None, int | None]] | None = None,
@@ -95,6 +95,10 @@ class DarwinBackend(Backend):
     # (Backend.wipe_inherited); guard pages and locking are as everywhere.
 
     # --- end of secrets ---
+
+    def evict(self, fd: int, offset: int, length: int) -> None:
+        """macOS has no posix_fadvise: raises UnsupportedOperation."""
+        raise UnsupportedOperation("evict needs posix_fadvise, which macOS lacks")
 
     # -- facts -----------------------------------------------------------------------
 
@@ -138,15 +142,15 @@ class DarwinBackend(Backend):
 
     # -- hints -------------------------------------------------------------------------
 
-    def permission_fix(self, needed_total: int | None = None) -> str:
+    def permission_hint(self, needed_total: int | None = None) -> str:
         """macOS needs no privilege to lock memory; only the limits can refuse it."""
-        return "macOS needs no privilege for mlock; " + self.limit_fix(needed_total)
+        return "macOS needs no privilege for mlock; " + self.limit_hint(needed_total)
 
     def zero_limit_reason(self) -> str:
         """macOS: no privilege lifts the limit."""
         return "RLIMIT_MEMLOCK is 0 (on macOS no privilege lifts it)"
 
-    def limit_fix(self, needed_total: int | None, environment: str | None = None) -> str:
+    def limit_hint(self, needed_total: int | None, environment: str | None = None) -> str:
         """How to raise RLIMIT_MEMLOCK and the XNU wire limits to allow ``needed_total``."""
         kib = "unlimited" if needed_total is None else str(max(1, -(-needed_total // 1024)))
         nbytes = "BYTES" if needed_total is None else str(needed_total)

@@ -39,7 +39,7 @@ from ._base import Backend
 __all__ = ["MCL_CURRENT", "MCL_FUTURE", "FreeBSDBackend"]
 
 if TYPE_CHECKING:
-    from ._libc import SysctlLibc
+    from ._libc import Libc
 
 #: <sys/mman.h> values on FreeBSD.
 MCL_CURRENT = 0x0001
@@ -71,7 +71,7 @@ class FreeBSDBackend(Backend):
 
     def __init__(
         self,
-        libc: SysctlLibc,
+        libc: Libc,
         page_size: int | None = None,
         *,
         rlimit: Callable[[], tuple[int | None, int | None]] | None = None,
@@ -160,7 +160,7 @@ class FreeBSDBackend(Backend):
             return self.permission_error(
                 op, err, requested,
                 f"{UNPRIVILEGED_MLOCK} is 0 and the process is not root (or the jail lacks "
-                "allow.mlock)", self.permission_fix(),
+                "allow.mlock)", self.permission_hint(),
             )
         if err == errno.ENOSYS:
             return UnsupportedOperation(f"{op} is not implemented by this kernel")
@@ -188,7 +188,7 @@ class FreeBSDBackend(Backend):
                 "faulted in"
                 + ("" if known else " (or RLIMIT_MEMLOCK, counting memory already wired by "
                    "this process, which FreeBSD does not report)"),
-                hint=None if known else self.limit_fix(requested),
+                hint=None if known else self.limit_hint(requested),
                 requested=requested,
             )
         if err == errno.EAGAIN:
@@ -235,7 +235,7 @@ class FreeBSDBackend(Backend):
         return LockLimitError(
             err,
             f"{op}: cannot lock {size}: over {what} ({detail})",
-            hint=self.limit_fix(needed),
+            hint=self.limit_hint(needed),
             requested=requested,
             limit=limit,
             locked=locked,
@@ -243,7 +243,7 @@ class FreeBSDBackend(Backend):
 
     # -- hints -----------------------------------------------------------------------
 
-    def permission_fix(self, needed_total: int | None = None) -> str:
+    def permission_hint(self, needed_total: int | None = None) -> str:
         """How to let unprivileged processes lock memory on FreeBSD."""
         return (
             f"How to fix (FreeBSD): as root, `sysctl {UNPRIVILEGED_MLOCK}=1` (persist it in "
@@ -251,7 +251,7 @@ class FreeBSDBackend(Backend):
             "with `allow.mlock`"
         )
 
-    def limit_fix(self, needed_total: int | None, environment: str | None = None) -> str:
+    def limit_hint(self, needed_total: int | None, environment: str | None = None) -> str:
         """How to raise RLIMIT_MEMLOCK and ``vm.max_user_wired`` to allow ``needed_total``."""
         kib = "unlimited" if needed_total is None else str(max(1, -(-needed_total // 1024)))
         size = "unlimited" if needed_total is None else f"{max(1, -(-needed_total // 2**20))}M"

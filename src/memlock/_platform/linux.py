@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 
 from .._units import format_size
 from ..errors import MemlockError, UnsupportedOperation
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from typing import ClassVar
 
     from .._records import ProcessStatus, SystemStatus
-    from ._libc import RealLibc, SecretsLibc
+    from ._libc import CachestatCount, RealLibc, SecretsLibc
 
 __all__ = ["LinuxBackend"]
 
@@ -34,18 +35,28 @@ MCL_ONFAULT = 4
 MLOCK_ONFAULT = 1
 MADV_POPULATE_READ = 22
 MADV_POPULATE_WRITE = 23
+CAP_FOWNER = 3
 CAP_IPC_LOCK = 14
 CAP_SYS_RESOURCE = 24
 MAX_MAP_COUNT = "/proc/sys/vm/max_map_count"
 #: A failing call may need this many mappings more than there are (mmap plus two splits):
 #: a process this close to vm.max_map_count is refused for the count, not anything else.
 MAP_COUNT_MARGIN = 8
+PR_SET_PDEATHSIG = 1
 _O_CLOEXEC = 0o2000000
 _PROT_RW, _MAP_SHARED = 3, 0x01
 
 # mlock2 syscall numbers where glibc lacks the wrapper (< 2.27).
 _MLOCK2_NR = {"x86_64": 325, "aarch64": 284, "i686": 376, "armv7l": 390, "ppc64le": 378,
               "s390x": 374, "riscv64": 284}
+
+
+def _has_capability(cap: int) -> bool:
+    """Whether ``cap`` is in this process's effective set (False where /proc cannot tell)."""
+    try:
+        return capability_effective(_procfs.read_text("/proc/self/status"), cap)
+    except OSError:
+        return False
 
 
 def capability_effective(status_text: str, cap: int) -> bool:
@@ -67,6 +78,8 @@ class LinuxBackend(Backend):
         "MLOCK_ONFAULT": MLOCK_ONFAULT,
     }
     supports_onfault = True
+    supports_prefault_stack = True
+    per_thread_faults = True
 
     def mlock2(self, addr: int, length: int, flags: int) -> None:
         """mlock2(2)."""
@@ -135,24 +148,88 @@ class LinuxBackend(Backend):
 
     def populate(self, start: int, end: int, advice: int) -> None:
         """madvise(MADV_POPULATE_*) (Linux 5.14+): faults in without SIGBUS; errors ignored."""
-        self.libc.madvise(start, end - start, advice)  # type: ignore[attr-defined]
+        self.libc.madvise(start, end - start, advice)
+
+    def prefault_locked(self, addr: int, length: int) -> None:
+        """MADV_POPULATE_WRITE (5.14+); mlock on older kernels (EINVAL)."""
+        err = self.libc.madvise(addr, length, MADV_POPULATE_WRITE)
+        if err == errno.EINVAL:  # kernel < 5.14: mlock populates the (already locked) range
+            self.mlock(addr, length)
+        elif err:
+            raise MemlockError(err, f"madvise(MADV_POPULATE_WRITE): {os.strerror(err)}")
+
+    def thread_stack_texts(self) -> tuple[str, str]:
+        """/proc/thread-self/syscall (its stack pointer) and /proc/self/maps."""
+        try:
+            return (_procfs.read_text("/proc/thread-self/syscall"),
+                    _procfs.read_text("/proc/self/maps"))
+        except OSError as exc:
+            raise UnsupportedOperation(
+                f"prefault_stack needs /proc/thread-self/syscall and /proc/self/maps: {exc}"
+            ) from None
+
+    # -- files and the page cache --------------------------------------------------------
+
+    def file_populator(self) -> Callable[[int, int], int]:
+        """madvise(MADV_POPULATE_READ) (Linux 5.14+): errors as errno, never SIGBUS."""
+        return self.libc.advice_call(MADV_POPULATE_READ)
+
+    def cached_pages(self, fd: int, offset: int, length: int) -> tuple[int, int]:
+        """cachestat(2) (Linux 6.5+; EPERM where the kernel hides the page cache)."""
+        return self.libc.cachestat_pages(fd, offset, length)
+
+    def cached_pages_counter(self) -> CachestatCount | None:
+        """cachestat(2) of whole files, pre-bound (ENOSYS shows as -1: ask cached_pages)."""
+        return self.libc.cachestat_counter()
+
+    def page_cache_visible(self, fd: int) -> bool:
+        """The kernel's rule (mm/mincore.c, can_do_mincore): the caller owns the file,
+        may write it, or has CAP_FOWNER; else mincore calls every page resident."""
+        if os.fstat(fd).st_uid == os.geteuid():
+            return True
+        if os.access(f"/proc/self/fd/{fd}", os.W_OK, effective_ids=True):
+            return True
+        return _has_capability(CAP_FOWNER)
+
+    # -- processes -----------------------------------------------------------------------
+
+    def uses_glibc(self) -> bool:
+        """glibc or another C library (musl, ...)."""
+        try:
+            return os.confstr("CS_GNU_LIBC_VERSION") is not None
+        except (ValueError, OSError):
+            import platform
+
+            return platform.libc_ver()[0] == "glibc"
+
+    def die_with_parent(self) -> None:
+        """prctl(PR_SET_PDEATHSIG, SIGKILL); errors ignored (the parent reaps anyway)."""
+        import signal
+
+        self.libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    def cgroup_memory_headroom(self) -> tuple[int, int, str] | None:
+        """From /proc/self/cgroup and the cgroup files (see :mod:`._linux_probes`)."""
+        from ._linux_probes import cgroup_memory_headroom
+
+        return cgroup_memory_headroom()
+
+    def doctor_probes(self) -> list[tuple[str, bool, str]]:
+        """MCL_ONFAULT, MADV_POPULATE_READ/WRITE, cachestat: whether this kernel has them."""
+        from ._linux_probes import doctor_probes
+
+        return doctor_probes()
+
 
     # -- facts ---------------------------------------------------------------------
 
     def privileged(self) -> bool:
         """CAP_IPC_LOCK in the effective set (not uid 0: root without it is limited)."""
-        try:
-            return capability_effective(_procfs.read_text("/proc/self/status"), CAP_IPC_LOCK)
-        except OSError:
-            return False
+        return _has_capability(CAP_IPC_LOCK)
 
     def may_raise_hard_limit(self) -> bool:
         """CAP_SYS_RESOURCE in the effective set (root without it cannot)."""
-        try:
-            return capability_effective(_procfs.read_text("/proc/self/status"),
-                                        CAP_SYS_RESOURCE)
-        except OSError:
-            return False
+        return _has_capability(CAP_SYS_RESOURCE)
 
     def locked_bytes(self) -> int | None:
         """VmLck of this process."""
@@ -161,6 +238,10 @@ class LinuxBackend(Backend):
     def vm_size(self) -> int | None:
         """VmSize of this process: what mlockall(MCL_CURRENT) is charged."""
         return _procfs.status_fields().get("VmSize")
+
+    def process_memory(self) -> dict[str, int]:
+        """The byte figures of /proc/self/status (VmSize, VmLck, VmRSS, ...)."""
+        return _procfs.status_fields()
 
     def vm_usage(self) -> tuple[int | None, int | None]:
         """VmSize and VmData of /proc/self/status."""

@@ -36,15 +36,8 @@ from ._base import Backend
 
 __all__ = ["MCL_CURRENT", "MCL_FUTURE", "SunOSBackend"]
 
-if TYPE_CHECKING:  # for annotations only: at run time Libc is no Protocol
-    from typing import Protocol
-
+if TYPE_CHECKING:
     from ._libc import Libc
-
-    class PrivLibc(Libc, Protocol):
-        """A C library that also asks priv_ineffect(3C) (None where it has none)."""
-
-        def priv_ineffect(self, name: str) -> bool | None: ...
 
 #: <sys/mman.h> values on illumos and Solaris.
 MCL_CURRENT = 0x1
@@ -77,7 +70,7 @@ class SunOSBackend(Backend):
 
     def __init__(
         self,
-        libc: PrivLibc,
+        libc: Libc,
         page_size: int | None = None,
         *,
         rlimit: Callable[[], tuple[int | None, int | None]] | None = None,
@@ -154,7 +147,7 @@ class SunOSBackend(Backend):
         if err == errno.EPERM:
             return self.permission_error(op, err, requested,
                                          "the process lacks the PRIV_PROC_LOCK_MEMORY privilege",
-                                         self.permission_fix())
+                                         self.permission_hint())
         if err == errno.ENOSYS:
             return UnsupportedOperation(f"{op}: this system does not support memory locking")
         if err == errno.EAGAIN:
@@ -177,12 +170,12 @@ class SunOSBackend(Backend):
         )
         needed = None if requested is None else requested + (locked or 0)
         return LockLimitError(
-            err, msg, hint=self.limit_fix(needed), requested=requested, limit=cap, locked=locked
+            err, msg, hint=self.limit_hint(needed), requested=requested, limit=cap, locked=locked
         )
 
     # -- hints -------------------------------------------------------------------------
 
-    def permission_fix(self, needed_total: int | None = None) -> str:
+    def permission_hint(self, needed_total: int | None = None) -> str:
         """How to grant PRIV_PROC_LOCK_MEMORY."""
         return (
             "How to fix (illumos/Solaris): grant the PRIV_PROC_LOCK_MEMORY privilege "
@@ -193,7 +186,7 @@ class SunOSBackend(Backend):
             f"zone's limitpriv must include it; the amount is then capped by {RCTL}"
         )
 
-    def limit_fix(self, needed_total: int | None, environment: str | None = None) -> str:
+    def limit_hint(self, needed_total: int | None, environment: str | None = None) -> str:
         """How to raise ``project.max-locked-memory`` to allow ``needed_total``."""
         size = "BYTES" if needed_total is None else f"{max(1, -(-needed_total // 2**20))}M"
         return (

@@ -9,20 +9,19 @@ import sys
 import time
 from collections.abc import Callable
 
-from .._fanout import default_workers
-from .._filewalk import (
-    Progress,
-    WalkOptions,
-    parse_range,
-    plan,
-    read_list,
-    scan,
-    scan_rows,
-    walk,
+from .._cli_api import (
+    PAGE_SIZE,
+    SizeTooLargeError,
+    cached_pages,
+    cached_pages_counter,
+    format_size,
+    page_range,
+    parse_size,
+    plural,
 )
-from .._pages import PAGE_SIZE
-from .._units import SizeTooLargeError, format_size, parse_size, plural
-from ._types import seconds, size
+from ._arguments import parse_range, read_list, seconds, size
+from ._fanout import default_workers
+from ._filewalk import Progress, WalkOptions, plan, scan, scan_rows, walk
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -180,8 +179,11 @@ def _pct(res: int, pages: int) -> str:
 
 
 def _cached_pages(fd: int, first: int, count: int) -> tuple[int, bool]:
-    """(resident pages, exact) of [first, first+count) (see memlock._files)."""
-    from .._files import cached_pages_or_bound
+    """(resident pages, exact) of [first, first+count): ``cached_pages_or_bound``.
+
+    Its module (memlock._files, with the page registry) loads only when a file needs it.
+    """
+    from .._cli_api import cached_pages_or_bound
 
     return cached_pages_or_bound(fd, first, count)
 
@@ -200,10 +202,8 @@ def _measure(paths: list[str], options: WalkOptions, rng: tuple[int, int | None]
     append = out.append
     page = PAGE_SIZE
     slow = _cached_pages
-    if sys.platform == "linux" and action is None and rng is None:
-        from .._platform._libc import real_libc
-
-        count_cached = real_libc().cachestat_counter()
+    count_cached = cached_pages_counter() if action is None and rng is None else None
+    if count_cached is not None:
         cachestat_ok = True
 
         def measure(path: str, fd: int, st: os.stat_result) -> _Row | None:
@@ -218,7 +218,7 @@ def _measure(paths: list[str], options: WalkOptions, rng: tuple[int, int | None]
                 n = count_cached(fd)
                 if n >= 0:
                     return (path, size, count, n if n < count else count, True)
-                if real_libc().cachestat_pages(fd, 0, 0)[1] == errno.ENOSYS:
+                if cached_pages(fd, 0, 0)[1] == errno.ENOSYS:
                     cachestat_ok = False  # a kernel before 6.5: mincore from now on
             return (path, size, count, *slow(fd, 0, count))
 
@@ -236,8 +236,7 @@ def _measure(paths: list[str], options: WalkOptions, rng: tuple[int, int | None]
         else:
             off = min(start, size)
             n = max(0, (size if end is None else min(end, size)) - off)
-        first = off // page
-        count = -(-(off + n) // page) - first if n else 0
+        first, count = page_range(off, n)
         if fd < 0:
             if count == 0 and action is None:
                 append((path, n, 0, 0, True))
@@ -324,10 +323,10 @@ def _cmd_touch(args: argparse.Namespace) -> int:
         done[0] += nbytes
         bar.update(done[0], done[1])
 
-    from .._files import _touch_fd
+    from .._cli_api import touch_fd
 
     def action(fd: int, size: int, off: int, n: int) -> None:
-        _touch_fd(fd, size, off, n, progress if bar.enabled else None)
+        touch_fd(fd, size, off, n, progress if bar.enabled else None)
         done[1] += 1
 
     if bar.enabled:
@@ -343,17 +342,17 @@ def _cmd_touch(args: argparse.Namespace) -> int:
 
 
 def _cmd_evict(args: argparse.Namespace) -> int:
-    from .._files import _evict_fd
+    from .._cli_api import evict_fd
 
     def action(fd: int, size: int, off: int, n: int) -> None:
         if n:
-            _evict_fd(fd, off, n)
+            evict_fd(fd, off, n)
 
     return _run(args, "evict", action)
 
 
 def _cmd_lock(args: argparse.Namespace) -> int:
-    from .._daemon import HoldConfig, hold
+    from ._hold import HoldConfig, hold
 
     err = _err("lock")
     paths = _paths(args, err)

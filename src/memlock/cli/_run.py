@@ -9,9 +9,8 @@ from types import TracebackType
 
 import memlock
 
-from .._platform._procfs import status_fields
-from .._units import describe_error, format_size
-from ._types import size
+from .._cli_api import describe_error, format_size, process_memory
+from ._arguments import size
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -136,7 +135,7 @@ def _program_tb(tb: TracebackType | None) -> TracebackType | None:
 def _report(minor: int, major: int) -> None:
     print(f"memlock run: page faults while the program ran: {minor} minor, {major} major "
           "(whole process)", file=sys.stderr)
-    f = status_fields()
+    f = process_memory()
     if "VmLck" in f and "VmSize" in f:
         pct = 100.0 * f["VmLck"] / f["VmSize"] if f["VmSize"] else 0.0
         print(f"memlock run: locked VmLck {format_size(f['VmLck'])} of VmSize "

@@ -31,77 +31,26 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ._files import LockedFile, _lock_fd, _open_regular, _page_range, cached_pages_or_bound
+import memlock
+from memlock.errors import LockLimitError, MemlockError
+
+from .._cli_api import (
+    PAGE_SIZE,
+    cached_pages_or_bound,
+    cgroup_memory_headroom,
+    describe_error,
+    format_size,
+    limit_hint,
+    lock_fd,
+    open_regular,
+    page_range,
+    plural,
+)
 from ._filewalk import Planned, Progress, WalkOptions, plan, pseudo_devices, walk
-from ._pages import PAGE_SIZE
-from ._platform import BACKEND
-from ._status import limits
-from ._units import describe_error, format_size, plural
-from .errors import LockLimitError, MemlockError
 
-__all__ = ["HoldConfig", "Holder", "cgroup_memory_headroom", "descriptor_room", "hold",
-           "sd_notify"]
-
-_UNLIMITED = 1 << 62
-
+__all__ = ["HoldConfig", "Holder", "descriptor_room", "hold", "sd_notify"]
 
 # -- environment -------------------------------------------------------------------------
-
-
-def _read_int(path: str) -> int | None:
-    try:
-        with open(path) as f:
-            text = f.read().strip()
-    except OSError:
-        return None
-    if text == "max":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        return None
-
-
-def cgroup_memory_headroom(
-    cgroup_text: str | None = None, root: str = "/sys/fs/cgroup"
-) -> tuple[int, int, str] | None:
-    """(limit, usage, cgroup directory) of the tightest memory cgroup above this process.
-
-    Reads cgroup v1 (``memory.limit_in_bytes``/``memory.usage_in_bytes``) or v2
-    (``memory.max``/``memory.current``) along the path to the root. None when unlimited.
-    """
-    if cgroup_text is None:
-        try:
-            with open("/proc/self/cgroup") as f:
-                cgroup_text = f.read()
-        except OSError:
-            return None
-    best: tuple[int, int, str] | None = None
-    for line in cgroup_text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        if "memory" in controllers.split(","):
-            base, lim_name, use_name = root + "/memory", "memory.limit_in_bytes", \
-                "memory.usage_in_bytes"
-        elif controllers == "" and parts[0] == "0":
-            base, lim_name, use_name = root, "memory.max", "memory.current"
-        else:
-            continue
-        rel = path.strip("/")
-        while True:
-            d = f"{base}/{rel}" if rel else base
-            lim = _read_int(f"{d}/{lim_name}")
-            use = _read_int(f"{d}/{use_name}")
-            if lim is not None and use is not None and lim < _UNLIMITED and (
-                best is None or lim - use < best[0] - best[1]
-            ):
-                best = (lim, use, d)
-            if not rel:
-                break
-            rel = rel.rpartition("/")[0]
-    return best
 
 
 def sd_notify(message: str, environ: dict[str, str] | None = None) -> bool:
@@ -128,11 +77,11 @@ def _resident_bytes(items: Iterable[Planned]) -> int:
     total = 0
     for p in items:
         try:
-            f, _ = _open_regular(p.entry.path)
+            f, _ = open_regular(p.entry.path)
         except OSError:
             continue
         with f:
-            first, count = _page_range(p.offset, p.length)
+            first, count = page_range(p.offset, p.length)
             cached, exact = cached_pages_or_bound(f.fileno(), first, count)
             if exact:  # a hidden page cache counts as none: the cautious guess here
                 total += cached * PAGE_SIZE
@@ -147,7 +96,7 @@ def preflight(items: list[Planned], keep_going: bool) -> tuple[list[Planned], li
     shortfall leaves everything out.
     """
     total = sum(p.charge for p in items)
-    lim = limits()
+    lim = memlock.limits()
     budget: int | None = None
     error: LockLimitError | None = None
     if not lim.privileged and lim.soft is not None:
@@ -159,7 +108,7 @@ def preflight(items: list[Planned], keep_going: bool) -> tuple[list[Planned], li
                 f"cannot lock {format_size(total)} in {len(items)} files: over RLIMIT_MEMLOCK "
                 f"(limit {format_size(lim.soft)}, already locked {format_size(locked)}, "
                 "no CAP_IPC_LOCK)",
-                hint=BACKEND.limit_fix(total + locked), requested=total, limit=lim.soft,
+                hint=limit_hint(total + locked), requested=total, limit=lim.soft,
                 locked=locked,
             )
     cg = cgroup_memory_headroom()
@@ -284,7 +233,7 @@ class Holder:
     def __init__(self, config: HoldConfig, err: Callable[[str], None]) -> None:
         self.config = config
         self.err = err
-        self.held: dict[str, LockedFile] = {}
+        self.held: dict[str, memlock.LockedFile] = {}
         self.failed: dict[str, str] = {}
         self._reported: set[tuple[str, tuple[int, int, int, int]]] = set()
         self._stamp: list[int | None] | None = None
@@ -301,8 +250,8 @@ class Holder:
         """Bytes of the files held."""
         return sum(f.nbytes for f in self.held.values())
 
-    def _lock_one(self, p: Planned) -> LockedFile:
-        f, st = _open_regular(p.entry.path)
+    def _lock_one(self, p: Planned) -> memlock.LockedFile:
+        f, st = open_regular(p.entry.path)
         with f:
             if (st.st_dev, st.st_ino) != (p.entry.dev, p.entry.ino):
                 # Replaced (or swapped for a symbolic link) since the walk saw it: lock only
@@ -310,7 +259,7 @@ class Holder:
                 raise OSError(errno.ESTALE, "replaced since it was scanned", p.entry.path)
             off = min(p.offset, st.st_size)
             n = min(p.length, st.st_size - off)
-            return _lock_fd(p.entry.path, f.fileno(), st, off, n, self.config.onfault)
+            return lock_fd(p.entry.path, f.fileno(), st, off, n, self.config.onfault)
 
     def lock_initial(self, items: list[Planned], progress: Callable[[int, int], None] | None,
                      stop: Callable[[], bool]) -> None:
@@ -597,7 +546,7 @@ def _logged(err: Callable[[str], None], path: str) -> Callable[[str], None]:
 
 def _summary(cfg: HoldConfig, holder: Holder, seconds: float) -> str:
     nbytes = holder.locked_bytes
-    pages = sum(_page_range(f.offset, f.nbytes)[1] for f in holder.held.values())
+    pages = sum(page_range(f.offset, f.nbytes)[1] for f in holder.held.values())
     failed = holder.failed
     if cfg.json:
         return json.dumps({

@@ -21,9 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from ._pages import PAGE_SIZE
-from ._records import FrozenRecord
-from ._units import SizeTooLargeError, format_size, quote_arg
+from .._cli_api import PAGE_SIZE, FrozenRecord, format_size, page_range
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -31,8 +29,8 @@ if TYPE_CHECKING:
 
     R = TypeVar("R")
 
-__all__ = ["PSEUDO_FILE_SYSTEMS", "FileEntry", "Planned", "Progress", "WalkOptions", "parse_range",
-           "plan", "pseudo_devices", "read_list", "scan", "scan_rows", "walk"]
+__all__ = ["PSEUDO_FILE_SYSTEMS", "FileEntry", "Planned", "Progress", "WalkOptions", "plan",
+           "pseudo_devices", "scan", "scan_rows", "walk"]
 
 
 class FileEntry(FrozenRecord):
@@ -215,7 +213,8 @@ class Share:
 
     def enter(self, segment: int, directory: tuple[str, int, int] | None = None) -> bool:
         """Note that ``segment`` begins (in ``directory``: path, st_dev, st_ino, if just
-        entered); True if this worker visits its files."""
+        entered); True if this worker visits its files.
+        """
         self.segment = segment
         if directory is not None:  # forked workers share str hashes: comparable
             self.walked = hash((self.walked, directory))
@@ -610,41 +609,6 @@ _by_segment = operator.itemgetter(0)
 _by_segment_and_path = operator.itemgetter(0, 1)
 
 
-def parse_range(text: str, parse_size: Callable[[str], int]) -> tuple[int, int | None]:
-    """``START-END`` (either side may be empty; END exclusive) as (start, end or None).
-
-    A single size ``N`` means ``0-N`` (vmtouch ``-p``).
-
-    Raises:
-        ValueError: not a range (the message quotes the whole of ``text``), END before
-            START, or a size too large (the message names that size).
-    """
-    lo, dash, hi = text.strip().partition("-")
-    try:
-        if not dash:
-            return 0, parse_size(lo)
-        start = parse_size(lo) if lo.strip() else 0
-        end = parse_size(hi) if hi.strip() else None
-    except SizeTooLargeError:
-        raise
-    except ValueError:
-        raise ValueError(f"not a range: {quote_arg(text)}") from None
-    if end is not None and end < start:
-        raise ValueError(f"range end {end} is before its start {start}: {quote_arg(text)}")
-    return start, end
-
-
-def read_list(source: str, nul: bool) -> list[str]:
-    """Paths from a list file (``-`` for stdin), one a line or NUL-separated."""
-    if source == "-":
-        data = sys.stdin.buffer.read()
-    else:
-        with open(source, "rb") as f:
-            data = f.read()
-    parts = data.split(b"\0") if nul else data.splitlines()
-    return [os.fsdecode(p) for p in parts if p]
-
-
 class Planned(FrozenRecord):
     """A file to lock: the walk's entry and the clamped byte range (immutable)."""
 
@@ -664,10 +628,7 @@ class Planned(FrozenRecord):
     @property
     def charge(self) -> int:
         """Bytes of whole pages that locking it charges."""
-        if self.length == 0:
-            return 0
-        first = self.offset // PAGE_SIZE
-        return (-(-(self.offset + self.length) // PAGE_SIZE) - first) * PAGE_SIZE
+        return page_range(self.offset, self.length)[1] * PAGE_SIZE
 
 
 def plan(entries: Iterable[FileEntry], rng: tuple[int, int | None] | None) -> list[Planned]:

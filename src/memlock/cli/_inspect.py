@@ -1,4 +1,4 @@
-"""``memlock doctor``, ``memlock status``, ``memlock limits``."""
+"""``memlock doctor``, ``memlock status``, ``memlock limits``: inspecting what is locked and why."""
 
 from __future__ import annotations
 
@@ -8,10 +8,17 @@ import sys
 
 import memlock
 
-from .._hints import detect_environment
-from .._platform._procfs import status_fields
-from .._units import describe_error, format_size
-from ._types import process_id
+from .._cli_api import (
+    describe_error,
+    detect_environment,
+    doctor_probes,
+    format_size,
+    limit_hint,
+    map_count,
+    permission_hint,
+    process_memory,
+)
+from ._arguments import process_id
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -145,29 +152,6 @@ def _probe_lock(onfault: bool) -> tuple[bool, str]:
         buf.close()
 
 
-def _probe_madvise(advice: int) -> bool:
-    import mmap
-
-    buf = mmap.mmap(-1, memlock.PAGE_SIZE, flags=mmap.MAP_PRIVATE)
-    try:
-        buf.madvise(advice)
-        return True
-    except OSError:
-        return False
-    finally:
-        buf.close()
-
-
-def _kernel_at_least(major: int, minor: int) -> bool:
-    import platform
-
-    try:
-        parts = platform.release().split(".")
-        return (int(parts[0]), int(parts[1].split("-")[0])) >= (major, minor)
-    except (ValueError, IndexError):
-        return False
-
-
 def _memfd_secret_check() -> Check:
     """Make a real secret with the memfd_secret backend (closed at once), as a user would.
 
@@ -185,12 +169,9 @@ def _memfd_secret_check() -> Check:
 
 def doctor_checks() -> tuple[list[Check], memlock.Limits, str]:
     """Everything ``memlock doctor`` reports."""
-    import platform
-
     lim = memlock.limits()
     env = detect_environment()
-    from .._platform import BACKEND
-
+    probes = {name: (ok, what) for name, ok, what in doctor_probes()}
     checks: list[Check] = []
     if lim.privileged:
         checks.append(Check("privilege", True, "the process may lock beyond RLIMIT_MEMLOCK "
@@ -205,16 +186,15 @@ def doctor_checks() -> tuple[list[Check], memlock.Limits, str]:
                         f"{format_size(lim.available_bytes)} still available")
     checks.append(Check(
         "RLIMIT_MEMLOCK", can_lock_any, limit_detail,
-        None if can_lock_any else BACKEND.permission_fix(),
+        None if can_lock_any else permission_hint(),
     ))
     ok, detail = _probe_lock(False)
-    checks.append(Check("mlock", ok, detail, None if ok else BACKEND.permission_fix()))
+    checks.append(Check("mlock", ok, detail, None if ok else permission_hint()))
     if sys.platform == "linux":
         ok, detail = _probe_lock(True)
         checks.append(Check("mlock2 MLOCK_ONFAULT", ok, detail))
-        checks.append(Check("MCL_ONFAULT", _kernel_at_least(4, 4),
-                            f"kernel {platform.release()} (needs 4.4+)"))
-        vm_size = status_fields().get("VmSize")
+        checks += [Check(name, *probes[name]) for name in ("MCL_ONFAULT",) if name in probes]
+        vm_size = process_memory().get("VmSize")
         if lim.privileged or lim.soft is None:
             checks.append(Check("mlockall", True, f"VmSize {format_size(vm_size)}, no limit "
                                 "applies"))
@@ -224,33 +204,30 @@ def doctor_checks() -> tuple[list[Check], memlock.Limits, str]:
                 "mlockall", fits,
                 f"MCL_CURRENT charges VmSize {format_size(vm_size)} (all mappings, not RSS) "
                 f"against the {format_size(lim.soft)} limit",
-                None if fits else BACKEND.limit_fix(vm_size),
+                None if fits else limit_hint(vm_size),
             ))
-        try:
-            with open("/proc/sys/vm/max_map_count", encoding="ascii") as f:
-                max_map = int(f.read())
-            with open("/proc/self/maps", encoding="ascii", errors="replace") as f:
-                used = sum(1 for _ in f)
+        max_map = memlock.system_status().max_map_count
+        counts = map_count()
+        if max_map is None or counts is None:
+            checks.append(Check("vm.max_map_count", None, "unknown"))
+        else:
+            used = counts[0]
             checks.append(Check("vm.max_map_count", used < max_map // 2,
                                 f"{used} of {max_map} mappings in use (partial locks split "
                                 "mappings)"))
-        except (OSError, ValueError):
-            checks.append(Check("vm.max_map_count", None, "unknown"))
         checks.append(_memfd_secret_check())
-        for name, advice in (("MADV_POPULATE_READ", 22), ("MADV_POPULATE_WRITE", 23)):
-            checks.append(Check(name, _probe_madvise(advice), "populate without SIGBUS (5.14+)"))
-        checks.append(Check("cachestat", _kernel_at_least(6, 5),
-                            "file residency without mapping (6.5+)"))
+        checks += [Check(name, *probes[name]) for name in
+                   ("MADV_POPULATE_READ", "MADV_POPULATE_WRITE", "cachestat") if name in probes]
     checks.append(_fast_path_check())
     return checks, lim, env
 
 
 def _fast_path_check() -> Check:
-    from .. import _critical, _lock
+    from .._cli_api import PURE_PYTHON_REQUESTED, fast_path_active
 
-    if _lock._fast_lock is not None:
+    if fast_path_active():
         return Check("C fast path", True, "lock()/unlock() of small buffers in one C call each")
-    if _critical.PURE_PYTHON_REQUESTED:
+    if PURE_PYTHON_REQUESTED:
         why = "off (MEMLOCK_PURE_PYTHON is set)"
     else:
         why = "not built (memlock was installed without a C compiler or Python headers)"

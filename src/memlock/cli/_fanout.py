@@ -20,6 +20,8 @@ import signal
 import sys
 from collections.abc import Callable
 
+from .._cli_api import die_with_parent
+
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
     from typing import TypeVar
@@ -99,10 +101,7 @@ def _child(work: Callable[[int, int], object], index: int, count: int, write_end
     code = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: just end
-        if sys.platform == "linux":
-            from ._platform._libc import real_libc
-
-            real_libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # end with the parent
+        die_with_parent()  # where the OS can: no orphan outlives an interrupted scan
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         if os.getppid() == parent:  # else it died before the line above
             data = marshal.dumps(work(index, count))  # type: ignore[arg-type]  # see docstring
@@ -113,9 +112,6 @@ def _child(work: Callable[[int, int], object], index: int, count: int, write_end
         pass
     finally:
         os._exit(code)
-
-
-_PR_SET_PDEATHSIG = 1
 
 
 def _reap(pid: int, read_end: int, kill: bool = False) -> bytes | None:

@@ -1,0 +1,92 @@
+"""What the command line (``memlock.cli``) needs that is not public API: one documented door.
+
+The CLI imports ``memlock``, ``memlock.lowlevel``, ``memlock.errors``, its own modules and
+this module, nothing else of the package (``tests/test_boundaries.py`` keeps it so). Each
+name here is a re-export or a one-line adapter; the logic stays in its own module:
+
+Files (:mod:`memlock._files`), for the holder and ``resident``/``touch``/``evict``, which
+work on descriptors their tree walk already opened:
+    :func:`open_regular`, :func:`lock_fd`, :func:`touch_fd`, :func:`evict_fd`,
+    :func:`cached_pages_or_bound`, :func:`cached_pages_counter` (the whole-file counter of
+    the ``resident`` hot loop, None where the OS has none), :func:`cached_pages` (its
+    errno), :func:`page_range`.
+Records: :class:`FrozenRecord` (the base of the walk's small immutable records).
+Units and messages (:mod:`memlock._units`): :func:`format_size`, :func:`parse_size`,
+    :func:`plural`, :func:`quote_arg`, :func:`describe_error`, :class:`SizeTooLargeError`.
+Hints (:mod:`memlock._hints` and the backend): :func:`detect_environment`,
+    :func:`permission_hint`, :func:`limit_hint`.
+Facts of this process and machine (the backend): :data:`PAGE_SIZE`,
+    :func:`process_memory`, :func:`map_count`, :func:`cgroup_memory_headroom`,
+    :func:`doctor_probes`, :func:`die_with_parent`, :func:`fast_path_active`,
+    :data:`PURE_PYTHON_REQUESTED`.
+
+The file primitives and :data:`PURE_PYTHON_REQUESTED` load their modules (the page
+registry, the C module) on first use, as ``memlock``'s own names do: ``memlock limits`` and
+``memlock resident`` never pay for them. Import them inside the function that needs them.
+"""
+
+from __future__ import annotations
+
+from ._hints import detect_environment
+from ._pages import PAGE_SIZE, page_range
+from ._platform import BACKEND
+from ._records import FrozenRecord
+from ._units import SizeTooLargeError, describe_error, format_size, parse_size, plural, quote_arg
+
+TYPE_CHECKING = False  # typing costs ~12 ms at import; mypy reads the block below
+if TYPE_CHECKING:
+    from ._critical import PURE_PYTHON_REQUESTED
+    from ._files import cached_pages_or_bound, evict_fd, lock_fd, open_regular, touch_fd
+
+#: Names that load their module (and what it loads) on first use.
+_LAZY = {"cached_pages_or_bound": "_files", "evict_fd": "_files", "lock_fd": "_files",
+         "open_regular": "_files", "touch_fd": "_files", "PURE_PYTHON_REQUESTED": "_critical"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __package__), name)
+    globals()[name] = value
+    return value
+
+__all__ = [
+    "PAGE_SIZE", "PURE_PYTHON_REQUESTED", "FrozenRecord", "SizeTooLargeError", "cached_pages",
+    "cached_pages_counter", "cached_pages_or_bound", "cgroup_memory_headroom",
+    "describe_error", "detect_environment", "die_with_parent", "doctor_probes", "evict_fd",
+    "fast_path_active", "format_size", "limit_hint", "lock_fd", "map_count", "open_regular",
+    "page_range", "parse_size", "permission_hint", "plural", "process_memory", "quote_arg",
+    "touch_fd",
+]
+
+#: ``cached_pages(fd, offset, length)``: ``(pages, 0)`` or ``(-1, errno)`` (ENOSYS: no call).
+cached_pages = BACKEND.cached_pages
+#: ``cached_pages_counter()``: ``count(fd)`` of whole files, or None where the OS has none.
+cached_pages_counter = BACKEND.cached_pages_counter
+#: ``permission_hint()``: how to get the privilege to lock memory here.
+permission_hint = BACKEND.permission_hint
+#: ``limit_hint(needed_total)``: how to raise the limit to ``needed_total`` bytes here.
+limit_hint = BACKEND.limit_hint
+#: ``map_count()``: (mappings of this process, the most allowed), or None.
+map_count = BACKEND.map_count
+#: ``cgroup_memory_headroom()``: (limit, usage, cgroup) of the tightest memory cgroup, or None.
+cgroup_memory_headroom = BACKEND.cgroup_memory_headroom
+#: ``doctor_probes()``: [(feature, works, what)] for this kernel.
+doctor_probes = BACKEND.doctor_probes
+#: ``die_with_parent()``: the kernel kills this process when its parent dies (where it can).
+die_with_parent = BACKEND.die_with_parent
+
+
+#: ``process_memory()``: this process's memory figures by the OS's names (Linux: VmSize,
+#: VmLck, VmRSS of /proc/self/status), in bytes; empty where the OS has none.
+process_memory = BACKEND.process_memory
+
+
+def fast_path_active() -> bool:
+    """Whether ``lock()``/``unlock()`` run through the C module."""
+    from . import _lock
+
+    return _lock._fast_lock is not None

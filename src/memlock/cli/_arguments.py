@@ -1,0 +1,89 @@
+"""Command-line arguments: argparse converters, ``--range`` and ``--files-from``.
+
+The converters give our messages, not argparse's.
+
+Each converter rejects what the command could not use (negative, NaN, infinite, too large, empty)
+while parsing, so that a bad argument is a usage error (exit 2) before any work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable
+
+from .._cli_api import SizeTooLargeError, parse_size, quote_arg
+
+__all__ = ["parse_range", "process_id", "read_list", "seconds", "size"]
+
+#: The largest process id (pid_t is a 32-bit signed integer on every supported system).
+PID_MAX = 2**31 - 1
+#: The longest polling interval (a day): longer is a mistake, and select() has a limit.
+SECONDS_MAX = 86400.0
+
+
+def size(text: str) -> int:
+    """A size as vmtouch writes it (``4096``, ``512K``, ``4M``, ``2G``), for ``type=``."""
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def process_id(text: str) -> int:
+    """A process id: a whole number from 1 to :data:`PID_MAX`."""
+    stripped = text.strip()
+    if not (stripped.isascii() and stripped.isdigit()) or len(stripped) > 10 or not (
+            1 <= int(stripped) <= PID_MAX):
+        raise argparse.ArgumentTypeError(
+            f"not a process id: {quote_arg(text)} (a whole number from 1 to {PID_MAX})")
+    return int(stripped)
+
+
+def seconds(text: str) -> float:
+    """A time in seconds: finite, more than 0, at most :data:`SECONDS_MAX`."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= SECONDS_MAX:  # also false for NaN
+        raise argparse.ArgumentTypeError(
+            f"not a number of seconds above 0 and up to {SECONDS_MAX:g}: {quote_arg(text)}")
+    return value
+
+
+def parse_range(text: str, parse_size: Callable[[str], int]) -> tuple[int, int | None]:
+    """``START-END`` (either side may be empty; END exclusive) as (start, end or None).
+
+    A single size ``N`` means ``0-N`` (vmtouch ``-p``).
+
+    Raises:
+        ValueError: not a range (the message quotes the whole of ``text``), END before
+            START, or a size too large (the message names that size).
+    """
+    lo, dash, hi = text.strip().partition("-")
+    try:
+        if not dash:
+            return 0, parse_size(lo)
+        start = parse_size(lo) if lo.strip() else 0
+        end = parse_size(hi) if hi.strip() else None
+    except SizeTooLargeError:
+        raise
+    except ValueError:
+        raise ValueError(f"not a range: {quote_arg(text)}") from None
+    if end is not None and end < start:
+        raise ValueError(f"range end {end} is before its start {start}: {quote_arg(text)}")
+    return start, end
+
+
+def read_list(source: str, nul: bool) -> list[str]:
+    """Paths from a list file (``-`` for stdin), one a line or NUL-separated."""
+    if source == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        with open(source, "rb") as f:
+            data = f.read()
+    parts = data.split(b"\0") if nul else data.splitlines()
+    return [os.fsdecode(p) for p in parts if p]
