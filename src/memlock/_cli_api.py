@@ -17,7 +17,8 @@ Hints (:mod:`memlock._hints` and the backend): :func:`detect_environment`,
     :func:`permission_hint`, :func:`limit_hint`.
 Facts of this process and machine (the backend): :data:`PAGE_SIZE`,
     :func:`process_memory`, :func:`map_count`, :func:`cgroup_memory_headroom`,
-    :func:`doctor_probes`, :func:`die_with_parent`, :func:`fast_path_active`,
+    :func:`doctor_probes`, :func:`die_with_parent`, :func:`open_descriptors`,
+    :func:`pseudo_file_systems`, :func:`fast_path_active`,
     :data:`PURE_PYTHON_REQUESTED`.
 
 The file primitives and :data:`PURE_PYTHON_REQUESTED` load their modules (the page
@@ -54,12 +55,13 @@ def __getattr__(name: str) -> object:
     return value
 
 __all__ = [
-    "PAGE_SIZE", "PURE_PYTHON_REQUESTED", "FrozenRecord", "SizeTooLargeError", "cached_pages",
-    "cached_pages_counter", "cached_pages_or_bound", "cgroup_memory_headroom",
-    "describe_error", "detect_environment", "die_with_parent", "doctor_probes", "evict_fd",
-    "fast_path_active", "format_size", "limit_hint", "lock_fd", "map_count", "open_regular",
-    "page_range", "parse_size", "permission_hint", "plural", "process_memory", "quote_arg",
-    "touch_fd",
+    "PAGE_SIZE", "PURE_PYTHON_REQUESTED", "FrozenRecord", "SizeTooLargeError",
+    "cached_pages", "cached_pages_counter", "cached_pages_or_bound",
+    "cgroup_memory_headroom", "describe_error", "detect_environment", "die_with_parent",
+    "doctor_probes", "evict_fd", "fast_path_active", "format_size", "limit_hint", "lock_fd",
+    "map_count", "open_descriptors", "open_regular", "page_range", "parse_size",
+    "permission_hint", "plural", "process_memory", "pseudo_file_systems", "quote_arg",
+    "touch_fd"
 ]
 
 #: ``cached_pages(fd, offset, length)``: ``(pages, 0)`` or ``(-1, errno)`` (ENOSYS: no call).
@@ -76,6 +78,10 @@ map_count = BACKEND.map_count
 cgroup_memory_headroom = BACKEND.cgroup_memory_headroom
 #: ``doctor_probes()``: [(feature, works, what)] for this kernel.
 doctor_probes = BACKEND.doctor_probes
+#: ``open_descriptors()``: descriptors this process has open now, or None.
+open_descriptors = BACKEND.open_descriptors
+#: ``pseudo_file_systems()``: ``st_dev`` -> type of each pseudo file system (procfs ...).
+pseudo_file_systems = BACKEND.pseudo_file_systems
 #: ``die_with_parent()``: the kernel kills this process when its parent dies (where it can).
 die_with_parent = BACKEND.die_with_parent
 
@@ -87,6 +93,6 @@ process_memory = BACKEND.process_memory
 
 def fast_path_active() -> bool:
     """Whether ``lock()``/``unlock()`` run through the C module."""
-    from . import _lock
+    from ._lock import fast_path_active as active
 
-    return _lock._fast_lock is not None
+    return active()
