@@ -15,6 +15,7 @@ Units and messages (:mod:`memlock._units`): :func:`format_size`, :func:`parse_si
     :func:`plural`, :func:`quote_arg`, :func:`describe_error`, :class:`SizeTooLargeError`.
 Hints (:mod:`memlock._hints` and the backend): :func:`detect_environment`,
     :func:`permission_hint`, :func:`limit_hint`.
+Other processes: :func:`verify_process` (:mod:`memlock._verify`, ``memlock verify``).
 Facts of this process and machine (the backend): :data:`PAGE_SIZE`,
     :func:`process_memory`, :func:`map_count`, :func:`cgroup_memory_headroom`,
     :func:`doctor_probes`, :func:`die_with_parent`, :func:`fast_path_active`,
@@ -32,6 +33,7 @@ from ._pages import PAGE_SIZE, page_range
 from ._platform import BACKEND
 from ._records import FrozenRecord
 from ._units import SizeTooLargeError, describe_error, format_size, parse_size, plural, quote_arg
+from ._verify import verify_process
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import; mypy reads the block below
 if TYPE_CHECKING:
@@ -59,7 +61,7 @@ __all__ = [
     "describe_error", "detect_environment", "die_with_parent", "doctor_probes", "evict_fd",
     "fast_path_active", "format_size", "limit_hint", "lock_fd", "map_count", "open_regular",
     "page_range", "parse_size", "permission_hint", "plural", "process_memory", "quote_arg",
-    "touch_fd",
+    "touch_fd", "verify_process",
 ]
 
 #: ``cached_pages(fd, offset, length)``: ``(pages, 0)`` or ``(-1, errno)`` (ENOSYS: no call).

@@ -15,7 +15,8 @@ TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["FrozenRecord", "Limits", "LockedRegion", "ProcessStatus", "SystemStatus"]
+__all__ = ["FrozenRecord", "Limits", "LockedRegion", "ProcessMapping", "ProcessStatus",
+           "SystemStatus"]
 
 
 class FrozenRecord:
@@ -195,3 +196,54 @@ class SystemStatus(FrozenRecord):
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict."""
         return super().to_dict()
+
+
+class ProcessMapping(FrozenRecord):
+    """One mapping of a process, with what the kernel does with it (``memlock verify``).
+
+    Attributes:
+        start: First address of the mapping.
+        end: One past its last address.
+        path: The file or pseudo-path mapped ("[heap]", "[anon]" ...), without the
+            kernel's " (deleted)" suffix.
+        perms: ``rwxp``-style permissions.
+        locked: The kernel locked it (Linux VmFlags ``lo``).
+        onfault: Locked as pages fault in (``lf``): pages never touched are not resident.
+        locked_bytes: Resident locked bytes (smaps ``Locked:``); None if unknown.
+        swap_bytes: Bytes of it in swap (smaps ``Swap:``); None if unknown.
+        no_dump: Marked to stay out of core dumps (``dd``, MADV_DONTDUMP).
+        wipe_on_fork: A forked child gets zeros here (``wf``, MADV_WIPEONFORK).
+        never_locked: Why mlock and mlockall leave this mapping unlocked whatever the
+            process asks (device and kernel-special mappings ...); None for the others.
+        dumped: Whether a core dump of the process would hold its contents (the kernel's
+            rules and the process's coredump_filter); None when not asked or unknown.
+    """
+
+    __slots__ = __match_args__ = ("start", "end", "path", "perms", "locked", "onfault",
+                                  "locked_bytes", "swap_bytes", "no_dump", "wipe_on_fork",
+                                  "never_locked", "dumped")
+
+    start: int
+    end: int
+    path: str
+    perms: str
+    locked: bool
+    onfault: bool
+    locked_bytes: int | None
+    swap_bytes: int | None
+    no_dump: bool
+    wipe_on_fork: bool
+    never_locked: str | None
+    dumped: bool | None
+
+    def __init__(self, start: int, end: int, path: str, perms: str, locked: bool,
+                 onfault: bool, locked_bytes: int | None, swap_bytes: int | None,
+                 no_dump: bool, wipe_on_fork: bool, never_locked: str | None,
+                 dumped: bool | None) -> None:
+        self._fill(start, end, path, perms, locked, onfault, locked_bytes, swap_bytes,
+                   no_dump, wipe_on_fork, never_locked, dumped)
+
+    @property
+    def size(self) -> int:
+        """``end - start`` in bytes."""
+        return self.end - self.start

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # records load on first use: dataclasses costs ~20 ms at impo
     import mmap
     from typing import ClassVar
 
-    from .._records import Limits, ProcessStatus, SystemStatus
+    from .._records import Limits, ProcessMapping, ProcessStatus, SystemStatus
     from ._libc import CachestatCount, Libc, SecretsLibc
 
 __all__ = ["Backend"]
@@ -254,6 +254,19 @@ class Backend:
     def process_status(self, pid: int) -> ProcessStatus:
         """What process ``pid`` has locked."""
         raise UnsupportedOperation(f"per-process lock status is not available on {self.name}")
+
+    def process_mappings(self, pid: int, *, dumps: bool = False) -> tuple[ProcessMapping, ...]:
+        """Every mapping of process ``pid``, in address order, with what the kernel does with
+        it: locked, swapped, kept out of core dumps (``dumps``: judge whether a core dump
+        would hold it, by the process's own settings), never locked whatever is asked.
+
+        Raises:
+            ProcessLookupError: No process ``pid``.
+            PermissionError: The caller may not see that process's mappings.
+            UnsupportedOperation: The OS does not tell (all but Linux).
+        """
+        raise UnsupportedOperation(f"another process's mappings are not available on "
+                                   f"{self.name}")
 
     def system_status(self) -> SystemStatus:
         """Machine-wide locked/wired memory."""

@@ -24,7 +24,7 @@ TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
     from typing import ClassVar
 
-    from .._records import ProcessStatus, SystemStatus
+    from .._records import ProcessMapping, ProcessStatus, SystemStatus
     from ._libc import CachestatCount, RealLibc, SecretsLibc
 
 __all__ = ["LinuxBackend"]
@@ -269,6 +269,12 @@ class LinuxBackend(Backend):
         except FileNotFoundError:
             raise ProcessLookupError(errno.ESRCH, f"no process {pid}") from None
         return status_from_texts(pid, smaps, status)
+
+    def process_mappings(self, pid: int, *, dumps: bool = False) -> tuple[ProcessMapping, ...]:
+        """From /proc/PID/smaps (and coredump_filter); see :mod:`._linux_process`."""
+        from ._linux_process import process_mappings
+
+        return process_mappings(pid, dumps=dumps)
 
     def system_status(self) -> SystemStatus:
         """/proc/meminfo and vm.max_map_count."""
