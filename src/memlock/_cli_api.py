@@ -16,6 +16,9 @@ Units and messages (:mod:`memlock._units`): :func:`format_size`, :func:`parse_si
 Hints (:mod:`memlock._hints` and the backend): :func:`detect_environment`,
     :func:`permission_hint`, :func:`limit_hint`.
 Other processes: :func:`verify_process` (:mod:`memlock._verify`, ``memlock verify``).
+The host (the backend; Linux only, UnsupportedOperation elsewhere): :func:`host_processes`
+    (every process with locked memory, one pass over /proc: :class:`HostProcess` records),
+    :func:`host_unaccounted_bytes` (unevictable memory no process accounts for).
 Facts of this process and machine (the backend): :data:`PAGE_SIZE`,
     :func:`process_memory`, :func:`map_count`, :func:`cgroup_memory_headroom`,
     :func:`doctor_probes`, :func:`die_with_parent`, :func:`fast_path_active`,
@@ -31,7 +34,7 @@ from __future__ import annotations
 from ._hints import detect_environment
 from ._pages import PAGE_SIZE, page_range
 from ._platform import BACKEND
-from ._records import FrozenRecord
+from ._records import FrozenRecord, HostProcess
 from ._units import SizeTooLargeError, describe_error, format_size, parse_size, plural, quote_arg
 from ._verify import verify_process
 
@@ -56,10 +59,11 @@ def __getattr__(name: str) -> object:
     return value
 
 __all__ = [
-    "PAGE_SIZE", "PURE_PYTHON_REQUESTED", "FrozenRecord", "SizeTooLargeError", "cached_pages",
-    "cached_pages_counter", "cached_pages_or_bound", "cgroup_memory_headroom",
+    "PAGE_SIZE", "PURE_PYTHON_REQUESTED", "FrozenRecord", "HostProcess", "SizeTooLargeError",
+    "cached_pages", "cached_pages_counter", "cached_pages_or_bound", "cgroup_memory_headroom",
     "describe_error", "detect_environment", "die_with_parent", "doctor_probes", "evict_fd",
-    "fast_path_active", "format_size", "limit_hint", "lock_fd", "map_count", "open_regular",
+    "fast_path_active", "format_size", "host_processes", "host_unaccounted_bytes",
+    "limit_hint", "lock_fd", "map_count", "open_regular",
     "page_range", "parse_size", "permission_hint", "plural", "process_memory", "quote_arg",
     "touch_fd", "verify_process",
 ]
@@ -78,6 +82,10 @@ map_count = BACKEND.map_count
 cgroup_memory_headroom = BACKEND.cgroup_memory_headroom
 #: ``doctor_probes()``: [(feature, works, what)] for this kernel.
 doctor_probes = BACKEND.doctor_probes
+#: ``host_processes(*, include_unlocked=False, regions=True, pids=None)``: list[HostProcess].
+host_processes = BACKEND.host_processes
+#: ``host_unaccounted_bytes(processes, system)``: unevictable bytes no process accounts for.
+host_unaccounted_bytes = BACKEND.host_unaccounted_bytes
 #: ``die_with_parent()``: the kernel kills this process when its parent dies (where it can).
 die_with_parent = BACKEND.die_with_parent
 

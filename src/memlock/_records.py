@@ -1,6 +1,7 @@
 """Records: the public results and :class:`FrozenRecord`, the base of every record.
 
-The public ones are ``Limits``, ``LockedRegion``, ``ProcessStatus`` and ``SystemStatus``.
+The public ones are ``Limits``, ``LockedRegion``, ``ProcessStatus`` and ``SystemStatus``;
+``HostProcess`` (one row of the host scan) is the command line's, through ``memlock._cli_api``.
 
 Small immutable records without :mod:`dataclasses`, which pulls in ``inspect`` and ``ast``
 (~20 ms here), too much for the ``memlock resident`` and ``memlock status`` paths. A
@@ -15,8 +16,8 @@ TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["FrozenRecord", "Limits", "LockedRegion", "ProcessMapping", "ProcessStatus",
-           "SystemStatus"]
+__all__ = ["FrozenRecord", "HostProcess", "Limits", "LockedRegion", "ProcessMapping",
+           "ProcessStatus", "SystemStatus"]
 
 
 class FrozenRecord:
@@ -247,3 +248,46 @@ class ProcessMapping(FrozenRecord):
     def size(self) -> int:
         """``end - start`` in bytes."""
         return self.end - self.start
+class HostProcess(FrozenRecord):
+    """One process of the host scan: what it has locked, what it may lock, where it runs.
+
+    Attributes:
+        pid: The process id.
+        user: Its effective user's name, or the uid as text where it has none.
+        command: Its command line, arguments joined by spaces; ``[name]`` where it has
+            none (kernel threads, zombies).
+        locked_bytes: Virtual size of its locked ranges (VmLck).
+        limit_soft: Its soft RLIMIT_MEMLOCK in bytes; None means unlimited.
+        limit_hard: Its hard RLIMIT_MEMLOCK in bytes; None means unlimited.
+        privileged: CAP_IPC_LOCK is in its effective set (no limit applies to it).
+        cgroup: Where it runs: ``docker:<12 hex>``, ``podman:<12 hex>``,
+            ``k8s:pod<uid>``, a systemd unit (``foo.service``), else the cgroup path.
+        regions: Its locked mappings; None where they were not read (the caller may not
+            read its smaps, or did not ask).
+    """
+
+    __slots__ = __match_args__ = ("pid", "user", "command", "locked_bytes", "limit_soft",
+                                  "limit_hard", "privileged", "cgroup", "regions")
+
+    pid: int
+    user: str
+    command: str
+    locked_bytes: int
+    limit_soft: int | None
+    limit_hard: int | None
+    privileged: bool
+    cgroup: str
+    regions: tuple[LockedRegion, ...] | None
+
+    def __init__(self, pid: int, user: str, command: str, locked_bytes: int,
+                 limit_soft: int | None, limit_hard: int | None, privileged: bool,
+                 cgroup: str, regions: tuple[LockedRegion, ...] | None) -> None:
+        self._fill(pid, user, command, locked_bytes, limit_soft, limit_hard, privileged,
+                   cgroup, regions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (``regions`` a list, or None)."""
+        out = super().to_dict()
+        if self.regions is not None:
+            out["regions"] = [r.to_dict() for r in self.regions]
+        return out

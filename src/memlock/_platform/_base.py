@@ -22,9 +22,10 @@ TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:  # records load on first use: dataclasses costs ~20 ms at import
     import ctypes
     import mmap
+    from collections.abc import Sequence
     from typing import ClassVar
 
-    from .._records import Limits, ProcessMapping, ProcessStatus, SystemStatus
+    from .._records import HostProcess, Limits, ProcessMapping, ProcessStatus, SystemStatus
     from ._libc import CachestatCount, Libc, SecretsLibc
 
 __all__ = ["Backend"]
@@ -266,6 +267,42 @@ class Backend:
             UnsupportedOperation: The OS does not tell (all but Linux).
         """
         raise UnsupportedOperation(f"another process's mappings are not available on "
+                                   f"{self.name}")
+
+    def host_processes(self, *, include_unlocked: bool = False, regions: bool = True,
+                       pids: Sequence[int] | None = None) -> list[HostProcess]:
+        """Every process of the host that has memory locked, in one pass.
+
+        Args:
+            include_unlocked: Also the processes with nothing locked (never kernel threads).
+            regions: Read each locked process's mappings (``HostProcess.regions``; None
+                where the caller may not read them, or when False).
+            pids: Only these processes, in this order, whether or not they have anything
+                locked (a kernel thread too).
+
+        Returns:
+            The processes, the most locked first (when ``pids`` is None). Kernel threads
+            and processes that end during the scan are left out silently.
+
+        Raises:
+            ProcessLookupError: A process of ``pids`` does not exist.
+            PermissionError: A process of ``pids`` is hidden from the caller.
+            ValueError: ``pids`` holds something that is not a process id.
+            UnsupportedOperation: On an OS other than Linux.
+        """
+        raise UnsupportedOperation(f"listing the host's processes is not available on "
+                                   f"{self.name}")
+
+    def host_unaccounted_bytes(self, processes: Sequence[HostProcess],
+                               system: SystemStatus) -> int | None:
+        """Locked memory of the host that no process's mappings account for (ramfs, shared
+        memory locked with SHM_LOCK, ...), from a :meth:`host_processes` scan of every
+        process with locked memory and :meth:`system_status`; None where unknown.
+
+        Raises:
+            UnsupportedOperation: On an OS other than Linux.
+        """
+        raise UnsupportedOperation(f"host locked-memory accounting is not available on "
                                    f"{self.name}")
 
     def system_status(self) -> SystemStatus:
