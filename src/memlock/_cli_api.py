@@ -15,7 +15,9 @@ Units and messages (:mod:`memlock._units`): :func:`format_size`, :func:`parse_si
     :func:`plural`, :func:`quote_arg`, :func:`describe_error`, :class:`SizeTooLargeError`.
 Hints (:mod:`memlock._hints` and the backend): :func:`detect_environment`,
     :func:`permission_hint`, :func:`limit_hint`.
-Other processes: :func:`verify_process` (:mod:`memlock._verify`, ``memlock verify``).
+Other processes: :func:`verify_process` (:mod:`memlock._verify`, ``memlock verify``),
+    :func:`process_context` and :func:`process_limit_hint` (the backend, ``memlock doctor
+    --pid``).
 The host (the backend; Linux only, UnsupportedOperation elsewhere): :func:`host_processes`
     (every process with locked memory, one pass over /proc: :class:`HostProcess` records),
     :func:`host_unaccounted_bytes` (unevictable memory no process accounts for).
@@ -64,7 +66,8 @@ __all__ = [
     "describe_error", "detect_environment", "die_with_parent", "doctor_probes", "evict_fd",
     "fast_path_active", "format_size", "host_processes", "host_unaccounted_bytes",
     "limit_hint", "lock_fd", "map_count", "open_regular",
-    "page_range", "parse_size", "permission_hint", "plural", "process_memory", "quote_arg",
+    "page_range", "parse_size", "permission_hint", "plural", "process_context",
+    "process_limit_hint", "process_memory", "quote_arg",
     "touch_fd", "verify_process",
 ]
 
@@ -89,6 +92,11 @@ host_unaccounted_bytes = BACKEND.host_unaccounted_bytes
 #: ``die_with_parent()``: the kernel kills this process when its parent dies (where it can).
 die_with_parent = BACKEND.die_with_parent
 
+
+#: ``process_context(pid)``: another process's limits, privilege, memory cgroup, environment.
+process_context = BACKEND.process_context
+#: ``process_limit_hint(needed_total, context)``: the fix for that process, where it runs.
+process_limit_hint = BACKEND.process_limit_hint
 
 #: ``process_memory()``: this process's memory figures by the OS's names (Linux: VmSize,
 #: VmLck, VmRSS of /proc/self/status), in bytes; empty where the OS has none.

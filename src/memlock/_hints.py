@@ -71,7 +71,9 @@ class Environment(FrozenRecord):
                 text += f" ({self.runtime or 'container'} container {self.container})"
             return text
         if self.kind == DOCKER:
-            return f"{self.runtime or 'container'} container {self.container or '?'}"
+            what = f"{self.runtime} container" if self.runtime else "a container"
+            return what + (f" {self.container}" if self.container else
+                           " (its root has /.dockerenv or /run/.containerenv)")
         if self.kind == SYSTEMD_USER:
             return f"systemd user service {self.unit} (the systemd --user of uid {self.user_uid})"
         if self.kind == SYSTEMD:
@@ -85,7 +87,8 @@ class Environment(FrozenRecord):
 
 def _cgroup_paths(cgroup_text: str) -> list[str]:
     """The cgroup paths of a /proc/PID/cgroup text, the unified (v2) or systemd one first."""
-    first, rest = [], []
+    first: list[str] = []
+    rest: list[str] = []
     for line in cgroup_text.splitlines():
         parts = line.split(":", 2)
         if len(parts) == 3:
@@ -95,8 +98,13 @@ def _cgroup_paths(cgroup_text: str) -> list[str]:
 
 def describe_environment(cgroup_text: str, environ: Mapping[str, str] | None = None,
                          container_files: bool = False) -> Environment:
-    """Where a process runs, from its /proc/PID/cgroup text, its environment variables (when
-    readable) and whether its root has ``/.dockerenv`` or ``/run/.containerenv``."""
+    """Where a process runs, from its cgroup, environment and root.
+
+    Args:
+        cgroup_text: Its /proc/PID/cgroup.
+        environ: Its environment variables, where readable.
+        container_files: Its root has ``/.dockerenv`` or ``/run/.containerenv``.
+    """
     import re  # here, not at the top: re costs ~6 ms of every start of memlock
 
     env = environ or {}
@@ -143,8 +151,11 @@ def _read(path: str) -> str:
 def detect_environment(
     environ: Mapping[str, str] | None = None, cgroup_text: str | None = None
 ) -> str:
-    """Which kind of environment this process runs in: shell, systemd, systemd-user, docker
-    or kubernetes (a service only when systemd started this process: ``INVOCATION_ID``)."""
+    """Which kind of environment this process runs in.
+
+    One of shell, systemd, systemd-user, docker or kubernetes; a service only when systemd
+    started this process (``INVOCATION_ID``).
+    """
     env = os.environ if environ is None else environ
     cgroup = _read("/proc/self/cgroup") if cgroup_text is None else cgroup_text
     container_files = environ is None and (

@@ -16,8 +16,10 @@ TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["FrozenRecord", "HostProcess", "Limits", "LockedRegion", "ProcessMapping",
-           "ProcessStatus", "SystemStatus"]
+    from ._hints import Environment
+
+__all__ = ["FrozenRecord", "HostProcess", "Limits", "LockedRegion", "ProcessContext",
+           "ProcessMapping", "ProcessStatus", "SystemStatus"]
 
 
 class FrozenRecord:
@@ -291,3 +293,45 @@ class HostProcess(FrozenRecord):
         if self.regions is not None:
             out["regions"] = [r.to_dict() for r in self.regions]
         return out
+
+
+class ProcessContext(FrozenRecord):
+    """What bears on whether another process may lock memory (``memlock doctor --pid``).
+
+    Attributes:
+        pid: The process.
+        command: Its command line (``[name]`` where it has none).
+        user: Its effective user's name, or the uid as text.
+        limits: Its RLIMIT_MEMLOCK, VmLck and privilege (``available_bytes`` as for
+            :func:`memlock.limits`).
+        may_raise_hard_limit: It may raise its own hard limit (Linux CAP_SYS_RESOURCE).
+        vm_size: Its address space (what mlockall(MCL_CURRENT) is charged); None if unknown.
+        rss: Its resident memory; None if unknown.
+        environment: Where it runs (its unit, container or pod).
+        cgroup_memory: (limit, usage, cgroup directory) of the tightest memory cgroup above
+            it; None when none limits it.
+        manager_limits: For a user service: (pid, soft, hard RLIMIT_MEMLOCK) of the
+            ``systemd --user`` manager that starts it (None = unlimited); else None.
+    """
+
+    __slots__ = __match_args__ = ("pid", "command", "user", "limits", "may_raise_hard_limit",
+                                  "vm_size", "rss", "environment", "cgroup_memory",
+                                  "manager_limits")
+
+    pid: int
+    command: str
+    user: str
+    limits: Limits
+    may_raise_hard_limit: bool
+    vm_size: int | None
+    rss: int | None
+    environment: Environment
+    cgroup_memory: tuple[int, int, str] | None
+    manager_limits: tuple[int, int | None, int | None] | None
+
+    def __init__(self, pid: int, command: str, user: str, limits: Limits,
+                 may_raise_hard_limit: bool, vm_size: int | None, rss: int | None,
+                 environment: Environment, cgroup_memory: tuple[int, int, str] | None,
+                 manager_limits: tuple[int, int | None, int | None] | None) -> None:
+        self._fill(pid, command, user, limits, may_raise_hard_limit, vm_size, rss,
+                   environment, cgroup_memory, manager_limits)

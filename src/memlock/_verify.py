@@ -113,8 +113,9 @@ def _matches(path: str, pattern: str) -> bool:
 def verify_process(pid: int, *, locked: bool = False, min_locked: int | None = None,
                    paths: Sequence[str] = (), no_dump: bool = False,
                    no_swap: bool = False) -> Verification:
-    """Check that process ``pid`` has what is asked (see the module); ``locked`` when
-    nothing else is asked.
+    """Check that process ``pid`` has what is asked (see the module).
+
+    ``locked`` is checked when nothing else is asked.
 
     Raises:
         ProcessLookupError: No process ``pid``.

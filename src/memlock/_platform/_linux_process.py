@@ -1,6 +1,8 @@
-"""Another process's mappings as the kernel treats them, from /proc (``memlock verify``).
+"""Another process from /proc: its mappings as the kernel treats them (``memlock verify``),
+and what bears on whether it may lock memory (``memlock doctor --pid``).
 
-Loaded on first use (by :meth:`LinuxBackend.process_mappings`), not at ``import memlock``.
+Loaded on first use (by :meth:`LinuxBackend.process_mappings` and
+:meth:`LinuxBackend.process_context`), not at ``import memlock``.
 
 Which mappings the kernel never locks follows mm/mlock.c (``mlock_fixup``): whatever a
 process asks, mlock and mlockall leave these without ``VM_LOCKED``:
@@ -23,14 +25,19 @@ of a file mapped privately from offset 0) is not counted: it is the file's heade
 from __future__ import annotations
 
 import errno
+import os
 
 from . import _procfs
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
-    from .._records import ProcessMapping
+    from .._records import ProcessContext, ProcessMapping
 
-__all__ = ["dumped", "mappings_from_text", "never_locked", "process_mappings", "read_proc"]
+__all__ = ["dumped", "mappings_from_text", "never_locked", "process_context",
+           "process_mappings", "read_proc"]
+
+#: Files a container runtime leaves in the container's root (Docker, Podman).
+CONTAINER_FILES = ("/.dockerenv", "/run/.containerenv")
 
 #: VM_SPECIAL flags as smaps shows them, and what each means.
 _SPECIAL = {"io": "VM_IO (device memory)", "pf": "VM_PFNMAP (raw page frames)",
@@ -124,3 +131,59 @@ def process_mappings(pid: int, *, dumps: bool = False) -> tuple[ProcessMapping, 
     smaps = read_proc(pid, "smaps")
     coredump_filter = int(read_proc(pid, "coredump_filter"), 16) if dumps else None
     return mappings_from_text(smaps, coredump_filter)
+
+
+def _environ(pid: int) -> dict[str, str] | None:
+    """The environment variables of ``pid``; None where the caller may not read them."""
+    try:
+        text = read_proc(pid, "environ")
+    except PermissionError:
+        return None
+    return dict(v.partition("=")[::2] for v in text.split("\0") if "=" in v)
+
+
+def _manager_limits(pid: int, uid: int) -> tuple[int, int | None, int | None] | None:
+    """(pid, soft, hard RLIMIT_MEMLOCK) of the ``systemd --user`` manager of uid ``uid``
+    above ``pid``: the first ancestor in ``user@UID.service/init.scope``; None if none."""
+    from ._hostscan import limits_from_text
+
+    scope = f"user@{uid}.service/init.scope"
+    for _ in range(8):  # a service is the manager's child; a few levels for helpers
+        try:
+            ppid = int(read_proc(pid, "stat").rpartition(")")[2].split()[1])
+            if ppid <= 1:
+                return None
+            if scope in read_proc(ppid, "cgroup"):
+                soft, hard = limits_from_text(read_proc(ppid, "limits"))
+                return ppid, soft, hard
+        except (OSError, ValueError, IndexError):
+            return None
+        pid = ppid
+    return None
+
+
+def process_context(pid: int) -> ProcessContext:
+    """What bears on whether ``pid`` may lock memory (see Backend.process_context)."""
+    from .._hints import SYSTEMD_USER, describe_environment
+    from .._records import Limits, ProcessContext
+    from ._hostscan import host_processes
+    from ._linux_probes import cgroup_memory_headroom
+    from .linux import CAP_SYS_RESOURCE, capability_effective
+
+    found = host_processes(pids=[pid], regions=False)[0]
+    status = read_proc(pid, "status")
+    cgroup_text = read_proc(pid, "cgroup")
+    memory = _procfs.parse_kib_fields(status)
+    root_files = any(os.path.exists(f"/proc/{pid}/root{f}") for f in CONTAINER_FILES)
+    environment = describe_environment(cgroup_text, _environ(pid), root_files)
+    manager = None
+    if environment.kind == SYSTEMD_USER and environment.user_uid is not None:
+        manager = _manager_limits(pid, environment.user_uid)
+    soft, privileged = found.limit_soft, found.privileged
+    available = None if soft is None or privileged else max(0, soft - found.locked_bytes)
+    return ProcessContext(
+        pid=pid, command=found.command, user=found.user,
+        limits=Limits(soft, found.limit_hard, found.locked_bytes, available, privileged),
+        may_raise_hard_limit=capability_effective(status, CAP_SYS_RESOURCE),
+        vm_size=memory.get("VmSize"), rss=memory.get("VmRSS"), environment=environment,
+        cgroup_memory=cgroup_memory_headroom(cgroup_text), manager_limits=manager)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import ClassVar
 
-    from .._records import HostProcess, ProcessMapping, ProcessStatus, SystemStatus
+    from .._records import HostProcess, ProcessContext, ProcessMapping, ProcessStatus, SystemStatus
     from ._libc import CachestatCount, RealLibc, SecretsLibc
 
 __all__ = ["LinuxBackend"]
@@ -276,6 +276,12 @@ class LinuxBackend(Backend):
         from ._linux_process import process_mappings
 
         return process_mappings(pid, dumps=dumps)
+
+    def process_context(self, pid: int) -> ProcessContext:
+        """From /proc/PID (status, limits, cgroup, environ, root); see :mod:`._linux_process`."""
+        from ._linux_process import process_context
+
+        return process_context(pid)
 
     def system_status(self) -> SystemStatus:
         """/proc/meminfo and vm.max_map_count."""
