@@ -79,10 +79,11 @@ def _cases() -> Iterator[Case]:
             yield f"run{opt}-{_id(v)}", ["run", _b(opt) + b"=" + _b(v), "{SCRIPT}"], 2, (
                 "too large" if v == "9" * 400 else "not a size")
     for v in NUMBERS:
-        yield f"verify-{_id(v)}", ["verify", v], 2, None
+        yield f"verify-{_id(v)}", ["verify", v], 2, (
+            "required: PID" if v == "-inf" else "not a process id")  # -inf: an option
         yield f"verify-min-locked-{_id(v)}", ["verify", b"--min-locked=" + _b(v), "1"], 2, (
             "too large" if v == "9" * 400 else "not a size")
-        yield f"doctor-pid-{_id(v)}", ["doctor", b"--pid=" + _b(v)], 2, None
+        yield f"doctor-pid-{_id(v)}", ["doctor", b"--pid=" + _b(v)], 2, "not a process id"
     yield "verify-no-pid", ["verify"], 2, "required: PID"
     yield "verify-two-pids", ["verify", "1", "2"], 2, "unrecognized arguments"
     yield "verify-path-without-glob", ["verify", "1", "--path"], 2, "expected one argument"

@@ -203,3 +203,41 @@ def test_each_kind_the_kernel_never_locks_is_named() -> None:
     assert never_locked("[heap]", frozenset({"rd", "wr", "lo"})) is None
 
 
+
+
+# -- --no-swap under real memory pressure (a swap file and a memory cgroup: global state; named
+# "pressure" so that `-k "not pressure"` leaves it out of runs that share the machine) -----
+
+
+def test_no_swap_under_pressure_lists_a_region_locked_after_it_was_swapped() -> None:
+    from .pressure import squeeze, unavailable
+
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    proc = squeeze("""
+        import subprocess
+        import memlock
+        early = filled(8 << 20)
+        lk_early = memlock.lock(early)         # locked before the pressure: stays in RAM
+        late = filled(32 << 20)
+        hog = pressure()                        # the unlocked one goes to swap
+        del hog
+        lk_late = memlock.lock(late, onfault=True)  # locked on fault: swapped pages stay out
+        verify = subprocess.run(
+            [sys.executable, "-m", "memlock", "verify", "--no-swap", "--json",
+             str(os.getpid())], capture_output=True, text=True)
+        print(json.dumps({
+            "status": verify.returncode, "verdict": json.loads(verify.stdout),
+            "early": vma(address_of(early)), "late": vma(address_of(late)),
+        }, default=sorted))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    early, late = result["early"], result["late"]
+    assert "lo" in late["flags"] and late["Swap"] > 0, late  # the kernel's word
+    assert "lo" in early["flags"] and early["Swap"] == 0, early
+    assert result["status"] == 1
+    flagged = {v["mapping"]["start"] for v in result["verdict"]["violations"]}
+    assert late["start"] in flagged and early["start"] not in flagged
+    assert {v["check"] for v in result["verdict"]["violations"]} == {"no-swap"}
