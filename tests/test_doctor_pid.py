@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from memlock import _hints
+from memlock._records import Environment
 
 from .kernel import child_env, python_cmd, run_cli, unprivileged_cmd
 
@@ -144,7 +145,7 @@ def test_no_such_process_and_usage() -> None:
 # -- the environment, from canned /proc/PID/cgroup texts ----------------------------------
 
 
-def _where(name: str, environ: dict[str, str] | None = None) -> _hints.Environment:
+def _where(name: str, environ: dict[str, str] | None = None) -> Environment:
     return _hints.describe_environment((DATA / name).read_text(), environ)
 
 

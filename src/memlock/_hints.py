@@ -14,14 +14,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from ._records import FrozenRecord
 from ._units import format_size
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
-    from typing import Any
+    from ._records import Environment
 
-__all__ = ["Environment", "describe_environment", "detect_environment", "format_size",
+__all__ = ["describe_environment", "detect_environment", "format_size",
            "hard_limit_note", "limit_hint"]
 
 SHELL, SYSTEMD, DOCKER, KUBERNETES = "shell", "systemd", "docker", "kubernetes"
@@ -35,54 +34,6 @@ _RUNTIMES = {"docker": "docker", "cri-containerd": "containerd", "crio": "cri-o"
              "libpod": "podman"}
 _POD = r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})"
 _USER_MANAGER = r"^user@(\d+)\.service$"
-
-
-class Environment(FrozenRecord):
-    """Where a process runs, as its cgroup, environment and root tell.
-
-    Attributes:
-        kind: shell, systemd, systemd-user, docker or kubernetes.
-        runtime: The container runtime (docker, containerd, cri-o, podman), if known.
-        container: The container id (12 hex digits), if in one.
-        pod: The Kubernetes pod uid, if in one.
-        unit: The systemd unit (``foo.service``) or scope, if any.
-        user_uid: The uid whose ``systemd --user`` manager runs the unit (user services).
-    """
-
-    __slots__ = __match_args__ = ("kind", "runtime", "container", "pod", "unit", "user_uid")
-
-    kind: str
-    runtime: str | None
-    container: str | None
-    pod: str | None
-    unit: str | None
-    user_uid: int | None
-
-    def __init__(self, kind: str, runtime: str | None = None, container: str | None = None,
-                 pod: str | None = None, unit: str | None = None,
-                 user_uid: int | None = None) -> None:
-        self._fill(kind, runtime, container, pod, unit, user_uid)
-
-    def describe(self) -> str:
-        """One line for people: ``kubernetes pod 1b2c... (containerd container 0123...)``."""
-        if self.kind == KUBERNETES:
-            text = "kubernetes" + (f" pod {self.pod}" if self.pod else "")
-            if self.container:
-                text += f" ({self.runtime or 'container'} container {self.container})"
-            return text
-        if self.kind == DOCKER:
-            what = f"{self.runtime} container" if self.runtime else "a container"
-            return what + (f" {self.container}" if self.container else
-                           " (its root has /.dockerenv or /run/.containerenv)")
-        if self.kind == SYSTEMD_USER:
-            return f"systemd user service {self.unit} (the systemd --user of uid {self.user_uid})"
-        if self.kind == SYSTEMD:
-            return f"systemd unit {self.unit}" if self.unit else "systemd"
-        return "shell" + (f" ({self.unit})" if self.unit else "")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as a JSON-ready dict."""
-        return super().to_dict()
 
 
 def _cgroup_paths(cgroup_text: str) -> list[str]:
@@ -106,6 +57,8 @@ def describe_environment(cgroup_text: str, environ: Mapping[str, str] | None = N
         container_files: Its root has ``/.dockerenv`` or ``/run/.containerenv``.
     """
     import re  # here, not at the top: re costs ~6 ms of every start of memlock
+
+    from ._records import Environment
 
     env = environ or {}
     container = runtime = pod = unit = None

@@ -16,9 +16,7 @@ TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
     from typing import Any
 
-    from ._hints import Environment
-
-__all__ = ["FrozenRecord", "HostProcess", "Limits", "LockedRegion", "ProcessContext",
+__all__ = ["Environment", "FrozenRecord", "HostProcess", "Limits", "LockedRegion", "ProcessContext",
            "ProcessMapping", "ProcessStatus", "SystemStatus"]
 
 
@@ -293,6 +291,54 @@ class HostProcess(FrozenRecord):
         if self.regions is not None:
             out["regions"] = [r.to_dict() for r in self.regions]
         return out
+
+
+class Environment(FrozenRecord):
+    """Where a process runs, as its cgroup, environment and root tell.
+
+    Attributes:
+        kind: shell, systemd, systemd-user, docker or kubernetes.
+        runtime: The container runtime (docker, containerd, cri-o, podman), if known.
+        container: The container id (12 hex digits), if in one.
+        pod: The Kubernetes pod uid, if in one.
+        unit: The systemd unit (``foo.service``) or scope, if any.
+        user_uid: The uid whose ``systemd --user`` manager runs the unit (user services).
+    """
+
+    __slots__ = __match_args__ = ("kind", "runtime", "container", "pod", "unit", "user_uid")
+
+    kind: str
+    runtime: str | None
+    container: str | None
+    pod: str | None
+    unit: str | None
+    user_uid: int | None
+
+    def __init__(self, kind: str, runtime: str | None = None, container: str | None = None,
+                 pod: str | None = None, unit: str | None = None,
+                 user_uid: int | None = None) -> None:
+        self._fill(kind, runtime, container, pod, unit, user_uid)
+
+    def describe(self) -> str:
+        """One line for people: ``kubernetes pod 1b2c... (containerd container 0123...)``."""
+        if self.kind == "kubernetes":
+            text = "kubernetes" + (f" pod {self.pod}" if self.pod else "")
+            if self.container:
+                text += f" ({self.runtime or 'container'} container {self.container})"
+            return text
+        if self.kind == "docker":
+            what = f"{self.runtime} container" if self.runtime else "a container"
+            return what + (f" {self.container}" if self.container else
+                           " (its root has /.dockerenv or /run/.containerenv)")
+        if self.kind == "systemd-user":
+            return f"systemd user service {self.unit} (the systemd --user of uid {self.user_uid})"
+        if self.kind == "systemd":
+            return f"systemd unit {self.unit}" if self.unit else "systemd"
+        return "shell" + (f" ({self.unit})" if self.unit else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
+        return super().to_dict()
 
 
 class ProcessContext(FrozenRecord):
