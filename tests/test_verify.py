@@ -241,3 +241,27 @@ def test_no_swap_under_pressure_lists_a_region_locked_after_it_was_swapped() -> 
     flagged = {v["mapping"]["start"] for v in result["verdict"]["violations"]}
     assert late["start"] in flagged and early["start"] not in flagged
     assert {v["check"] for v in result["verdict"]["violations"]} == {"no-swap"}
+
+
+def test_an_unprivileged_user_verifies_its_own_process() -> None:
+    code = """
+        import json, subprocess, sys
+        from memlock.cli import main
+        locker = ("import mmap, sys, memlock\\n"
+                  "m = mmap.mmap(-1, 4 * 4096, flags=mmap.MAP_PRIVATE)\\n"
+                  "lk = memlock.lock(m)\\n"
+                  "print('ready', flush=True)\\n"
+                  "sys.stdin.read()\\n")
+        with subprocess.Popen([sys.executable, "-c", locker], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) as child:
+            assert child.stdout.readline().strip() == "ready"
+            status = main(["verify", "--json", "--no-dump", str(child.pid)])
+            child.communicate("")
+        sys.exit(status)
+    """
+    proc = run_as_nobody(code)
+    assert proc.returncode == 1, proc.stderr  # its smaps were read: the lock lacks dd
+    verdict = json.loads(proc.stdout)
+    assert verdict["mappings"] > 0
+    [violation] = verdict["violations"]
+    assert violation["check"] == "no-dump" and violation["mapping"]["size"] == 4 * 4096
