@@ -78,6 +78,21 @@ def _cases() -> Iterator[Case]:
         for opt in ("--prefault-heap", "--prefault-stack"):
             yield f"run{opt}-{_id(v)}", ["run", _b(opt) + b"=" + _b(v), "{SCRIPT}"], 2, (
                 "too large" if v == "9" * 400 else "not a size")
+    for v in NUMBERS:
+        yield f"verify-{_id(v)}", ["verify", v], 2, (
+            "required: PID" if v == "-inf" else "not a process id")  # -inf: an option
+        yield f"verify-min-locked-{_id(v)}", ["verify", b"--min-locked=" + _b(v), "1"], 2, (
+            "too large" if v == "9" * 400 else "not a size")
+        yield f"doctor-pid-{_id(v)}", ["doctor", b"--pid=" + _b(v)], 2, "not a process id"
+    yield "verify-no-pid", ["verify"], 2, "required: PID"
+    yield "verify-two-pids", ["verify", "1", "2"], 2, "unrecognized arguments"
+    yield "verify-path-without-glob", ["verify", "1", "--path"], 2, "expected one argument"
+    yield "verify-no-such-pid", ["verify", str(2**31 - 1)], 1, "no process"
+    yield "verify-no-such-pid-json", ["verify", "--json", "--no-dump", "--no-swap",
+                                      str(2**31 - 1)], 1, "no process"
+    yield "doctor-pid-0", ["doctor", "--pid", "0"], 2, "not a process id"
+    yield "doctor-pid-missing", ["doctor", "--pid"], 2, "expected one argument"
+    yield "doctor-no-such-pid", ["doctor", "--pid", str(2**31 - 1), "--json"], 1, "no process"
     yield "status-pid-too-big", ["status", "99999999999999999999"], 2, "not a process id"
     yield "status-pid-0", ["status", "0"], 2, "not a process id"
     yield "status-no-such-pid", ["status", str(2**31 - 1)], 1, "no process"

@@ -22,9 +22,17 @@ TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:  # records load on first use: dataclasses costs ~20 ms at import
     import ctypes
     import mmap
+    from collections.abc import Sequence
     from typing import ClassVar
 
-    from .._records import Limits, ProcessStatus, SystemStatus
+    from .._records import (
+        HostProcess,
+        Limits,
+        ProcessContext,
+        ProcessMapping,
+        ProcessStatus,
+        SystemStatus,
+    )
     from ._libc import CachestatCount, Libc, SecretsLibc
 
 __all__ = ["Backend"]
@@ -270,6 +278,67 @@ class Backend:
         """What process ``pid`` has locked."""
         raise UnsupportedOperation(f"per-process lock status is not available on {self.name}")
 
+    def process_mappings(self, pid: int, *, dumps: bool = False) -> tuple[ProcessMapping, ...]:
+        """Every mapping of process ``pid``, in address order, with what the kernel does with
+        it: locked, swapped, kept out of core dumps (``dumps``: judge whether a core dump
+        would hold it, by the process's own settings), never locked whatever is asked.
+
+        Raises:
+            ProcessLookupError: No process ``pid``.
+            PermissionError: The caller may not see that process's mappings.
+            UnsupportedOperation: The OS does not tell (all but Linux).
+        """
+        raise UnsupportedOperation(f"another process's mappings are not available on "
+                                   f"{self.name}")
+
+    def process_context(self, pid: int) -> ProcessContext:
+        """What bears on whether process ``pid`` may lock memory: its limits, privilege,
+        address space, memory cgroup and environment (``memlock doctor --pid``).
+
+        Raises:
+            ProcessLookupError: No process ``pid``.
+            PermissionError: The caller may not read its status.
+            UnsupportedOperation: The OS does not tell (all but Linux).
+        """
+        raise UnsupportedOperation(f"another process's limits are not available on "
+                                   f"{self.name}")
+
+    def host_processes(self, *, include_unlocked: bool = False, regions: bool = True,
+                       pids: Sequence[int] | None = None) -> list[HostProcess]:
+        """Every process of the host that has memory locked, in one pass.
+
+        Args:
+            include_unlocked: Also the processes with nothing locked (never kernel threads).
+            regions: Read each locked process's mappings (``HostProcess.regions``; None
+                where the caller may not read them, or when False).
+            pids: Only these processes, in this order, whether or not they have anything
+                locked (a kernel thread too).
+
+        Returns:
+            The processes, the most locked first (when ``pids`` is None). Kernel threads
+            and processes that end during the scan are left out silently.
+
+        Raises:
+            ProcessLookupError: A process of ``pids`` does not exist.
+            PermissionError: A process of ``pids`` is hidden from the caller.
+            ValueError: ``pids`` holds something that is not a process id.
+            UnsupportedOperation: On an OS other than Linux.
+        """
+        raise UnsupportedOperation(f"listing the host's processes is not available on "
+                                   f"{self.name}")
+
+    def host_unaccounted_bytes(self, processes: Sequence[HostProcess],
+                               system: SystemStatus) -> int | None:
+        """Locked memory of the host that no process's mappings account for (ramfs, shared
+        memory locked with SHM_LOCK, ...), from a :meth:`host_processes` scan of every
+        process with locked memory and :meth:`system_status`; None where unknown.
+
+        Raises:
+            UnsupportedOperation: On an OS other than Linux.
+        """
+        raise UnsupportedOperation(f"host locked-memory accounting is not available on "
+                                   f"{self.name}")
+
     def system_status(self) -> SystemStatus:
         """Machine-wide locked/wired memory."""
         from .._records import SystemStatus
@@ -307,13 +376,23 @@ class Backend:
         """How to get the privilege (or any allowance) to lock ``needed_total`` bytes."""
         return self.limit_hint(needed_total)
 
-    def hard_limit_too_low(self, needed_total: int | None) -> int | None:
-        """The hard RLIMIT_MEMLOCK when it is below ``needed_total`` and this process
-        cannot raise it (so ``ulimit -l`` would fail); else None."""
-        _soft, hard = self.rlimit()
+    def hard_limit_too_low(self, needed_total: int | None,
+                           process: ProcessContext | None = None) -> int | None:
+        """The hard RLIMIT_MEMLOCK when it is below ``needed_total`` and this process (or
+        ``process``) cannot raise it (so ``ulimit -l`` would fail); else None."""
+        hard = self.rlimit()[1] if process is None else process.limits.hard
         if hard is None or (needed_total is not None and needed_total <= hard):
             return None
-        return None if self.may_raise_hard_limit() else hard
+        may_raise = (self.may_raise_hard_limit() if process is None
+                     else process.may_raise_hard_limit)
+        return None if may_raise else hard
+
+    def process_limit_hint(self, needed_total: int | None, process: ProcessContext) -> str:
+        """:meth:`limit_hint` for another process: by its hard limit and privilege, for
+        where it runs (naming its unit, container or pod)."""
+        return _hints.limit_hint(needed_total,
+                                 low_hard_limit=self.hard_limit_too_low(needed_total, process),
+                                 place=process.environment)
 
     def limit_hint(self, needed_total: int | None, environment: str | None = None) -> str:
         """How to raise the limit to ``needed_total`` bytes on this OS (None: unlimited)."""

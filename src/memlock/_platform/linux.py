@@ -22,9 +22,10 @@ from ._base import Backend
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import ClassVar
 
-    from .._records import ProcessStatus, SystemStatus
+    from .._records import HostProcess, ProcessContext, ProcessMapping, ProcessStatus, SystemStatus
     from ._libc import CachestatCount, RealLibc, SecretsLibc
 
 __all__ = ["LinuxBackend"]
@@ -285,6 +286,18 @@ class LinuxBackend(Backend):
             raise ProcessLookupError(errno.ESRCH, f"no process {pid}") from None
         return status_from_texts(pid, smaps, status)
 
+    def process_mappings(self, pid: int, *, dumps: bool = False) -> tuple[ProcessMapping, ...]:
+        """From /proc/PID/smaps (and coredump_filter); see :mod:`._linux_process`."""
+        from ._linux_process import process_mappings
+
+        return process_mappings(pid, dumps=dumps)
+
+    def process_context(self, pid: int) -> ProcessContext:
+        """From /proc/PID (status, limits, cgroup, environ, root); see :mod:`._linux_process`."""
+        from ._linux_process import process_context
+
+        return process_context(pid)
+
     def system_status(self) -> SystemStatus:
         """/proc/meminfo and vm.max_map_count."""
         try:
@@ -296,6 +309,25 @@ class LinuxBackend(Backend):
         except (OSError, ValueError):
             max_map = None
         return system_status_from_meminfo(meminfo, max_map)
+
+    def host_processes(self, *, include_unlocked: bool = False, regions: bool = True,
+                       pids: Sequence[int] | None = None) -> list[HostProcess]:
+        """From /proc, one pass (see :mod:`._hostscan`)."""
+        from ._hostscan import host_processes
+
+        return host_processes(include_unlocked=include_unlocked, regions=regions, pids=pids)
+
+    def host_unaccounted_bytes(self, processes: Sequence[HostProcess],
+                               system: SystemStatus) -> int | None:
+        """``Unevictable:`` less the processes' resident locked bytes, at least 0.
+
+        That is ramfs, shared memory locked with SHM_LOCK and the like: the kernel counts
+        them as unevictable, but not as ``Mlocked:`` nor in any VmLck. A process's share is
+        its smaps ``Locked:``; where its smaps is unreadable, at most its VmRSS and VmLck
+        (then the figure is a lower bound)."""
+        from ._hostscan import unaccounted_bytes
+
+        return unaccounted_bytes(processes, system)
 
     # -- errors ----------------------------------------------------------------------
 
@@ -462,21 +494,11 @@ class LinuxBackend(Backend):
 
 def status_from_texts(pid: int, smaps_text: str, status_text: str) -> ProcessStatus:
     """A ProcessStatus from the texts of /proc/PID/smaps and /proc/PID/status."""
-    from .._records import LockedRegion, ProcessStatus
+    from .._records import ProcessStatus
+    from ._hostscan import locked_regions
 
-    regions = tuple(
-        LockedRegion(
-            start=e.start,
-            end=e.end,
-            path=e.path,
-            size=e.end - e.start,
-            locked_bytes=e.fields.get("Locked"),
-            onfault=e.onfault,
-        )
-        for e in _procfs.parse_smaps(smaps_text)
-        if e.locked
-    )
-    return ProcessStatus(pid, _procfs.parse_kib_fields(status_text).get("VmLck"), regions)
+    return ProcessStatus(pid, _procfs.parse_kib_fields(status_text).get("VmLck"),
+                         locked_regions(smaps_text))
 
 
 def system_status_from_meminfo(meminfo_text: str, max_map_count: int | None) -> SystemStatus:
