@@ -93,14 +93,6 @@ def describe_environment(cgroup_text: str, environ: Mapping[str, str] | None = N
     return Environment(SHELL, unit=unit)
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
 def detect_environment(
     environ: Mapping[str, str] | None = None, cgroup_text: str | None = None
 ) -> str:
@@ -110,7 +102,11 @@ def detect_environment(
     started this process (``INVOCATION_ID``).
     """
     env = os.environ if environ is None else environ
-    cgroup = _read("/proc/self/cgroup") if cgroup_text is None else cgroup_text
+    if cgroup_text is None:
+        from ._platform import BACKEND  # here: the backends import this module
+
+        cgroup_text = BACKEND.own_cgroups()
+    cgroup = cgroup_text
     container_files = environ is None and (
         os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
     )

@@ -221,6 +221,10 @@ class Backend:
     def die_with_parent(self) -> None:
         """Have the kernel kill this process when its parent dies, where the OS can."""
 
+    def own_cgroups(self) -> str:
+        """This process's control groups in /proc/PID/cgroup's format; "" where none."""
+        return ""
+
     def map_count(self) -> tuple[int, int] | None:
         """(mappings of this process, the most the OS allows); None where it cannot tell."""
         return None

@@ -262,6 +262,13 @@ class LinuxBackend(Backend):
         except (OSError, ValueError):
             return None
 
+    def own_cgroups(self) -> str:
+        """/proc/self/cgroup ("" if unreadable)."""
+        try:
+            return _procfs.read_text("/proc/self/cgroup")
+        except OSError:
+            return ""
+
     def open_descriptors(self) -> int | None:
         """How many descriptors this process has open now (/proc/self/fd)."""
         try:
