@@ -46,7 +46,7 @@ prometheus_client = pytest.importorskip("prometheus_client")
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from memlock.cli._exporter import COMMAND_CHARS, is_holder  # noqa: E402
+from memlock.cli._exporter import COMMAND_CHARS, command_label, is_holder  # noqa: E402
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
@@ -286,6 +286,15 @@ def test_recognising_holders_by_command_line() -> None:
         assert not is_holder(command), command
 
 
+def test_command_label_drops_the_programs_directory() -> None:
+    assert command_label("/usr/bin/python3 /usr/local/bin/memlock lock /srv/m") == (
+        "python3 memlock lock /srv/m")
+    assert command_label("/usr/sbin/sshd -D") == "sshd -D"
+    assert command_label("[kthreadd]") == "[kthreadd]"
+    assert command_label("/opt/db /data/x") == "db /data/x"
+    assert command_label("x" * 200) == "x" * (COMMAND_CHARS - 3) + "..."
+
+
 def test_label_values_are_bounded(tmp_path: Path) -> None:
     code = """
         import mmap, sys, memlock
@@ -303,7 +312,7 @@ def test_label_values_are_bounded(tmp_path: Path) -> None:
             ((labels, _),) = _of(_samples(text), "memlock_process_locked_bytes", child.pid)
             assert len(labels["command"]) == COMMAND_CHARS, labels
             assert labels["command"].endswith("...")
-            assert labels["command"].startswith(sys.executable)
+            assert labels["command"].startswith(Path(sys.executable).name + " -c ")
         finally:
             child.communicate("", timeout=60)
 

@@ -7,7 +7,8 @@ timer, as textfile collectors are usually run) or every ``--interval`` seconds. 
 scrape (or write) is a fresh scan of ``/proc`` by the host scan API: no cache, no thread
 of our own.
 
-Label values are bounded: ``command`` is cut to :data:`COMMAND_CHARS` characters, and a
+Label values are bounded: ``command`` is the command line without the program's directory
+(:func:`command_label`), cut to :data:`COMMAND_CHARS` characters, and a
 holder's files beyond the :data:`HOLDER_PATHS` largest are summed under the path
 :data:`OTHER_PATHS`, so a holder of a tree of 10,000 files adds at most 101 series.
 
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from .._cli_api import HostProcess
 
 __all__ = ["COMMAND_CHARS", "HOLDER_PATHS", "OTHER_PATHS", "TEXTFILE_NAME", "MemlockCollector",
-           "is_holder", "register"]
+           "command_label", "is_holder", "register"]
 
 #: The longest ``command`` label value (longer command lines are cut, ending in "...").
 COMMAND_CHARS = 80
@@ -133,6 +134,17 @@ def _label(text: str, limit: int | None = None) -> str:
     return text
 
 
+def command_label(command: str) -> str:
+    """The ``command`` label: the program's name without its directory (and the script's,
+    for a Python: ``python3 memlock lock /srv/models``), then cut to :data:`COMMAND_CHARS`."""
+    words = command.split(" ")
+    if words and words[0].startswith("/"):
+        words[0] = words[0].rpartition("/")[2]
+        if words[0].startswith("python") and words[1:2] and words[1].startswith("/"):
+            words[1] = words[1].rpartition("/")[2]
+    return _label(" ".join(words), COMMAND_CHARS)
+
+
 def _holder_files(process: HostProcess) -> list[tuple[str, int]]:
     """(path, locked bytes) of each file a holder has locked, the largest first, bounded."""
     per_path: dict[str, int] = {}
@@ -174,7 +186,7 @@ class MemlockCollector:
             "Memory a `memlock lock` holder has locked, per file (smaps Locked:), in bytes.",
             labels=["pid", "path"])
         for process in processes:
-            pid, command = str(process.pid), _label(process.command, COMMAND_CHARS)
+            pid, command = str(process.pid), command_label(process.command)
             locked.add_metric([pid, command, _label(process.user), _label(process.cgroup)],
                               process.locked_bytes)
             for kind, value in (("soft", process.limit_soft), ("hard", process.limit_hard)):
