@@ -133,7 +133,7 @@ def _cases() -> Iterator[Case]:
         "not allowed with")
     yield "exporter-interval-with-listen", ["exporter", "--listen", ":0", "--interval", "1"], (
         2), "--interval goes with --textfile"
-    yield "exporter-all-alone", ["exporter", "--all"], 2, None
+    yield "exporter-all-alone", ["exporter", "--all"], 2, "--listen --textfile"
     for v in [*NUMBERS, "localhost", "host:", ":99999", "1.2.3.4:-1", "[::1]", "a b:80",
               "::1:80x"]:
         yield f"exporter-listen-{_id(v)}", ["exporter", b"--listen=" + _b(v)], 2, "HOST:PORT"

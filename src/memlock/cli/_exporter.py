@@ -135,8 +135,11 @@ def _label(text: str, limit: int | None = None) -> str:
 
 
 def command_label(command: str) -> str:
-    """The ``command`` label: the program's name without its directory (and the script's,
-    for a Python: ``python3 memlock lock /srv/models``), then cut to :data:`COMMAND_CHARS`."""
+    """The ``command`` label: the command line, cut to :data:`COMMAND_CHARS` characters.
+
+    The program's directory is left out (and the script's, for a Python: ``python3 memlock
+    lock /srv/models``).
+    """
     words = command.split(" ")
     if words and words[0].startswith("/"):
         words[0] = words[0].rpartition("/")[2]
