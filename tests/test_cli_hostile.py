@@ -141,6 +141,25 @@ def _cases() -> Iterator[Case]:
     yield "lock-log-fifo-without-reader", ["lock", "--log", "{FIFO}", "{FILE}"], 1, "FIFO"
     yield "lock-pidfile-device", ["lock", "--pidfile", "{DEVICE}", "{FILE}"], 1, (
         "not a regular file")
+    # memlock exporter: --listen HOST:PORT, --textfile DIR (written: its own directory),
+    # --interval SECONDS (with --textfile only).
+    yield "exporter-nothing", ["exporter"], 2, "one of the arguments --listen --textfile"
+    yield "exporter-both", ["exporter", "--listen", ":0", "--textfile", "{OUTDIR}"], 2, (
+        "not allowed with")
+    yield "exporter-interval-with-listen", ["exporter", "--listen", ":0", "--interval", "1"], (
+        2), "--interval goes with --textfile"
+    yield "exporter-all-alone", ["exporter", "--all"], 2, "--listen --textfile"
+    for v in [*NUMBERS, "localhost", "host:", ":99999", "1.2.3.4:-1", "[::1]", "a b:80",
+              "::1:80x"]:
+        yield f"exporter-listen-{_id(v)}", ["exporter", b"--listen=" + _b(v)], 2, "HOST:PORT"
+    for v in NUMBERS:
+        yield f"exporter-interval-{_id(v)}", ["exporter", "--textfile", "{OUTDIR}",
+                                              b"--interval=" + _b(v)], 2, "--interval"
+    for kind, path in [*(o for o in outputs if o[0] != "dir"), ("file", "{FILE}"),
+                       ("proc-dir", "/proc/self"), ("sys-dir", "/sys/kernel")]:
+        yield f"exporter-textfile-{kind}", ["exporter", "--textfile", path], 1, (
+            "memlock exporter: ")
+    yield "exporter-textfile-once", ["exporter", "--textfile", "{OUTDIR}"], 0, None
 
 
 def _b(value: Arg) -> bytes:
@@ -154,6 +173,7 @@ CASES = list(_cases())
 def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     root = tmp_path_factory.mktemp("hostile")
     (root / "dir").mkdir()
+    (root / "out").mkdir()
     os.mkfifo(root / "fifo")
     null = os.stat("/dev/null")
     assert stat.S_ISCHR(null.st_mode), "/dev/null is not a device here: the machine is damaged"
@@ -169,7 +189,8 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return {"{DIR}": os.fsencode(root / "dir"), "{FIFO}": os.fsencode(root / "fifo"),
             "{FILE}": os.fsencode(root / "file.bin"), "{MISSING}": os.fsencode(root / "missing"),
             "{SCRIPT}": os.fsencode(root / "prog.py"), "{BADNAME}": bad,
-            "{DEVICE}": os.fsencode(root / "null"), "{ROOT}": os.fsencode(root)}
+            "{DEVICE}": os.fsencode(root / "null"), "{ROOT}": os.fsencode(root),
+            "{OUTDIR}": os.fsencode(root / "out")}
 
 
 def _argv(template: list[Arg], places: dict[str, bytes]) -> list[bytes]:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import _files, _inspect, _run, _verify
+from . import _exporter, _files, _inspect, _run, _verify
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                parser_class=_Parser)
-    for module in (_inspect, _files, _run, _verify):
+    for module in (_inspect, _files, _run, _verify, _exporter):
         module.register(sub)
     return parser
 
