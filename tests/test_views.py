@@ -12,7 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import memlock
@@ -20,6 +19,7 @@ import memlock
 from .kernel import CHILD_PRELUDE, mappings, output, page_state, run_child
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="verified on Linux only")
+np = pytest.importorskip("numpy")  # (the other CPythons of scripts/test may lack a wheel)
 MIB = 2**20
 
 # Child code: a sparse file whose bytes are known at a few offsets (fast to make, and its
