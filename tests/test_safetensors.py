@@ -182,6 +182,7 @@ HOSTILE: dict[str, tuple[object, int | None, str]] = {
     "length past the end": ({"x": _t()}, 4096, "is more than the file"),
     "not JSON": (b"{not json", None, "not JSON"),
     "not an object": (b"[1, 2]", None, "not a JSON object"),
+    "nested too deep": (b"[" * 100_000 + b"]" * 100_000, None, "not JSON"),
     "not UTF-8": (b'{"\xff": 1}', None, "not JSON"),
     "unknown dtype": ({"x": _t("F128")}, None, "tensor 'x': unknown dtype 'F128'"),
     "offsets past the end": ({"x": _t(offsets=[48, 80], shape=[8])}, None,

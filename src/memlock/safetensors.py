@@ -115,7 +115,7 @@ def _read_header(path: str, fd: int, size: int, shard: _Shard) -> tuple[bytes, l
         raise OSError(errno.ESTALE, "the file shrank while it was read", path)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _bad(path, f"corrupt header: not JSON ({exc})") from None
     if not isinstance(header, dict):
         raise _bad(path, "corrupt header: not a JSON object")
@@ -180,7 +180,7 @@ def _shard_paths(path: str) -> tuple[list[str], dict[str, str] | None]:
     with open(path, "rb") as f:
         try:
             index = json.loads(f.read().decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise ValueError(f"{path}: corrupt index: not JSON ({exc})") from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(
