@@ -16,7 +16,7 @@ import pytest
 from .kernel import CHILD_PRELUDE, output, run_child
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="verified on Linux only")
-pytest.importorskip("gguf", reason="gguf is in requirements-dev.txt")
+pytest.importorskip("gguf", reason="gguf is in requirements-models.txt")
 MIB = 2**20
 
 WRITE_AND_LOCK = """

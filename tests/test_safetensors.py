@@ -71,7 +71,7 @@ def test_numpy_files_of_the_safetensors_package_load_zero_copy(tmp_path: Path) -
 
 
 def test_torch_files_with_dtypes_numpy_lacks(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch", reason="torch 2.13 CPU is in requirements-dev.txt")
+    torch = pytest.importorskip("torch", reason="torch 2.13 CPU is in requirements-models.txt")
     from safetensors.torch import save_file
 
     path = tmp_path / "t.safetensors"

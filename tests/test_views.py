@@ -53,7 +53,7 @@ def _child(code: str, *args: object, **options: object) -> dict[str, object]:
 
 
 def test_views_of_a_locked_gib_are_the_locked_mapping_with_no_copy(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch", reason="torch 2.13 CPU is in requirements-dev.txt")
+    torch = pytest.importorskip("torch", reason="torch 2.13 CPU is in requirements-models.txt")
     del torch
     got = _child("""
         import numpy as np, torch
@@ -208,7 +208,7 @@ print(json.dumps({"grew": grew, "warnings": [(w.category.__name__, str(w.message
 def test_locking_a_private_writable_file_mapping_warns_of_the_copy(
         tmp_path: Path, case: str) -> None:
     if case.startswith("torch"):
-        pytest.importorskip("torch", reason="torch 2.13 CPU is in requirements-dev.txt")
+        pytest.importorskip("torch", reason="torch 2.13 CPU is in requirements-models.txt")
     size = 64 * MIB
     got = _child(SETUP + COPYING[case] + MEASURE, tmp_path, size)
     [(category, message)] = got["warnings"]  # type: ignore[misc]
