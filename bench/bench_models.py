@@ -11,7 +11,7 @@ Side by side in one run, alternating which goes first on every repetition, warm 
    (POSIX_FADV_DONTNEED drops only unlocked pages: target 0).
 
 Usage: python bench/bench_models.py [--dir /var/tmp] [--size 1G] [--tensors 64] [--reps 7]
-Needs numpy and safetensors (requirements-dev.txt, requirements-models.txt); the file is deleted after.
+Needs numpy and safetensors (requirements-models.txt); the file is deleted after.
 """
 
 from __future__ import annotations
