@@ -24,7 +24,7 @@ import memlock.lowlevel
 from .kernel import REPO, child_env
 
 INIT = REPO / "src" / "memlock" / "__init__.py"
-EAGER = {"PAGE_SIZE", "LockLimitError", "LockPermissionError", "MemlockError",
+EAGER = {"PAGE_SIZE", "CopyOnWriteWarning", "LockLimitError", "LockPermissionError", "MemlockError",
          "UnsupportedOperation"}
 CONSTANTS = {"MCL_CURRENT", "MCL_FUTURE", "MCL_ONFAULT", "MLOCK_ONFAULT"}
 

@@ -27,8 +27,8 @@ from .kernel import REPO
 #: What the sdist must hold besides src/memlock (paths inside memlock-X.Y.Z/).
 SDIST_REQUIRED = [
     "LICENSE", "README.md", "CHANGELOG.md", "CONTRIBUTING.md", "MANIFEST.in", "setup.py",
-    "pyproject.toml", "requirements-dev.txt", "mkdocs.yml", "src/memlock/_speedups.c",
-    "src/memlock/_speedups.pyi", "src/memlock/py.typed", "scripts/test",
+    "pyproject.toml", "requirements-dev.txt", "requirements-models.txt", "mkdocs.yml",
+    "src/memlock/_speedups.c", "src/memlock/_speedups.pyi", "src/memlock/py.typed", "scripts/test",
     "tests/__init__.py", "tests/conftest.py", "tests/kernel.py", "tests/simlibc.py",
     "tests/pressure.py", "docs/systemd/memlock-hold.service", "docs/container/Dockerfile",
 ]

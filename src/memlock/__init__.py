@@ -9,7 +9,13 @@ from __future__ import annotations
 import sys
 
 from ._pages import PAGE_SIZE
-from .errors import LockLimitError, LockPermissionError, MemlockError, UnsupportedOperation
+from .errors import (
+    CopyOnWriteWarning,
+    LockLimitError,
+    LockPermissionError,
+    MemlockError,
+    UnsupportedOperation,
+)
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import; mypy reads the block below
 if TYPE_CHECKING:
@@ -60,6 +66,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PAGE_SIZE",
+    "CopyOnWriteWarning",
     "Limits",
     "Lock",
     "LockLimitError",

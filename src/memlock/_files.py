@@ -25,6 +25,7 @@ import io
 import mmap
 import os
 import stat
+import sys
 import warnings
 from collections.abc import Callable
 
@@ -475,7 +476,9 @@ class LockedFile(ReleasedOnExit):
     """A file (or a range of it) mapped read-only and locked in RAM; a context manager.
 
     Returned by :func:`lock_file`. The mapping is never read by memlock, so a file
-    truncated while held does not crash the holder: the kernel drops the pages.
+    truncated while held does not crash the holder: the kernel drops the pages. Reading
+    it through :meth:`view` (or arrays built on a view) is zero-copy; a read of a page
+    past the end of a file truncated meanwhile raises SIGBUS, as for any mapped file.
 
     Attributes:
         path: The file, as given.
@@ -486,7 +489,8 @@ class LockedFile(ReleasedOnExit):
 
     __module__ = "memlock"  # its public name (tests/test_exports.py)
 
-    __slots__ = ("_lock", "_map", "_stat", "_unlocked", "nbytes", "offset", "onfault", "path")
+    __slots__ = ("_free_refs", "_lock", "_map", "_stat", "_unlocked", "nbytes", "offset",
+                 "onfault", "path")
 
     def __init__(self, path: str, offset: int, nbytes: int, onfault: bool,
                  mapping: mmap.mmap | None, lk: Lock | None, st: os.stat_result) -> None:
@@ -498,6 +502,7 @@ class LockedFile(ReleasedOnExit):
         self._lock = lk
         self._stat = st
         self._unlocked = False
+        self._free_refs = 0  # see _mapping_refs (set by lock_fd)
 
     @property
     def locked(self) -> bool:
@@ -517,8 +522,47 @@ class LockedFile(ReleasedOnExit):
         s = self._stat
         return (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns)
 
+    def view(self) -> memoryview:
+        """A read-only memoryview of the locked bytes (the whole range), with no copy.
+
+        ``numpy.frombuffer``, ``torch.frombuffer`` and slicing build on it zero-copy: their
+        data lie in the locked, shared mapping. While a view, or anything made from one
+        (slices, arrays), is alive, :meth:`unlock` raises BufferError (as ``mmap.close()``
+        does); release it with ``del`` or ``view.release()``. On Python 3.12+,
+        ``memoryview(locked_file)`` gives the same view.
+
+        Raises:
+            ValueError: The LockedFile is unlocked.
+        """
+        m = self._map
+        if m is None:
+            if self._unlocked:
+                raise ValueError(f"{self!r} is unlocked: it has no view")
+            return memoryview(b"")  # an empty range maps nothing
+        start = self.offset % mmap.ALLOCATIONGRANULARITY
+        return memoryview(m)[start:start + self.nbytes]
+
+    if sys.version_info >= (3, 12):
+
+        def __buffer__(self, flags: int, /) -> memoryview:
+            """PEP 688: ``memoryview(locked_file)``, ``numpy.frombuffer(locked_file)``."""
+            if flags & 1:  # PyBUF_WRITABLE
+                raise BufferError("a LockedFile is read-only")
+            return self.view()
+
+        def __release_buffer__(self, view: memoryview, /) -> None:
+            view.release()
+
     def unlock(self) -> None:
-        """Release the lock and unmap the file (idempotent)."""
+        """Release the lock and unmap the file (idempotent).
+
+        Raises:
+            BufferError: A view (or a slice or array made from one) is alive; nothing
+                changed.
+        """
+        if self._mapping_refs() > self._free_refs:
+            raise BufferError(f"cannot unlock {self!r}: a view of it (or a slice or array "
+                              "made from one) is alive")
         lk, m = self._lock, self._map
         if lk is not None:
             lk.unlock()
@@ -526,6 +570,16 @@ class LockedFile(ReleasedOnExit):
             m.close()
         # Last, in one statement: an interrupt above leaves a retryable unlock().
         self._lock, self._map, self._unlocked = None, None, True
+
+    def _mapping_refs(self) -> int:
+        """References to the mapping, counted the same way each time.
+
+        With no view alive: this object's slot, the Lock's buffer export, and this frame's
+        (``_free_refs``, counted once the LockedFile is made). Each live view adds its
+        managed buffer's reference (slices and arrays made from a view share it).
+        """
+        m = self._map
+        return 0 if m is None else sys.getrefcount(m)
 
     def _release_on_exit(self) -> None:
         self.unlock()
@@ -567,7 +621,10 @@ def lock_fd(path: str, fd: int, st: os.stat_result, offset: int, length: int,
         raise
     # (Any other exception, an interrupt say, drops ``m``: it unmaps itself once the
     # frames that still export its buffer are gone.)
-    return LockedFile(path, offset, length, onfault, m, lk, st)
+    locked = LockedFile(path, offset, length, onfault, m, lk, st)
+    del m
+    locked._free_refs = locked._mapping_refs()
+    return locked
 
 
 def lock_file(path: StrPath, *, offset: int = 0, length: int | None = None,

@@ -24,7 +24,7 @@ from ._registry import (
     PageRegistry,
     watch_collections,
 )
-from .errors import MemlockError, UnsupportedOperation
+from .errors import CopyOnWriteWarning, MemlockError, UnsupportedOperation
 
 __all__ = ["REGISTRY", "Lock", "fast_path_active", "lock"]
 
@@ -39,6 +39,10 @@ _release: Callable[[HoldRecord], None] = REGISTRY.release
 #: The C fast path's lock(obj, offset, length) -> Lock | None, when in use (see _use_c).
 _fast_lock: Callable[[object, object, object], Lock | None] | None = None
 _new = object.__new__
+#: Full locks of this many bytes and more are checked for copy-on-write file memory (one
+#: read of /proc/self/maps on Linux) and so never take the C fast path, whose cost stays
+#: that of small locks. Smaller copies are not worth a warning.
+COPY_CHECK_MIN_BYTES = 8 * 2**20
 
 
 class Lock(ReleasedOnExit):
@@ -185,6 +189,8 @@ def lock(obj: object, offset: int = 0, length: int | None = None, *,
         pinned.release()
         raise
     start, end = page_span(base + off, n)
+    if end - start >= COPY_CHECK_MIN_BYTES and mode == MODE_FULL:
+        _warn_if_copied(start, end)
     # The Lock and its hold exist before anything is counted: whatever happens from here,
     # something owns what the registry counts (see _registry: Interrupts).
     held = _new(Lock)
@@ -200,6 +206,24 @@ def lock(obj: object, offset: int = 0, length: int | None = None, *,
         pinned.release()
         raise
     return held
+
+
+def _warn_if_copied(start: int, end: int) -> None:
+    """Warn (CopyOnWriteWarning) if locking [start, end) copies private file pages."""
+    found = BACKEND.copy_on_write_files(start, end)
+    if not found:
+        return
+    from ._units import format_size
+
+    copied = sum(hi - lo for lo, hi, _ in found)
+    files = ", ".join(sorted({path for _, _, path in found}))
+    warnings.warn(
+        f"memlock.lock(): {files} is mapped private and writable (copy-on-write): the kernel "
+        f"copies the locked pages into anonymous memory, {format_size(copied)} "
+        f"({copied} bytes) more RAM that is no longer the page cache's. For a lock with no "
+        "copy map the file read-only and shared: memlock.lock_file(path).view(), "
+        "numpy.load(path, mmap_mode='r'), memlock.safetensors.load(path)",
+        CopyOnWriteWarning, stacklevel=3)
 
 
 def fast_path_active() -> bool:
@@ -237,8 +261,8 @@ def _use_c(enable: bool) -> bool:
     fast = None
     if enable and _speedups is not None and _c_reads_what_is_here():
         fork_byte = FORK_WATCH.address + REGISTRY_SLOT if FORK_WATCH.address else 0
-        fast = _speedups.FastPath(REGISTRY, Lock, ZERO, ONE_FULL, PAGE_SIZE, PARALLEL_MIN_BYTES,
-                                  fork_byte)
+        fast = _speedups.FastPath(REGISTRY, Lock, ZERO, ONE_FULL, PAGE_SIZE,
+                                  min(PARALLEL_MIN_BYTES, COPY_CHECK_MIN_BYTES), fork_byte)
     _fast_lock = fast.lock if fast is not None else None
     _release = fast.release if fast is not None else REGISTRY.release
     return fast is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno as _errno
 
 __all__ = [
+    "CopyOnWriteWarning",
     "LockLimitError",
     "LockPermissionError",
     "MemlockError",
@@ -98,3 +99,17 @@ class UnsupportedOperation(MemlockError):
     def __init__(self, strerror: str, *, hint: str | None = None) -> None:
         """Make the error, with errno ENOSYS."""
         super().__init__(_errno.ENOSYS, strerror, hint=hint)
+
+
+class CopyOnWriteWarning(RuntimeWarning):
+    """Locking memory of a private, writable file mapping copies it.
+
+    ``mmap.ACCESS_COPY``, ``numpy.load(mmap_mode="c")`` and ``torch.load(mmap=True)`` map a
+    file private and writable: mlock then breaks copy-on-write and the kernel copies every
+    page into anonymous memory (RAM counted to the process, no longer the page cache's).
+    :func:`memlock.lock` warns, naming the file and the bytes; map the file read-only
+    and shared instead (:meth:`memlock.LockedFile.view`, ``numpy.load(mmap_mode="r")``,
+    :func:`memlock.safetensors.load`) for a lock with no copy.
+    """
+
+    __module__ = "memlock"  # its public name (tests/test_exports.py)

@@ -113,6 +113,14 @@ class Backend:
         """The process's mappings, sorted (start, end); None where the OS cannot tell."""
         return None
 
+    def copy_on_write_files(self, start: int, end: int) -> list[tuple[int, int, str]]:
+        """(start, end, file) of the private writable file mappings in [start, end).
+
+        Locking such memory copies its pages (mlock breaks copy-on-write). Empty where the
+        OS cannot tell.
+        """
+        return []
+
     def populate_plan(self, start: int, end: int) -> list[tuple[int, int, int]]:
         """How to prefault [start, end): (start, end, advice) pieces; [] where unsupported."""
         return []

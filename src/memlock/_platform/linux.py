@@ -131,6 +131,16 @@ class LinuxBackend(Backend):
         maps = self._maps()
         return None if maps is None else [(lo, hi) for lo, hi, _, _ in maps]
 
+    def copy_on_write_files(self, start: int, end: int) -> list[tuple[int, int, str]]:
+        """From /proc/self/maps: file-backed mappings with perms ``rw?p``."""
+        try:
+            text = _procfs.read_text("/proc/self/maps")
+        except OSError:
+            return []
+        return [(max(lo, start), min(hi, end), path)
+                for lo, hi, perms, path in _procfs.maps_overlapping(text, start, end)
+                if perms[1] == "w" and perms[3] == "p" and path.startswith("/")]
+
     def populate_plan(self, start: int, end: int) -> list[tuple[int, int, int]]:
         """MADV_POPULATE_WRITE where mlock would write-fault (private writable), else READ.
 
