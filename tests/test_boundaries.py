@@ -16,6 +16,7 @@ Rules:
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -164,3 +165,29 @@ def test_the_rules_see_violations(tmp_path: Path) -> None:
         test_no_private_names_of_another_module(planted)
     with pytest.raises(AssertionError, match=r"memlock\._registry"):
         test_the_command_line_uses_the_public_api(planted)
+
+
+def _architecture_map() -> set[str]:
+    """The source files CONTRIBUTING.md's architecture map names (``src/...`` rows; a
+    bare name after the first path is in the same folder)."""
+    named: set[str] = set()
+    for line in (REPO / "CONTRIBUTING.md").read_text().splitlines():
+        if not line.startswith("| `src/"):
+            continue
+        folder = ""
+        for token in re.findall(r"`([^`]+)`", line.split(" | ")[0]):
+            if "/" in token:
+                folder = token.rsplit("/", 1)[0]
+                named.add(token)
+            else:
+                named.add(f"{folder}/{token}")
+    return named
+
+
+def test_the_architecture_map_matches_the_tree() -> None:
+    """Every module of the package has its row in CONTRIBUTING.md, and every row a file."""
+    tree = {p.relative_to(REPO).as_posix() for p in PACKAGE.rglob("*")
+            if p.suffix in (".py", ".c", ".pyi") and "__pycache__" not in p.parts}
+    named = _architecture_map()
+    assert sorted(tree - named) == [], "modules missing from CONTRIBUTING.md's map"
+    assert sorted(named - tree) == [], "rows of CONTRIBUTING.md's map without a file"

@@ -133,18 +133,29 @@ def test_pseudo_file_systems_are_refused_by_name_and_skipped_inside_trees(
     assert len(reasons) == 2 and all("proc file system" in r for r in reasons), reasons
 
 
-def test_pseudo_devices_reads_mountinfo(tmp_path: Path) -> None:
-    from memlock.cli._filewalk import pseudo_devices
+def test_pseudo_devices_reads_mountinfo() -> None:
+    from memlock._platform._procfs import pseudo_devices
 
-    info = tmp_path / "mountinfo"
-    info.write_text(
-        "22 28 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n"
-        "23 28 0:22 / /sys rw,nosuid shared:7 - sysfs sysfs rw\n"
-        "28 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
-        "40 28 0:35 / /dev/shm rw - tmpfs tmpfs rw\n"
-        "garbage line\n")
-    assert pseudo_devices(str(info)) == {os.makedev(0, 21): "proc", os.makedev(0, 22): "sysfs"}
-    assert pseudo_devices(str(tmp_path / "none")) == {}
+    info = (b"22 28 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n"
+            b"23 28 0:22 / /sys rw,nosuid shared:7 - sysfs sysfs rw\n"
+            b"28 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+            b"40 28 0:35 / /dev/shm rw - tmpfs tmpfs rw\n"
+            b"garbage line\n")
+    assert pseudo_devices(info) == {os.makedev(0, 21): "proc", os.makedev(0, 22): "sysfs"}
+    assert pseudo_devices(b"") == {}
+
+
+def test_the_holder_counts_its_open_descriptors() -> None:
+    from memlock._platform import BACKEND
+
+    before = BACKEND.open_descriptors()
+    assert before is not None and before >= 3
+    fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(5)]
+    try:
+        assert BACKEND.open_descriptors() == before + 5
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def test_range_errors_quote_the_whole_range() -> None:

@@ -20,7 +20,8 @@ The host (the backend; Linux only, UnsupportedOperation elsewhere): :func:`host_
     :func:`host_unaccounted_bytes` (unevictable memory no process accounts for).
 Facts of this process and machine (the backend): :data:`PAGE_SIZE`,
     :func:`process_memory`, :func:`map_count`, :func:`cgroup_memory_headroom`,
-    :func:`doctor_probes`, :func:`die_with_parent`, :func:`fast_path_active`,
+    :func:`doctor_probes`, :func:`die_with_parent`, :func:`open_descriptors`,
+    :func:`pseudo_file_systems`, :func:`fast_path_active`,
     :data:`PURE_PYTHON_REQUESTED`.
 
 The file primitives and :data:`PURE_PYTHON_REQUESTED` load their modules (the page
@@ -58,12 +59,12 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "PAGE_SIZE", "PURE_PYTHON_REQUESTED", "FrozenRecord", "HostProcess", "SizeTooLargeError",
-    "cached_pages", "cached_pages_counter", "cached_pages_or_bound", "cgroup_memory_headroom",
-    "describe_error", "detect_environment", "die_with_parent", "doctor_probes", "evict_fd",
-    "fast_path_active", "format_size", "host_processes", "host_unaccounted_bytes",
-    "limit_hint", "lock_fd", "map_count", "open_regular",
-    "page_range", "parse_size", "permission_hint", "plural", "process_memory", "quote_arg",
-    "touch_fd",
+    "cached_pages", "cached_pages_counter", "cached_pages_or_bound",
+    "cgroup_memory_headroom", "describe_error", "detect_environment", "die_with_parent",
+    "doctor_probes", "evict_fd", "fast_path_active", "format_size", "host_processes",
+    "host_unaccounted_bytes", "limit_hint", "lock_fd", "map_count", "open_descriptors",
+    "open_regular", "page_range", "parse_size", "permission_hint", "plural", "process_memory",
+    "pseudo_file_systems", "quote_arg", "touch_fd"
 ]
 
 #: ``cached_pages(fd, offset, length)``: ``(pages, 0)`` or ``(-1, errno)`` (ENOSYS: no call).
@@ -84,6 +85,10 @@ doctor_probes = BACKEND.doctor_probes
 host_processes = BACKEND.host_processes
 #: ``host_unaccounted_bytes(processes, system)``: unevictable bytes no process accounts for.
 host_unaccounted_bytes = BACKEND.host_unaccounted_bytes
+#: ``open_descriptors()``: descriptors this process has open now, or None.
+open_descriptors = BACKEND.open_descriptors
+#: ``pseudo_file_systems()``: ``st_dev`` -> type of each pseudo file system (procfs ...).
+pseudo_file_systems = BACKEND.pseudo_file_systems
 #: ``die_with_parent()``: the kernel kills this process when its parent dies (where it can).
 die_with_parent = BACKEND.die_with_parent
 
@@ -95,6 +100,6 @@ process_memory = BACKEND.process_memory
 
 def fast_path_active() -> bool:
     """Whether ``lock()``/``unlock()`` run through the C module."""
-    from . import _lock
+    from ._lock import fast_path_active as active
 
-    return _lock._fast_lock is not None
+    return active()

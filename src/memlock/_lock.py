@@ -8,7 +8,7 @@ from collections.abc import Callable
 from ._buffer import fast_address, pin
 from ._context import ReleasedOnExit
 from ._critical import Reentered, new_mutex, speedups
-from ._pages import PAGE_SIZE, SIZE_MAX, as_size
+from ._pages import PAGE_SIZE, SIZE_MAX, as_size, page_span
 from ._platform import BACKEND, FORK_WATCH, REGISTRY_SLOT
 from ._registry import (
     HANDED_OUT,
@@ -26,7 +26,7 @@ from ._registry import (
 )
 from .errors import MemlockError, UnsupportedOperation
 
-__all__ = ["REGISTRY", "Lock", "lock"]
+__all__ = ["REGISTRY", "Lock", "fast_path_active", "lock"]
 
 #: The optional C module (None: not built, or MEMLOCK_PURE_PYTHON set).
 _speedups = speedups
@@ -184,13 +184,7 @@ def lock(obj: object, offset: int = 0, length: int | None = None, *,
     except BaseException:
         pinned.release()
         raise
-    address = base + off
-    start = address - address % PAGE_SIZE
-    if n:
-        end = address + n
-        end += -end % PAGE_SIZE
-    else:
-        end = start
+    start, end = page_span(base + off, n)
     # The Lock and its hold exist before anything is counted: whatever happens from here,
     # something owns what the registry counts (see _registry: Interrupts).
     held = _new(Lock)
@@ -206,6 +200,11 @@ def lock(obj: object, offset: int = 0, length: int | None = None, *,
         pinned.release()
         raise
     return held
+
+
+def fast_path_active() -> bool:
+    """Whether ``lock()``/``unlock()`` run through the C module now."""
+    return _fast_lock is not None
 
 
 def _c_reads_what_is_here() -> bool:

@@ -176,6 +176,14 @@ class Backend:
         """Whether mincore reports the page cache of the file on ``fd`` (not all ones)."""
         return True
 
+    def pseudo_file_systems(self) -> dict[int, str]:
+        """``st_dev`` -> type of each pseudo file system mounted here (procfs, sysfs ...).
+
+        Their files are made up by the kernel when read: nothing to keep in RAM. {} where
+        the OS cannot tell.
+        """
+        return {}
+
     def evict(self, fd: int, offset: int, length: int) -> None:
         """Drop clean, unlocked cached pages of a file range (POSIX_FADV_DONTNEED)."""
         if sys.platform == "darwin":  # no posix_fadvise (DarwinBackend.evict says so)
@@ -209,6 +217,13 @@ class Backend:
     def map_count(self) -> tuple[int, int] | None:
         """(mappings of this process, the most the OS allows); None where it cannot tell."""
         return None
+
+    def open_descriptors(self) -> int | None:
+        """How many descriptors this process has open now; None where the OS cannot tell."""
+        try:
+            return len(os.listdir("/dev/fd")) - 1  # less the one listdir itself opened
+        except OSError:
+            return None
 
     def cgroup_memory_headroom(self) -> tuple[int, int, str] | None:
         """(limit, usage, cgroup) of the tightest memory cgroup above this process; None

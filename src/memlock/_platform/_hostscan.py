@@ -282,8 +282,7 @@ def host_processes(*, include_unlocked: bool = False, regions: bool = True,
                 out.append(found)
 
     names = [name for name in os.listdir("/proc") if name.isdigit()]
-    workers = min(_WORKERS, len(os.sched_getaffinity(0))) if len(names) >= _PARALLEL_FROM \
-        else 1
+    workers = min(_WORKERS, os.cpu_count() or 1) if len(names) >= _PARALLEL_FROM else 1
     if workers > 1:
         from .._threads import run_parallel
 

@@ -6,10 +6,12 @@ sandboxes, ``Unevictable`` in meminfo (before 2.6.28). A missing field parses as
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 
-__all__ = ["SmapsEntry", "count_lines", "iter_maps", "parse_kib_fields", "parse_maps",
-           "parse_smaps", "read_text", "status_fields"]
+__all__ = ["PSEUDO_FILE_SYSTEMS", "SmapsEntry", "count_lines", "iter_maps",
+           "parse_kib_fields", "parse_maps", "parse_smaps", "pseudo_devices", "read_text",
+           "status_fields"]
 
 
 class SmapsEntry:
@@ -119,6 +121,34 @@ def maps_overlapping(text: str, start: int, end: int) -> list[tuple[int, int, st
             break
         out.append(m)
     return out
+
+
+#: File systems whose files the kernel makes up when they are read (procfs, sysfs ...):
+#: none of it is page cache to keep in RAM, sizes are made up (0 or 4096), some files never
+#: end or change something when read, and a few map device memory (sysfs PCI resources).
+PSEUDO_FILE_SYSTEMS = frozenset({
+    "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devpts",
+    "efivarfs", "fusectl", "mqueue", "nsfs", "proc", "pstore", "rpc_pipefs", "securityfs",
+    "selinuxfs", "sysfs", "tracefs",
+})
+
+
+def pseudo_devices(mountinfo: bytes) -> dict[int, str]:
+    """``st_dev`` -> type of each pseudo file system in a mountinfo text.
+
+    Lines read ``ID PARENT MAJOR:MINOR ROOT MOUNT OPTIONS ... - TYPE SOURCE SUPER``.
+    """
+    found: dict[int, str] = {}
+    for line in mountinfo.splitlines():
+        fields = line.split(b" ")
+        try:
+            fs_type = fields[fields.index(b"-", 6) + 1].decode("ascii", "replace")
+            major, minor = fields[2].split(b":")
+            if fs_type in PSEUDO_FILE_SYSTEMS:
+                found[os.makedev(int(major), int(minor))] = fs_type
+        except (ValueError, IndexError):
+            continue
+    return found
 
 
 def parse_maps(text: str) -> list[tuple[int, int, str, str]]:

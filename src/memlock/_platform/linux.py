@@ -262,6 +262,21 @@ class LinuxBackend(Backend):
         except (OSError, ValueError):
             return None
 
+    def open_descriptors(self) -> int | None:
+        """How many descriptors this process has open now (/proc/self/fd)."""
+        try:
+            return len(os.listdir("/proc/self/fd")) - 1  # less the one listdir opened
+        except OSError:
+            return super().open_descriptors()
+
+    def pseudo_file_systems(self) -> dict[int, str]:
+        """Pseudo file systems by ``st_dev``, from /proc/self/mountinfo ({} if unreadable)."""
+        try:
+            with open("/proc/self/mountinfo", "rb") as f:
+                return _procfs.pseudo_devices(f.read())
+        except OSError:
+            return {}
+
     def process_status(self, pid: int) -> ProcessStatus:
         """Locked mappings of ``pid`` from its smaps, VmLck from its status."""
         try:

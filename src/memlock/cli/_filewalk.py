@@ -6,7 +6,7 @@
   globs keep only files whose base name matches (vmtouch ``-I``).
 * Hard links are counted once: a file is identified by (st_dev, st_ino).
 * ``one_file_system`` does not descend into other file systems (vmtouch ``-F``).
-* Files of pseudo file systems (procfs, sysfs ...: :data:`PSEUDO_FILE_SYSTEMS`) are never
+* Files of pseudo file systems (procfs, sysfs ...: see ``Backend.pseudo_file_systems``) are never
   visited: named, they are an error; met inside a tree, they are skipped, as other
   non-regular files are.
 """
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     R = TypeVar("R")
 
-__all__ = ["PSEUDO_FILE_SYSTEMS", "FileEntry", "Planned", "Progress", "WalkOptions", "plan",
+__all__ = ["FileEntry", "Planned", "Progress", "WalkOptions", "plan",
            "pseudo_devices", "scan", "scan_rows", "walk"]
 
 
@@ -109,38 +109,11 @@ class WalkOptions:
 
 OnError = Callable[[str, OSError], None]
 
-#: File systems whose files the kernel makes up when they are read (procfs, sysfs ...):
-#: none of it is page cache to keep in RAM, sizes are made up (0 or 4096), some files never
-#: end or change something when read, and a few map device memory (sysfs PCI resources).
-PSEUDO_FILE_SYSTEMS = frozenset({
-    "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devpts",
-    "efivarfs", "fusectl", "mqueue", "nsfs", "proc", "pstore", "rpc_pipefs", "securityfs",
-    "selinuxfs", "sysfs", "tracefs",
-})
+def pseudo_devices() -> dict[int, str]:
+    """``st_dev`` -> type of each pseudo file system mounted here; {} where unknown."""
+    from .._cli_api import pseudo_file_systems
 
-
-def pseudo_devices(mountinfo: str = "/proc/self/mountinfo") -> dict[int, str]:
-    """``st_dev`` -> type of each pseudo file system mounted here; {} where unknown.
-
-    Read from Linux's mountinfo (``ID PARENT MAJOR:MINOR ROOT MOUNT OPTIONS ... - TYPE``);
-    other systems have no such file and get {}.
-    """
-    try:
-        with open(mountinfo, "rb") as f:
-            data = f.read()
-    except OSError:
-        return {}
-    found: dict[int, str] = {}
-    for line in data.splitlines():
-        fields = line.split(b" ")
-        try:
-            fs_type = fields[fields.index(b"-", 6) + 1].decode("ascii", "replace")
-            major, minor = fields[2].split(b":")
-            if fs_type in PSEUDO_FILE_SYSTEMS:
-                found[os.makedev(int(major), int(minor))] = fs_type
-        except (ValueError, IndexError):
-            continue
-    return found
+    return pseudo_file_systems()
 
 
 def _pseudo_error(path: str, fs_type: str) -> OSError:

@@ -42,6 +42,7 @@ from .._cli_api import (
     format_size,
     limit_hint,
     lock_fd,
+    open_descriptors,
     open_regular,
     page_range,
     plural,
@@ -150,13 +151,9 @@ _SPARE_DESCRIPTORS = 16
 
 
 def _open_descriptors() -> int:
-    """How many descriptors this process has open now."""
-    for listing in ("/proc/self/fd", "/dev/fd"):
-        try:
-            return len(os.listdir(listing)) - 1  # less the one listdir itself opened
-        except OSError:
-            continue
-    return 3 * _SPARE_DESCRIPTORS  # unknown here: a generous guess
+    """How many descriptors this process has open now (a generous guess where unknown)."""
+    count = open_descriptors()
+    return 3 * _SPARE_DESCRIPTORS if count is None else count
 
 
 def descriptor_room(mappings: int) -> tuple[int, int, int] | None:
