@@ -216,17 +216,12 @@ class _Cache:
         return name
 
 
-def _scan_one(pid: int, include_unlocked: bool, regions: bool, named: bool,
-              cache: _Cache) -> HostProcess | None:
-    """One process; None when it is not to be listed (raises OSError as the reads do)."""
-    status = _read(f"/proc/{pid}/status")
+def _describe(pid: int, status: bytes, regions: bool, cache: _Cache) -> HostProcess:
+    """The record of ``pid``, whose /proc/PID/status text is ``status`` (raises OSError as
+    the reads do)."""
     vmlck = _field(status, b"\nVmLck:")
     kernel_thread = vmlck is None  # no memory of its own: a kernel thread or a zombie
-    if kernel_thread and not named:
-        return None
     locked = _kib(vmlck)
-    if not (locked or include_unlocked or named):
-        return None
     uids = (_field(status, b"\nUid:") or b"").split()
     cap_eff = _field(status, b"\nCapEff:")
     privileged = cap_eff is not None and bool(int(cap_eff, 16) >> CAP_IPC_LOCK & 1)
@@ -260,26 +255,36 @@ def host_processes(*, include_unlocked: bool = False, regions: bool = True,
             if isinstance(pid, bool) or not isinstance(pid, int) or pid < 1:
                 raise ValueError(f"not a process id: {pid!r}")
             try:
-                found = _scan_one(pid, include_unlocked, regions, True, cache)
+                found = _describe(pid, _read(f"/proc/{pid}/status"), regions, cache)
             except (FileNotFoundError, ProcessLookupError):
                 raise ProcessLookupError(errno.ESRCH, f"no process {pid}") from None
             except PermissionError:
                 raise PermissionError(errno.EACCES, f"process {pid}: may not read its "
                                       "/proc files (hidepid?)") from None
-            assert found is not None
             out.append(found)
         return out
 
     def scan(names: Sequence[str]) -> None:
+        # The hot loop: one status read per process, most of them with nothing locked.
+        open_, read, close, flags = os.open, os.read, os.close, os.O_RDONLY | os.O_CLOEXEC
         for name in names:
             try:
-                found = _scan_one(int(name), include_unlocked, regions, False, cache)
+                fd = open_(f"/proc/{name}/status", flags)
+                try:
+                    status = read(fd, _READ_SIZE)
+                finally:
+                    close(fd)
+                at = status.find(b"\nVmLck:")
+                if at < 0:
+                    continue  # a kernel thread or a zombie: no memory of its own
+                if not include_unlocked and status[at + 7:at + 24].split(None, 1)[0] == b"0":
+                    continue
+                found = _describe(int(name), status, regions, cache)
             except OSError as exc:  # gone since the listing, or hidden (hidepid)
                 if exc.errno not in (errno.ENOENT, errno.ESRCH, errno.EACCES, errno.EPERM):
                     raise
                 continue
-            if found is not None:
-                out.append(found)
+            out.append(found)
 
     names = [name for name in os.listdir("/proc") if name.isdigit()]
     workers = min(_WORKERS, os.cpu_count() or 1) if len(names) >= _PARALLEL_FROM else 1
