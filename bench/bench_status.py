@@ -8,6 +8,7 @@ repetition, best of ``--reps``:
   capability, cgroup (and the locked mappings of those that lock);
 - ``memlock status``: the processes with locked memory, and the host's totals;
 - ``sh -c 'grep VmLck /proc/[0-9]*/status'``: what an operator types today;
+- ``memlock limits``: memlock's start-up (it reads one file of its own process);
 - ``python -c pass``: the interpreter's own start-up, the floor of any Python command.
 
 memlock runs as users run it, through the ``memlock`` console script next to the Python
@@ -105,6 +106,7 @@ def main() -> int:
             "memlock status --all --json": [*MEMLOCK, "status", "--all", "--json"],
             "memlock status": [*MEMLOCK, "status"],
             "grep VmLck /proc/[0-9]*/status": ["sh", "-c", "grep VmLck /proc/[0-9]*/status"],
+            "memlock limits": [*MEMLOCK, "limits"],
             "python -c pass": [PY, "-c", "pass"],
         }
         for cmd in commands.values():  # warm-up: bytecode, page cache, dentries

@@ -26,12 +26,6 @@ __all__ = ["cgroup_name", "host_processes", "limits_from_text", "locked_regions"
 CAP_IPC_LOCK = 14
 _RLIM_INFINITY = resource.RLIM_INFINITY
 _READ_SIZE = 16384
-#: Scans of this many processes or more read /proc from _WORKERS threads (the reads release
-#: the GIL; most of a scan is the kernel making the files): a 1,000-process scan took
-#: 16 ms from one thread here, 9.5 ms from two.
-_PARALLEL_FROM = 256
-_WORKERS = 2
-_CHUNK = 64
 #: Unit suffixes systemd gives cgroups.
 _UNIT_SUFFIXES = (".service", ".scope", ".slice", ".socket", ".mount", ".swap")
 
@@ -286,15 +280,7 @@ def host_processes(*, include_unlocked: bool = False, regions: bool = True,
                 continue
             out.append(found)
 
-    names = [name for name in os.listdir("/proc") if name.isdigit()]
-    workers = min(_WORKERS, os.cpu_count() or 1) if len(names) >= _PARALLEL_FROM else 1
-    if workers > 1:
-        from .._threads import run_parallel
-
-        run_parallel([names[i:i + _CHUNK] for i in range(0, len(names), _CHUNK)], scan,
-                     workers)
-    else:
-        scan(names)
+    scan([name for name in os.listdir("/proc") if name.isdigit()])
     out.sort(key=lambda p: (-p.locked_bytes, p.pid))
     return out
 

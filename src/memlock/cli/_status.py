@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = ["HostView", "add_filters", "register", "scan_host", "table_lines",
-           "totals_line"]
+           "totals_line", "write_view"]
 
 #: The table's columns: heading, right-aligned.
 COLUMNS = (("PID", True), ("USER", False), ("LOCKED", True), ("SOFT", True), ("HARD", True),
@@ -195,14 +195,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         _print_host_json(view)
         return 0
-    write = sys.stdout.write
-    if view.processes:
-        write("\n".join(table_lines(view.processes, _columns())) + "\n")
-    else:
-        write("no process has memory locked\n" if not (args.all or args.user or args.cgroup)
-              else "no process matches\n")
-    write(totals_line(view.system) + "\n")
+    write_view(view, args)
     return 0
+
+
+def write_view(view: HostView, args: argparse.Namespace) -> None:
+    """The table (or why it is empty) and the totals, as plain text.
+
+    For ``status``, and ``top`` when stdout is not a terminal; lines are cut to the
+    terminal's width.
+    """
+    lines = table_lines(view.processes, _columns()) if view.processes else [
+        "no process matches" if args.all or args.user or args.cgroup
+        else "no process has memory locked"]
+    sys.stdout.write("\n".join([*lines, totals_line(view.system)]) + "\n")
 
 
 def _status_of(pids: Sequence[int], as_json: bool) -> int:

@@ -13,7 +13,7 @@ import time
 
 from .._cli_api import HostProcess, format_size
 from ._arguments import seconds
-from ._status import HostView, add_filters, scan_host, table_lines, totals_line
+from ._status import HostView, add_filters, scan_host, table_lines, totals_line, write_view
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -60,10 +60,7 @@ def changes(now: list[HostProcess], before: dict[int, int] | None) -> list[str]:
 def cmd_top(args: argparse.Namespace) -> int:
     """The live view; one snapshot where stdout is not a terminal."""
     if not sys.stdout.isatty():
-        view = _scan(args)
-        lines = table_lines(view.processes) if view.processes else ["no process has memory "
-                                                                      "locked"]
-        sys.stdout.write("\n".join([*lines, totals_line(view.system)]) + "\n")
+        write_view(_scan(args), args)
         return 0
     import curses
     import locale
