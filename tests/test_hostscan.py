@@ -290,7 +290,7 @@ CGROUP_V1 = Path("/sys/fs/cgroup/memory")
 
 @pytest.mark.skipif(not (CGROUP_V1 / "cgroup.procs").exists(), reason="needs cgroup v1 memory")
 def test_a_process_in_a_memory_cgroup_shows_its_path() -> None:
-    group = CGROUP_V1 / f"memlock-hostscan-{os.getpid()}"
+    group = CGROUP_V1 / f"memlock-test-hostscan-{os.getpid()}"
     group.mkdir()
     try:
         with holding(python_cmd(LOCKER, str(4 * PAGE))) as pid:

@@ -169,7 +169,7 @@ def memory_cgroup(name: str) -> Iterator[Path]:
 
 @pytest.mark.skipif(not (CGROUP_V1 / "cgroup.procs").exists(), reason="needs cgroup v1 memory")
 def test_cgroup_filter_and_column() -> None:
-    name = f"memlock-status-{os.getpid()}"
+    name = f"memlock-test-status-{os.getpid()}"
     with memory_cgroup(name) as group, holding(python_cmd(LOCKER, str(MiB))) as inside, \
             holding(python_cmd(LOCKER, str(MiB))) as outside:
         (group / "cgroup.procs").write_text(str(inside))
