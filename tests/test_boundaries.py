@@ -8,6 +8,7 @@ Rules:
 - outside ``_platform/``, modules import ``memlock._platform`` itself (its ``__init__``),
   never one of its modules (``_libc``, ``_procfs``, ``linux``, ``_fork`` ...);
 - no module imports a private name (``_x``) of another module, outside its own package;
+- only ``memlock/_platform/`` names /proc or /sys files (string literals in the code);
 - the command line (``memlock/cli/``) imports of memlock only ``memlock``,
   ``memlock.lowlevel``, ``memlock.errors``, its own modules and ``memlock._cli_api``, the one
   documented internal module that gives it what is not public.
@@ -128,6 +129,24 @@ def test_no_private_names_of_another_module(path: Path) -> None:
     assert not bad, f"{_rel(path)} imports private names of other modules: {bad}"
 
 
+def _os_paths(path: Path) -> list[str]:
+    """String literals (f-string parts included) that name /proc or /sys files."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and node.value.startswith(("/proc/", "/sys/")):
+            found.append(f"line {node.lineno}: {node.value!r}")
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=IDS)
+def test_only_the_platform_layer_reads_proc_and_sys(path: Path) -> None:
+    if _rel(path).startswith("_platform/"):
+        return
+    bad = _os_paths(path)
+    assert not bad, f"{_rel(path)} names /proc or /sys files (a backend operation's job): {bad}"
+
+
 CLI_MODULES = [p for p in MODULES if _rel(p).startswith("cli/")]
 
 
@@ -155,7 +174,8 @@ def test_the_rules_see_violations(tmp_path: Path) -> None:
         (package / module).write_text("")
     planted = package / "cli" / "_probe.py"
     planted.write_text("import ctypes\nfrom .._platform._libc import real_libc\n"
-                       "from .._files import _touch_fd\nfrom .. import _registry\n")
+                       "from .._files import _touch_fd\nfrom .. import _registry\n"
+                       "PID = 1\nSTATUS = f'/proc/{PID}/status'\n")
     assert (1, "ctypes", None) in list(imports(planted))
     with pytest.raises(AssertionError, match="imports ctypes"):
         test_only_the_platform_layer_imports_ctypes(planted)
@@ -165,6 +185,8 @@ def test_the_rules_see_violations(tmp_path: Path) -> None:
         test_no_private_names_of_another_module(planted)
     with pytest.raises(AssertionError, match=r"memlock\._registry"):
         test_the_command_line_uses_the_public_api(planted)
+    with pytest.raises(AssertionError, match="names /proc or /sys files"):
+        test_only_the_platform_layer_reads_proc_and_sys(planted)
 
 
 def _architecture_map() -> set[str]:

@@ -97,6 +97,21 @@ def _cases() -> Iterator[Case]:
     for v in [*NUMBERS, "0", "86401"]:
         yield f"top-delay-{_id(v)}", ["top", b"--delay=" + _b(v)], 2, (
             "not a number of seconds")
+    for v in NUMBERS:
+        yield f"verify-{_id(v)}", ["verify", v], 2, (
+            "required: PID" if v == "-inf" else "not a process id")  # -inf: an option
+        yield f"verify-min-locked-{_id(v)}", ["verify", b"--min-locked=" + _b(v), "1"], 2, (
+            "too large" if v == "9" * 400 else "not a size")
+        yield f"doctor-pid-{_id(v)}", ["doctor", b"--pid=" + _b(v)], 2, "not a process id"
+    yield "verify-no-pid", ["verify"], 2, "required: PID"
+    yield "verify-two-pids", ["verify", "1", "2"], 2, "unrecognized arguments"
+    yield "verify-path-without-glob", ["verify", "1", "--path"], 2, "expected one argument"
+    yield "verify-no-such-pid", ["verify", str(2**31 - 1)], 1, "no process"
+    yield "verify-no-such-pid-json", ["verify", "--json", "--no-dump", "--no-swap",
+                                      str(2**31 - 1)], 1, "no process"
+    yield "doctor-pid-0", ["doctor", "--pid", "0"], 2, "not a process id"
+    yield "doctor-pid-missing", ["doctor", "--pid"], 2, "expected one argument"
+    yield "doctor-no-such-pid", ["doctor", "--pid", str(2**31 - 1), "--json"], 1, "no process"
     yield "status-pid-too-big", ["status", "99999999999999999999"], 2, "not a process id"
     yield "status-pid-0", ["status", "0"], 2, "not a process id"
     yield "status-no-such-pid", ["status", str(2**31 - 1)], 1, "no process"
@@ -145,6 +160,25 @@ def _cases() -> Iterator[Case]:
     yield "lock-log-fifo-without-reader", ["lock", "--log", "{FIFO}", "{FILE}"], 1, "FIFO"
     yield "lock-pidfile-device", ["lock", "--pidfile", "{DEVICE}", "{FILE}"], 1, (
         "not a regular file")
+    # memlock exporter: --listen HOST:PORT, --textfile DIR (written: its own directory),
+    # --interval SECONDS (with --textfile only).
+    yield "exporter-nothing", ["exporter"], 2, "one of the arguments --listen --textfile"
+    yield "exporter-both", ["exporter", "--listen", ":0", "--textfile", "{OUTDIR}"], 2, (
+        "not allowed with")
+    yield "exporter-interval-with-listen", ["exporter", "--listen", ":0", "--interval", "1"], (
+        2), "--interval goes with --textfile"
+    yield "exporter-all-alone", ["exporter", "--all"], 2, "--listen --textfile"
+    for v in [*NUMBERS, "localhost", "host:", ":99999", "1.2.3.4:-1", "[::1]", "a b:80",
+              "::1:80x"]:
+        yield f"exporter-listen-{_id(v)}", ["exporter", b"--listen=" + _b(v)], 2, "HOST:PORT"
+    for v in NUMBERS:
+        yield f"exporter-interval-{_id(v)}", ["exporter", "--textfile", "{OUTDIR}",
+                                              b"--interval=" + _b(v)], 2, "--interval"
+    for kind, path in [*(o for o in outputs if o[0] != "dir"), ("file", "{FILE}"),
+                       ("proc-dir", "/proc/self"), ("sys-dir", "/sys/kernel")]:
+        yield f"exporter-textfile-{kind}", ["exporter", "--textfile", path], 1, (
+            "memlock exporter: ")
+    yield "exporter-textfile-once", ["exporter", "--textfile", "{OUTDIR}"], 0, None
 
 
 def _b(value: Arg) -> bytes:
@@ -158,6 +192,7 @@ CASES = list(_cases())
 def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     root = tmp_path_factory.mktemp("hostile")
     (root / "dir").mkdir()
+    (root / "out").mkdir()
     os.mkfifo(root / "fifo")
     null = os.stat("/dev/null")
     assert stat.S_ISCHR(null.st_mode), "/dev/null is not a device here: the machine is damaged"
@@ -173,7 +208,8 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return {"{DIR}": os.fsencode(root / "dir"), "{FIFO}": os.fsencode(root / "fifo"),
             "{FILE}": os.fsencode(root / "file.bin"), "{MISSING}": os.fsencode(root / "missing"),
             "{SCRIPT}": os.fsencode(root / "prog.py"), "{BADNAME}": bad,
-            "{DEVICE}": os.fsencode(root / "null"), "{ROOT}": os.fsencode(root)}
+            "{DEVICE}": os.fsencode(root / "null"), "{ROOT}": os.fsencode(root),
+            "{OUTDIR}": os.fsencode(root / "out")}
 
 
 def _argv(template: list[Arg], places: dict[str, bytes]) -> list[bytes]:

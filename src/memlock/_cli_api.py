@@ -15,6 +15,9 @@ Units and messages (:mod:`memlock._units`): :func:`format_size`, :func:`parse_si
     :func:`plural`, :func:`quote_arg`, :func:`describe_error`, :class:`SizeTooLargeError`.
 Hints (:mod:`memlock._hints` and the backend): :func:`detect_environment`,
     :func:`permission_hint`, :func:`limit_hint`.
+Other processes: :func:`verify_process` (:mod:`memlock._verify`, ``memlock verify``),
+    :func:`process_context` and :func:`process_limit_hint` (the backend, ``memlock doctor
+    --pid``).
 The host (the backend; Linux only, UnsupportedOperation elsewhere): :func:`host_processes`
     (every process with locked memory, one pass over /proc: :class:`HostProcess` records),
     :func:`host_unaccounted_bytes` (unevictable memory no process accounts for).
@@ -36,6 +39,7 @@ from ._pages import PAGE_SIZE, page_range
 from ._platform import BACKEND
 from ._records import FrozenRecord, HostProcess
 from ._units import SizeTooLargeError, describe_error, format_size, parse_size, plural, quote_arg
+from ._verify import verify_process
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import; mypy reads the block below
 if TYPE_CHECKING:
@@ -58,13 +62,14 @@ def __getattr__(name: str) -> object:
     return value
 
 __all__ = [
-    "PAGE_SIZE", "PURE_PYTHON_REQUESTED", "FrozenRecord", "HostProcess", "SizeTooLargeError",
-    "cached_pages", "cached_pages_counter", "cached_pages_or_bound",
+    "PAGE_SIZE", "PURE_PYTHON_REQUESTED", "FrozenRecord", "HostProcess",
+    "SizeTooLargeError", "cached_pages", "cached_pages_counter", "cached_pages_or_bound",
     "cgroup_memory_headroom", "describe_error", "detect_environment", "die_with_parent",
     "doctor_probes", "evict_fd", "fast_path_active", "format_size", "host_processes",
     "host_unaccounted_bytes", "limit_hint", "lock_fd", "map_count", "open_descriptors",
-    "open_regular", "page_range", "parse_size", "permission_hint", "plural", "process_memory",
-    "pseudo_file_systems", "quote_arg", "touch_fd"
+    "open_regular", "page_range", "parse_size", "permission_hint", "plural",
+    "process_context", "process_limit_hint", "process_memory", "pseudo_file_systems",
+    "quote_arg", "touch_fd", "verify_process",
 ]
 
 #: ``cached_pages(fd, offset, length)``: ``(pages, 0)`` or ``(-1, errno)`` (ENOSYS: no call).
@@ -81,17 +86,22 @@ map_count = BACKEND.map_count
 cgroup_memory_headroom = BACKEND.cgroup_memory_headroom
 #: ``doctor_probes()``: [(feature, works, what)] for this kernel.
 doctor_probes = BACKEND.doctor_probes
-#: ``host_processes(*, include_unlocked=False, regions=True, pids=None)``: list[HostProcess].
-host_processes = BACKEND.host_processes
-#: ``host_unaccounted_bytes(processes, system)``: unevictable bytes no process accounts for.
-host_unaccounted_bytes = BACKEND.host_unaccounted_bytes
 #: ``open_descriptors()``: descriptors this process has open now, or None.
 open_descriptors = BACKEND.open_descriptors
 #: ``pseudo_file_systems()``: ``st_dev`` -> type of each pseudo file system (procfs ...).
 pseudo_file_systems = BACKEND.pseudo_file_systems
+#: ``host_processes(*, include_unlocked=False, regions=True, pids=None)``: list[HostProcess].
+host_processes = BACKEND.host_processes
+#: ``host_unaccounted_bytes(processes, system)``: unevictable bytes no process accounts for.
+host_unaccounted_bytes = BACKEND.host_unaccounted_bytes
 #: ``die_with_parent()``: the kernel kills this process when its parent dies (where it can).
 die_with_parent = BACKEND.die_with_parent
 
+
+#: ``process_context(pid)``: another process's limits, privilege, memory cgroup, environment.
+process_context = BACKEND.process_context
+#: ``process_limit_hint(needed_total, context)``: the fix for that process, where it runs.
+process_limit_hint = BACKEND.process_limit_hint
 
 #: ``process_memory()``: this process's memory figures by the OS's names (Linux: VmSize,
 #: VmLck, VmRSS of /proc/self/status), in bytes; empty where the OS has none.

@@ -16,8 +16,8 @@ TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["FrozenRecord", "HostProcess", "Limits", "LockedRegion", "ProcessStatus",
-           "SystemStatus"]
+__all__ = ["Environment", "FrozenRecord", "HostProcess", "Limits", "LockedRegion", "ProcessContext",
+           "ProcessMapping", "ProcessStatus", "SystemStatus"]
 
 
 class FrozenRecord:
@@ -199,6 +199,55 @@ class SystemStatus(FrozenRecord):
         return super().to_dict()
 
 
+class ProcessMapping(FrozenRecord):
+    """One mapping of a process, with what the kernel does with it (``memlock verify``).
+
+    Attributes:
+        start: First address of the mapping.
+        end: One past its last address.
+        path: The file or pseudo-path mapped ("[heap]", "[anon]" ...), without the
+            kernel's " (deleted)" suffix.
+        perms: ``rwxp``-style permissions.
+        locked: The kernel locked it (Linux VmFlags ``lo``).
+        onfault: Locked as pages fault in (``lf``): pages never touched are not resident.
+        locked_bytes: Resident locked bytes (smaps ``Locked:``); None if unknown.
+        swap_bytes: Bytes of it in swap (smaps ``Swap:``); None if unknown.
+        no_dump: Marked to stay out of core dumps (``dd``, MADV_DONTDUMP).
+        wipe_on_fork: A forked child gets zeros here (``wf``, MADV_WIPEONFORK).
+        never_locked: Why mlock and mlockall leave this mapping unlocked whatever the
+            process asks (device and kernel-special mappings ...); None for the others.
+        dumped: Whether a core dump of the process would hold its contents (the kernel's
+            rules and the process's coredump_filter); None when not asked or unknown.
+    """
+
+    __slots__ = __match_args__ = ("start", "end", "path", "perms", "locked", "onfault",
+                                  "locked_bytes", "swap_bytes", "no_dump", "wipe_on_fork",
+                                  "never_locked", "dumped")
+
+    start: int
+    end: int
+    path: str
+    perms: str
+    locked: bool
+    onfault: bool
+    locked_bytes: int | None
+    swap_bytes: int | None
+    no_dump: bool
+    wipe_on_fork: bool
+    never_locked: str | None
+    dumped: bool | None
+
+    def __init__(self, start: int, end: int, path: str, perms: str, locked: bool,
+                 onfault: bool, locked_bytes: int | None, swap_bytes: int | None,
+                 no_dump: bool, wipe_on_fork: bool, never_locked: str | None,
+                 dumped: bool | None) -> None:
+        self._fill(start, end, path, perms, locked, onfault, locked_bytes, swap_bytes,
+                   no_dump, wipe_on_fork, never_locked, dumped)
+
+    @property
+    def size(self) -> int:
+        """``end - start`` in bytes."""
+        return self.end - self.start
 class HostProcess(FrozenRecord):
     """One process of the host scan: what it has locked, what it may lock, where it runs.
 
@@ -242,3 +291,93 @@ class HostProcess(FrozenRecord):
         if self.regions is not None:
             out["regions"] = [r.to_dict() for r in self.regions]
         return out
+
+
+class Environment(FrozenRecord):
+    """Where a process runs, as its cgroup, environment and root tell.
+
+    Attributes:
+        kind: shell, systemd, systemd-user, docker or kubernetes.
+        runtime: The container runtime (docker, containerd, cri-o, podman), if known.
+        container: The container id (12 hex digits), if in one.
+        pod: The Kubernetes pod uid, if in one.
+        unit: The systemd unit (``foo.service``) or scope, if any.
+        user_uid: The uid whose ``systemd --user`` manager runs the unit (user services).
+    """
+
+    __slots__ = __match_args__ = ("kind", "runtime", "container", "pod", "unit", "user_uid")
+
+    kind: str
+    runtime: str | None
+    container: str | None
+    pod: str | None
+    unit: str | None
+    user_uid: int | None
+
+    def __init__(self, kind: str, runtime: str | None = None, container: str | None = None,
+                 pod: str | None = None, unit: str | None = None,
+                 user_uid: int | None = None) -> None:
+        self._fill(kind, runtime, container, pod, unit, user_uid)
+
+    def describe(self) -> str:
+        """One line for people: ``kubernetes pod 1b2c... (containerd container 0123...)``."""
+        if self.kind == "kubernetes":
+            text = "kubernetes" + (f" pod {self.pod}" if self.pod else "")
+            if self.container:
+                text += f" ({self.runtime or 'container'} container {self.container})"
+            return text
+        if self.kind == "docker":
+            what = f"{self.runtime} container" if self.runtime else "a container"
+            return what + (f" {self.container}" if self.container else
+                           " (its root has /.dockerenv or /run/.containerenv)")
+        if self.kind == "systemd-user":
+            return f"systemd user service {self.unit} (the systemd --user of uid {self.user_uid})"
+        if self.kind == "systemd":
+            return f"systemd unit {self.unit}" if self.unit else "systemd"
+        return "shell" + (f" ({self.unit})" if self.unit else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
+        return super().to_dict()
+
+
+class ProcessContext(FrozenRecord):
+    """What bears on whether another process may lock memory (``memlock doctor --pid``).
+
+    Attributes:
+        pid: The process.
+        command: Its command line (``[name]`` where it has none).
+        user: Its effective user's name, or the uid as text.
+        limits: Its RLIMIT_MEMLOCK, VmLck and privilege (``available_bytes`` as for
+            :func:`memlock.limits`).
+        may_raise_hard_limit: It may raise its own hard limit (Linux CAP_SYS_RESOURCE).
+        vm_size: Its address space (what mlockall(MCL_CURRENT) is charged); None if unknown.
+        rss: Its resident memory; None if unknown.
+        environment: Where it runs (its unit, container or pod).
+        cgroup_memory: (limit, usage, cgroup directory) of the tightest memory cgroup above
+            it; None when none limits it.
+        manager_limits: For a user service: (pid, soft, hard RLIMIT_MEMLOCK) of the
+            ``systemd --user`` manager that starts it (None = unlimited); else None.
+    """
+
+    __slots__ = __match_args__ = ("pid", "command", "user", "limits", "may_raise_hard_limit",
+                                  "vm_size", "rss", "environment", "cgroup_memory",
+                                  "manager_limits")
+
+    pid: int
+    command: str
+    user: str
+    limits: Limits
+    may_raise_hard_limit: bool
+    vm_size: int | None
+    rss: int | None
+    environment: Environment
+    cgroup_memory: tuple[int, int, str] | None
+    manager_limits: tuple[int, int | None, int | None] | None
+
+    def __init__(self, pid: int, command: str, user: str, limits: Limits,
+                 may_raise_hard_limit: bool, vm_size: int | None, rss: int | None,
+                 environment: Environment, cgroup_memory: tuple[int, int, str] | None,
+                 manager_limits: tuple[int, int | None, int | None] | None) -> None:
+        self._fill(pid, command, user, limits, may_raise_hard_limit, vm_size, rss,
+                   environment, cgroup_memory, manager_limits)

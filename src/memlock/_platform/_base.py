@@ -25,7 +25,14 @@ if TYPE_CHECKING:  # records load on first use: dataclasses costs ~20 ms at impo
     from collections.abc import Sequence
     from typing import ClassVar
 
-    from .._records import HostProcess, Limits, ProcessStatus, SystemStatus
+    from .._records import (
+        HostProcess,
+        Limits,
+        ProcessContext,
+        ProcessMapping,
+        ProcessStatus,
+        SystemStatus,
+    )
     from ._libc import CachestatCount, Libc, SecretsLibc
 
 __all__ = ["Backend"]
@@ -214,6 +221,10 @@ class Backend:
     def die_with_parent(self) -> None:
         """Have the kernel kill this process when its parent dies, where the OS can."""
 
+    def own_cgroups(self) -> str:
+        """This process's control groups in /proc/PID/cgroup's format; "" where none."""
+        return ""
+
     def map_count(self) -> tuple[int, int] | None:
         """(mappings of this process, the most the OS allows); None where it cannot tell."""
         return None
@@ -270,6 +281,31 @@ class Backend:
     def process_status(self, pid: int) -> ProcessStatus:
         """What process ``pid`` has locked."""
         raise UnsupportedOperation(f"per-process lock status is not available on {self.name}")
+
+    def process_mappings(self, pid: int, *, dumps: bool = False) -> tuple[ProcessMapping, ...]:
+        """Every mapping of process ``pid``, in address order, with what the kernel does with
+        it: locked, swapped, kept out of core dumps (``dumps``: judge whether a core dump
+        would hold it, by the process's own settings), never locked whatever is asked.
+
+        Raises:
+            ProcessLookupError: No process ``pid``.
+            PermissionError: The caller may not see that process's mappings.
+            UnsupportedOperation: The OS does not tell (all but Linux).
+        """
+        raise UnsupportedOperation(f"another process's mappings are not available on "
+                                   f"{self.name}")
+
+    def process_context(self, pid: int) -> ProcessContext:
+        """What bears on whether process ``pid`` may lock memory: its limits, privilege,
+        address space, memory cgroup and environment (``memlock doctor --pid``).
+
+        Raises:
+            ProcessLookupError: No process ``pid``.
+            PermissionError: The caller may not read its status.
+            UnsupportedOperation: The OS does not tell (all but Linux).
+        """
+        raise UnsupportedOperation(f"another process's limits are not available on "
+                                   f"{self.name}")
 
     def host_processes(self, *, include_unlocked: bool = False, regions: bool = True,
                        pids: Sequence[int] | None = None) -> list[HostProcess]:
@@ -344,13 +380,23 @@ class Backend:
         """How to get the privilege (or any allowance) to lock ``needed_total`` bytes."""
         return self.limit_hint(needed_total)
 
-    def hard_limit_too_low(self, needed_total: int | None) -> int | None:
-        """The hard RLIMIT_MEMLOCK when it is below ``needed_total`` and this process
-        cannot raise it (so ``ulimit -l`` would fail); else None."""
-        _soft, hard = self.rlimit()
+    def hard_limit_too_low(self, needed_total: int | None,
+                           process: ProcessContext | None = None) -> int | None:
+        """The hard RLIMIT_MEMLOCK when it is below ``needed_total`` and this process (or
+        ``process``) cannot raise it (so ``ulimit -l`` would fail); else None."""
+        hard = self.rlimit()[1] if process is None else process.limits.hard
         if hard is None or (needed_total is not None and needed_total <= hard):
             return None
-        return None if self.may_raise_hard_limit() else hard
+        may_raise = (self.may_raise_hard_limit() if process is None
+                     else process.may_raise_hard_limit)
+        return None if may_raise else hard
+
+    def process_limit_hint(self, needed_total: int | None, process: ProcessContext) -> str:
+        """:meth:`limit_hint` for another process: by its hard limit and privilege, for
+        where it runs (naming its unit, container or pod)."""
+        return _hints.limit_hint(needed_total,
+                                 low_hard_limit=self.hard_limit_too_low(needed_total, process),
+                                 place=process.environment)
 
     def limit_hint(self, needed_total: int | None, environment: str | None = None) -> str:
         """How to raise the limit to ``needed_total`` bytes on this OS (None: unlimited)."""

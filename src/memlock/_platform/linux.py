@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import ClassVar
 
-    from .._records import HostProcess, ProcessStatus, SystemStatus
+    from .._records import HostProcess, ProcessContext, ProcessMapping, ProcessStatus, SystemStatus
     from ._libc import CachestatCount, RealLibc, SecretsLibc
 
 __all__ = ["LinuxBackend"]
@@ -262,6 +262,13 @@ class LinuxBackend(Backend):
         except (OSError, ValueError):
             return None
 
+    def own_cgroups(self) -> str:
+        """/proc/self/cgroup ("" if unreadable)."""
+        try:
+            return _procfs.read_text("/proc/self/cgroup")
+        except OSError:
+            return ""
+
     def open_descriptors(self) -> int | None:
         """How many descriptors this process has open now (/proc/self/fd)."""
         try:
@@ -285,6 +292,18 @@ class LinuxBackend(Backend):
         except FileNotFoundError:
             raise ProcessLookupError(errno.ESRCH, f"no process {pid}") from None
         return status_from_texts(pid, smaps, status)
+
+    def process_mappings(self, pid: int, *, dumps: bool = False) -> tuple[ProcessMapping, ...]:
+        """From /proc/PID/smaps (and coredump_filter); see :mod:`._linux_process`."""
+        from ._linux_process import process_mappings
+
+        return process_mappings(pid, dumps=dumps)
+
+    def process_context(self, pid: int) -> ProcessContext:
+        """From /proc/PID (status, limits, cgroup, environ, root); see :mod:`._linux_process`."""
+        from ._linux_process import process_context
+
+        return process_context(pid)
 
     def system_status(self) -> SystemStatus:
         """/proc/meminfo and vm.max_map_count."""

@@ -15,8 +15,11 @@ from .._cli_api import (
     limit_hint,
     map_count,
     permission_hint,
+    process_context,
+    process_limit_hint,
     process_memory,
 )
+from ._arguments import process_id
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -34,6 +37,9 @@ def register(sub: Any) -> None:
         "mlockall against VmSize, vm.max_map_count, and which kernel features work. Exits "
         "non-zero when no memory can be locked at all.",
     )
+    p.add_argument("--pid", type=process_id, metavar="PID",
+                   help="diagnose that process instead: its limits, capability, memory "
+                   "cgroup and environment (from /proc/PID), and the fix for where it runs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_doctor)
 
@@ -184,8 +190,104 @@ def _fast_path_check() -> Check:
                  "lock()+unlock() of a small buffer costs about 1.6x more")
 
 
+def process_checks(pid: int) -> tuple[list[Check], Any]:
+    """What ``memlock doctor --pid`` reports of another process, from its /proc files."""
+    ctx = process_context(pid)
+    lim, env = ctx.limits, ctx.environment
+    checks = [Check("process", None, f"{ctx.command} (user {ctx.user})"),
+              Check("environment", None, env.describe())]
+    if lim.privileged:
+        checks.append(Check("privilege", True, "CAP_IPC_LOCK in its effective set: no limit "
+                            "applies"))
+    else:
+        checks.append(Check("privilege", None, "no CAP_IPC_LOCK: RLIMIT_MEMLOCK applies"))
+    can_lock_any = lim.privileged or lim.soft is None or lim.soft > 0
+    locked = format_size(lim.locked_bytes)
+    detail = f"soft {format_size(lim.soft)}, hard {format_size(lim.hard)}, {locked} locked"
+    detail += " (not binding)" if lim.privileged else (
+        f", {format_size(lim.available_bytes)} still available")
+    checks.append(Check("RLIMIT_MEMLOCK", can_lock_any, detail,
+                        None if can_lock_any else process_limit_hint(None, ctx)))
+    if lim.privileged or lim.soft is None:
+        checks.append(Check("mlockall", True, f"VmSize {format_size(ctx.vm_size)}, no limit "
+                            "applies"))
+    else:
+        fits = ctx.vm_size is not None and ctx.vm_size <= lim.soft
+        checks.append(Check(
+            "mlockall", fits, f"MCL_CURRENT charges VmSize {format_size(ctx.vm_size)} (all "
+            f"mappings, not RSS) against the {format_size(lim.soft)} limit",
+            None if fits else process_limit_hint(ctx.vm_size, ctx)))
+    checks.append(_cgroup_check(ctx))
+    if ctx.manager_limits is not None:
+        manager, soft, hard = ctx.manager_limits
+        checks.append(Check(
+            "systemd --user manager", None, f"pid {manager}: soft {format_size(soft)}, hard "
+            f"{format_size(hard)}: its user services cannot go above that hard limit"))
+    return checks, ctx
+
+
+def _cgroup_check(ctx: Any) -> Check:
+    """The memory cgroup's headroom against what mlockall would fault in (VmSize - RSS)."""
+    if ctx.cgroup_memory is None:
+        return Check("memory cgroup", None, "no memory cgroup limit applies")
+    limit, usage, where = ctx.cgroup_memory
+    headroom = max(0, limit - usage)
+    detail = (f"{where}: limit {format_size(limit)}, {format_size(usage)} in use, "
+              f"{format_size(headroom)} free")
+    if ctx.vm_size is None:
+        return Check("memory cgroup", None, detail)
+    more = max(0, ctx.vm_size - (ctx.rss or 0))
+    fits = more <= headroom
+    detail += (f"; mlockall would fault in {format_size(more)} more (VmSize "
+               f"{format_size(ctx.vm_size)} - RSS {format_size(ctx.rss)}), charged to it")
+    fix = None if fits else (
+        f"How to fix: raise the cgroup's memory limit to at least "
+        f"{format_size(usage + more)} (memory.max / memory.limit_in_bytes of {where}; "
+        "a container's --memory, a pod's resources.limits.memory, a unit's MemoryMax=), "
+        "or lock less (MCL_ONFAULT, or mlock only what must stay in RAM): locked memory "
+        "cannot be reclaimed, so past the limit the OOM killer ends the process")
+    return Check("memory cgroup", fits, detail, fix)
+
+
+def _print_checks(checks: list[Check]) -> None:
+    for c in checks:
+        mark = {True: "ok  ", False: "FAIL", None: "info"}[c.ok]
+        print(f"[{mark}] {c.name}: {c.detail}")
+        for line in (c.fix or "").splitlines():  # every line of the fix under its check
+            print(f"       {line}")
+
+
+def cmd_doctor_pid(args: argparse.Namespace) -> int:
+    """``memlock doctor --pid``: non-zero when that process cannot lock any memory."""
+    try:
+        checks, ctx = process_checks(args.pid)
+    except (OSError, memlock.UnsupportedOperation) as exc:
+        print(f"memlock doctor: {args.pid}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    ok = next(c.ok for c in checks if c.name == "RLIMIT_MEMLOCK")
+    if args.json:
+        _print_json({
+            "ok": bool(ok),
+            "pid": ctx.pid,
+            "environment": ctx.environment.kind,
+            "platform": sys.platform,
+            "limits": ctx.limits.to_dict(),
+            "checks": [c.__dict__ for c in checks],
+            "where": ctx.environment.to_dict(),
+        })
+        return 0 if ok else 1
+    print(f"memlock doctor — pid {ctx.pid}, {sys.platform}, environment: "
+          f"{ctx.environment.kind}")
+    _print_checks(checks)
+    print(f"process {ctx.pid} can lock memory" if ok else
+          f"process {ctx.pid} cannot lock any memory")
+    return 0 if ok else 1
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Print the doctor's report; non-zero when no memory can be locked at all."""
+    if args.pid is not None:
+        return cmd_doctor_pid(args)
     checks, lim, env = doctor_checks()
     mlock_ok = next(c.ok for c in checks if c.name == "mlock")
     status = 0 if mlock_ok else 1
@@ -199,10 +301,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         })
         return status
     print(f"memlock doctor — {sys.platform}, environment: {env}")
-    for c in checks:
-        mark = {True: "ok  ", False: "FAIL", None: "info"}[c.ok]
-        print(f"[{mark}] {c.name}: {c.detail}")
-        for line in (c.fix or "").splitlines():  # every line of the fix under its check
-            print(f"       {line}")
+    _print_checks(checks)
     print("memory can be locked here" if mlock_ok else "no memory can be locked here")
     return status
