@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
-from .kernel import locking_child, run_child, run_cli
+from .kernel import child_env, locking_child, run_child, run_cli
 
 
 def test_doctor_privileged_exits_zero_and_lists_features() -> None:
@@ -117,3 +120,21 @@ def test_an_unexpected_error_is_one_line_not_a_traceback(
     assert main(["limits"]) == 1
     err = capsys.readouterr().err
     assert err == "memlock: internal error: RuntimeError: something unforeseen\n"
+
+
+def test_each_subcommand_loads_only_its_own_module() -> None:
+    """COMMANDS names every subcommand's module; a run of one builds only that module's."""
+    from memlock.cli import COMMANDS, build_parser
+
+    def choices(parser: argparse.ArgumentParser) -> set[str]:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return set(sub.choices)
+
+    assert choices(build_parser()) == set(COMMANDS)
+    for command, module in COMMANDS.items():
+        assert choices(build_parser(command)) == {c for c, m in COMMANDS.items() if m == module}
+    code = ("import sys; from memlock.cli import main; main(['limits']); "
+            "print(sorted(m for m in sys.modules if m.startswith('memlock.cli.')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=child_env(), check=True).stdout.splitlines()[-1]
+    assert loaded == "['memlock.cli._arguments', 'memlock.cli._inspect']", loaded

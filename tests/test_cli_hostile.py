@@ -78,6 +78,25 @@ def _cases() -> Iterator[Case]:
         for opt in ("--prefault-heap", "--prefault-stack"):
             yield f"run{opt}-{_id(v)}", ["run", _b(opt) + b"=" + _b(v), "{SCRIPT}"], 2, (
                 "too large" if v == "9" * 400 else "not a size")
+    # status and top: the host's table, its filters, top's refresh interval.
+    for cmd in ("status", "top"):
+        yield f"{cmd}-all", [cmd, "--all"], 0, None
+        yield f"{cmd}-user-no-value", [cmd, "--user"], 2, "expected one argument"
+        yield f"{cmd}-cgroup-no-value", [cmd, "--cgroup"], 2, "expected one argument"
+        yield f"{cmd}-user-non-utf8", [cmd, "--user", BAD_BYTES], 0, None
+        yield f"{cmd}-cgroup-non-utf8", [cmd, b"--cgroup=" + BAD_BYTES], 0, None
+        yield f"{cmd}-user-empty", [cmd, "--user="], 0, None
+        yield f"{cmd}-user-huge-uid", [cmd, "--user", "9" * 400], 0, None
+        yield f"{cmd}-user-and-cgroup", [cmd, "--user", "root", "--cgroup", "/"], 0, None
+    yield "status-all-json", ["status", "--all", "--json"], 0, None
+    yield "status-all-with-pid", ["status", "--all", "1"], 2, "without PIDs"
+    yield "status-cgroup-with-pid", ["status", "--cgroup", "x", "1"], 2, "without PIDs"
+    yield "top-extra", ["top", "extra"], 2, "unrecognized arguments"
+    yield "top-json", ["top", "--json"], 2, "unrecognized arguments"
+    yield "top-delay-no-value", ["top", "-d"], 2, "expected one argument"
+    for v in [*NUMBERS, "0", "86401"]:
+        yield f"top-delay-{_id(v)}", ["top", b"--delay=" + _b(v)], 2, (
+            "not a number of seconds")
     for v in NUMBERS:
         yield f"verify-{_id(v)}", ["verify", v], 2, (
             "required: PID" if v == "-inf" else "not a process id")  # -inf: an option

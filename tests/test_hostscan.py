@@ -54,15 +54,16 @@ sys.stdin.read()
 
 
 @contextlib.contextmanager
-def holding(cmd: Sequence[Arg], ready: str | None = "ready") -> Iterator[int]:
-    """Run ``cmd`` until the block ends; yields its pid once it printed ``ready`` (or, for
-    None, once its VmLck is above 0). Killed and reaped afterwards, also on failure."""
+def holding(cmd: Sequence[Arg], ready: str = "ready") -> Iterator[int]:
+    """Run ``cmd`` until the block ends; yields its pid once it printed "ready" (``ready``
+    "locked": once its VmLck is above 0; "started": at once). Killed and reaped
+    afterwards, also on failure."""
     with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                           env=child_env()) as child:
         try:
-            if ready is not None:
+            if ready == "ready":
                 assert child.stdout is not None and child.stdout.readline().strip() == ready
-            else:
+            elif ready == "locked":
                 deadline = time.monotonic() + 30
                 while vmlck(child.pid) == 0:
                     assert child.poll() is None and time.monotonic() < deadline, "never locked"
@@ -149,7 +150,7 @@ def _status_text(pid: int) -> str:
 def test_a_vmtouch_holder_and_its_file(tmp_path: Path) -> None:
     path = tmp_path / "weights"
     path.write_bytes(os.urandom(64 * PAGE))
-    with holding(["vmtouch", "-l", str(path)], ready=None) as pid:
+    with holding(["vmtouch", "-l", str(path)], ready="locked") as pid:
         p = by_pid(host_processes())[pid]
         assert p.locked_bytes == vmlck(pid) >= 64 * PAGE
         assert p.command == f"vmtouch -l {path}"
@@ -289,7 +290,7 @@ CGROUP_V1 = Path("/sys/fs/cgroup/memory")
 
 @pytest.mark.skipif(not (CGROUP_V1 / "cgroup.procs").exists(), reason="needs cgroup v1 memory")
 def test_a_process_in_a_memory_cgroup_shows_its_path() -> None:
-    group = CGROUP_V1 / f"memlock-hostscan-{os.getpid()}"
+    group = CGROUP_V1 / f"memlock-test-hostscan-{os.getpid()}"
     group.mkdir()
     try:
         with holding(python_cmd(LOCKER, str(4 * PAGE))) as pid:

@@ -340,8 +340,9 @@ class LinuxBackend(Backend):
 
         That is ramfs, shared memory locked with SHM_LOCK and the like: the kernel counts
         them as unevictable, but not as ``Mlocked:`` nor in any VmLck. A process's share is
-        its smaps ``Locked:``; where its smaps is unreadable, at most its VmRSS and VmLck
-        (then the figure is a lower bound)."""
+        its smaps ``Locked:`` (its regions, or smaps_rollup when they were not read); where
+        the caller may not read that, at most its VmRSS and VmLck (then the figure is a
+        lower bound)."""
         from ._hostscan import unaccounted_bytes
 
         return unaccounted_bytes(processes, system)

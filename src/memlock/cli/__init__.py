@@ -3,6 +3,9 @@
 Each subcommand group lives in its own module with a ``register(subparsers)`` function;
 the module's handlers return the process exit status: 0 done, 1 failed (a one-line
 message on stderr says why), 2 a usage error. Never a Python traceback.
+
+A run loads only its subcommand's module (:data:`COMMANDS`) and builds only its parser:
+start-up is most of a ``memlock status`` run. ``--help`` and mistakes get every one.
 """
 
 from __future__ import annotations
@@ -13,13 +16,20 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import _exporter, _files, _inspect, _run, _verify
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
     from typing import NoReturn
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+#: Each subcommand and the module (of this package) that registers and runs it, in the
+#: order ``--help`` lists them.
+COMMANDS = {
+    "doctor": "_inspect", "limits": "_inspect", "status": "_status", "top": "_top",
+    "resident": "_files", "touch": "_files", "evict": "_files", "lock": "_files",
+    "run": "_run", "verify": "_verify", "exporter": "_exporter",
+}
 
 
 def _columns() -> int:
@@ -56,8 +66,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: of every subcommand, or of ``command``'s module only."""
     parser = _Parser(
         prog="memlock",
         description="Keep memory in RAM: see what is locked, why locking fails here, and "
@@ -67,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                parser_class=_Parser)
-    for module in (_inspect, _files, _run, _verify, _exporter):
-        module.register(sub)
+    names = [COMMANDS[command]] if command in COMMANDS else dict.fromkeys(COMMANDS.values())
+    for name in names:
+        __import__(f"{__name__}.{name}", fromlist=["register"]).register(sub)
     return parser
 
 
@@ -80,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if reconfigure is not None:
         reconfigure(errors="surrogateescape")
     try:
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = build_parser(argv[0] if argv else None).parse_args(argv)
         status: int = args.handler(args)
     except KeyboardInterrupt:
         return 130

@@ -1,9 +1,8 @@
-"""``memlock doctor``, ``memlock status``, ``memlock limits``: inspecting what is locked and why."""
+"""``memlock doctor``, ``memlock limits``: what this process may lock here, and why."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import memlock
@@ -30,7 +29,7 @@ __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    """Add doctor, status and limits to ``sub``."""
+    """Add doctor and limits to ``sub``."""
     p = sub.add_parser(
         "doctor",
         help="what this process may lock here, which features work, and the fix",
@@ -43,16 +42,6 @@ def register(sub: Any) -> None:
                    "cgroup and environment (from /proc/PID), and the fix for where it runs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_doctor)
-
-    p = sub.add_parser(
-        "status", help="what processes have locked, region by region",
-        description="What processes have locked (VmLck and each locked mapping), and the "
-        "machine's totals. --json: for one process an object with pid, locked_bytes, regions "
-        "and system; for several, {\"processes\": [...], \"system\": {...}}.",
-    )
-    p.add_argument("pids", nargs="*", type=process_id, metavar="PID", help="default: this process")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_status)
 
     p = sub.add_parser(
         "limits", help="RLIMIT_MEMLOCK, locked bytes and privilege",
@@ -88,45 +77,6 @@ def cmd_limits(args: argparse.Namespace) -> int:
     print(f"available:   {avail}")
     print(f"privileged:  {'yes' if lim.privileged else 'no'}")
     return 0
-
-
-# -- status ------------------------------------------------------------------------------
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    """Print memlock.status() for each pid."""
-    pids = args.pids or [os.getpid()]
-    results: list[dict[str, Any]] = []
-    failed = 0
-    for pid in pids:
-        try:
-            st = memlock.status(pid)
-        except OSError as exc:  # no such process, not allowed, unsupported here
-            failed += 1
-            print(f"memlock status: {pid}: {exc.strerror or exc}", file=sys.stderr)
-            continue
-        results.append(st.to_dict())
-        if not args.json:
-            locked = format_size(st.locked_bytes) if st.locked_bytes is not None else "?"
-            print(f"pid {st.pid}: {locked} locked in {len(st.regions)} regions")
-            for r in st.regions:
-                res = format_size(r.locked_bytes) if r.locked_bytes is not None else "?"
-                flag = " onfault" if r.onfault else ""
-                print(f"  {r.start:#014x}-{r.end:#014x} {format_size(r.size):>10} "
-                      f"{res:>10} resident{flag}  {r.path}")
-    if args.json:
-        # One process: its ProcessStatus fields, plus "system". Several: {"processes": [...],
-        # "system": ...}. Keys are the attribute names of ProcessStatus and SystemStatus.
-        system = memlock.system_status().to_dict()
-        if len(pids) == 1 and results:
-            _print_json({**results[0], "system": system})
-        else:
-            _print_json({"processes": results, "system": system})
-    elif not args.pids:
-        sys_st = memlock.system_status()
-        print(f"system: {format_size(sys_st.mlocked_bytes)} mlocked, "
-              f"{format_size(sys_st.unevictable_bytes)} unevictable")
-    return 1 if failed else 0
 
 
 # -- doctor ------------------------------------------------------------------------------
