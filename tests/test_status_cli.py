@@ -234,3 +234,82 @@ def test_help_promises_what_it_prints() -> None:
                  "limit_soft"):
         assert word in text, word
 
+
+
+# -- found by the red-team review of this stop -------------------------------------------
+
+
+def test_a_thread_id_is_not_taken_for_a_process() -> None:
+    """/proc/TID resolves to a thread: status and verify name its process instead."""
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import threading, time, os\n"
+        "t = threading.Thread(target=time.sleep, args=(60,), daemon=True); t.start()\n"
+        "print(t.native_id, flush=True); time.sleep(60)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        tid = int(child.stdout.readline())
+        assert tid != child.pid and os.path.exists(f"/proc/{tid}/status")
+        for args in (("status", str(tid)), ("verify", str(tid), "--min-locked", "0")):
+            proc = run_cli(*args)
+            assert proc.returncode == 1, (args, proc.stdout, proc.stderr)
+            assert f"{tid} is a thread of process {child.pid}" in proc.stderr
+            assert "Traceback" not in proc.stderr
+    finally:
+        child.kill()
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+
+
+def test_control_characters_of_a_command_line_never_reach_the_terminal() -> None:
+    """A process chooses its own argv: the per-PID views show its control bytes as ?."""
+    import subprocess
+
+    hostile = "esc\x1b[31mRED\x1b[0m\rXX\nnext"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", hostile])
+    try:
+        for args in (("status", str(child.pid)), ("doctor", "--pid", str(child.pid))):
+            deadline = time.monotonic() + 10
+            while True:
+                proc = run_cli(*args)
+                if "esc" in proc.stdout or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)  # the child's argv is set once it has exec'd
+            assert proc.returncode in (0, 1), (args, proc.stderr)
+            assert "esc?[31mRED?[0m?XX?next" in proc.stdout, proc.stdout
+            assert "\x1b" not in proc.stdout and "\r" not in proc.stdout
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_doctor_pid_of_a_kernel_thread_and_of_a_zombie() -> None:
+    """Both exist (their environ answers ESRCH): doctor diagnoses them, never 'No such
+    process'."""
+    import subprocess
+
+    zombie_parent = subprocess.Popen([sys.executable, "-c", (
+        "import os, time\n"
+        "pid = os.fork()\n"
+        "if pid == 0: os._exit(0)\n"
+        "print(pid, flush=True); time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert zombie_parent.stdout is not None
+        zombie = int(zombie_parent.stdout.readline())
+        deadline = time.monotonic() + 10
+        while "State:\tZ" not in Path(f"/proc/{zombie}/status").read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        for pid in (2, zombie):  # kthreadd, and the zombie
+            proc = run_cli("doctor", "--pid", str(pid))
+            assert "No such process" not in proc.stderr, (pid, proc.stderr)
+            assert "Traceback" not in proc.stderr
+            assert proc.returncode in (0, 1) and proc.stdout, (pid, proc.stderr)
+    finally:
+        zombie_parent.kill()
+        zombie_parent.wait()
+        if zombie_parent.stdout is not None:
+            zombie_parent.stdout.close()

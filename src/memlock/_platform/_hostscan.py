@@ -249,12 +249,18 @@ def host_processes(*, include_unlocked: bool = False, regions: bool = True,
             if isinstance(pid, bool) or not isinstance(pid, int) or pid < 1:
                 raise ValueError(f"not a process id: {pid!r}")
             try:
-                found = _describe(pid, _read(f"/proc/{pid}/status"), regions, cache)
+                status = _read(f"/proc/{pid}/status")
+                tgid = _field(status, b"\nTgid:")
+                thread_of = int(tgid) if tgid and int(tgid) != pid else None
+                found = None if thread_of else _describe(pid, status, regions, cache)
             except (FileNotFoundError, ProcessLookupError):
                 raise ProcessLookupError(errno.ESRCH, f"no process {pid}") from None
             except PermissionError:
                 raise PermissionError(errno.EACCES, f"process {pid}: may not read its "
                                       "/proc files (hidepid?)") from None
+            if found is None:  # /proc/TID resolves to a thread of another process
+                raise ProcessLookupError(errno.ESRCH, f"{pid} is a thread of process "
+                                         f"{thread_of}, not a process")
             out.append(found)
         return out
 

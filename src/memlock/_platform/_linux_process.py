@@ -137,7 +137,7 @@ def _environ(pid: int) -> dict[str, str] | None:
     """The environment variables of ``pid``; None where the caller may not read them."""
     try:
         text = read_proc(pid, "environ")
-    except PermissionError:
+    except (PermissionError, ProcessLookupError):  # ESRCH: a kernel thread or a zombie
         return None
     return dict(v.partition("=")[::2] for v in text.split("\0") if "=" in v)
 

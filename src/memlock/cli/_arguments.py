@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from .._cli_api import SizeTooLargeError, parse_size, quote_arg
 
-__all__ = ["parse_range", "process_id", "read_list", "seconds", "size"]
+__all__ = ["PRINTABLE", "parse_range", "process_id", "read_list", "seconds", "size"]
 
 #: The largest process id (pid_t is a 32-bit signed integer on every supported system).
 PID_MAX = 2**31 - 1
@@ -87,3 +87,8 @@ def read_list(source: str, nul: bool) -> list[str]:
             data = f.read()
     parts = data.split(b"\0") if nul else data.splitlines()
     return [os.fsdecode(p) for p in parts if p]
+
+
+#: ``str.translate`` table that shows control characters as ``?``: command lines and
+#: cgroup names come from other processes, which must not drive the terminal.
+PRINTABLE = {c: "?" for c in [*range(32), 127]}

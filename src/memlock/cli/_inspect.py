@@ -19,7 +19,7 @@ from .._cli_api import (
     process_limit_hint,
     process_memory,
 )
-from ._arguments import process_id
+from ._arguments import PRINTABLE, process_id
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -194,7 +194,8 @@ def process_checks(pid: int) -> tuple[list[Check], Any]:
     """What ``memlock doctor --pid`` reports of another process, from its /proc files."""
     ctx = process_context(pid)
     lim, env = ctx.limits, ctx.environment
-    checks = [Check("process", None, f"{ctx.command} (user {ctx.user})"),
+    who = f"{ctx.command} (user {ctx.user})".translate(PRINTABLE)
+    checks = [Check("process", None, who),
               Check("environment", None, env.describe())]
     if lim.privileged:
         checks.append(Check("privilege", True, "CAP_IPC_LOCK in its effective set: no limit "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from .._cli_api import HostProcess, format_size, host_processes, host_unaccounted_bytes, plural
-from ._arguments import process_id
+from ._arguments import PRINTABLE, process_id
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -115,14 +115,13 @@ def _size(n: int | None) -> str:
 
 
 #: Control characters (a newline in a command line...) print as ``?``, as ps does.
-_PRINTABLE = {c: "?" for c in [*range(32), 127]}
 
 
 def _cells(p: HostProcess) -> list[str]:
-    return [str(p.pid), p.user.translate(_PRINTABLE), format_size(p.locked_bytes),
+    return [str(p.pid), p.user.translate(PRINTABLE), format_size(p.locked_bytes),
             format_size(p.limit_soft), format_size(p.limit_hard),
-            "yes" if p.privileged else "no", (p.cgroup or "-").translate(_PRINTABLE),
-            p.command.translate(_PRINTABLE)]
+            "yes" if p.privileged else "no", (p.cgroup or "-").translate(PRINTABLE),
+            p.command.translate(PRINTABLE)]
 
 
 def table_lines(processes: Sequence[HostProcess], width: int | None = None,
@@ -234,9 +233,11 @@ def _status_of(pids: Sequence[int], as_json: bool) -> int:
                    "world-readable)" if p.regions is None
                    else " in " + plural(len(p.regions), "region"))
         write(f"pid {p.pid}: {format_size(p.locked_bytes)} locked{regions}\n"
-              f"  user {p.user}, RLIMIT_MEMLOCK soft {format_size(p.limit_soft)} hard "
-              f"{format_size(p.limit_hard)}, CAP_IPC_LOCK {'yes' if p.privileged else 'no'}"
-              f", cgroup {p.cgroup or '-'}\n  command {p.command}\n")
+              f"  user {p.user.translate(PRINTABLE)}, RLIMIT_MEMLOCK soft "
+              f"{format_size(p.limit_soft)} hard {format_size(p.limit_hard)}, "
+              f"CAP_IPC_LOCK {'yes' if p.privileged else 'no'}"
+              f", cgroup {(p.cgroup or '-').translate(PRINTABLE)}\n"
+              f"  command {p.command.translate(PRINTABLE)}\n")
         if p.regions is None:
             continue
         for r in p.regions:
