@@ -140,12 +140,7 @@ class Residency(FrozenRecord):
 
     def __init__(self, path: str, size_bytes: int, pages: int, resident_pages: int,
                  exact: bool = True) -> None:
-        _set = object.__setattr__
-        _set(self, "path", path)
-        _set(self, "size_bytes", size_bytes)
-        _set(self, "pages", pages)
-        _set(self, "resident_pages", resident_pages)
-        _set(self, "exact", exact)
+        self._fill(path, size_bytes, pages, resident_pages, exact)
 
     @property
     def resident_bytes(self) -> int:
