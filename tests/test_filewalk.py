@@ -118,7 +118,7 @@ def test_entries_removed_mid_walk_are_not_errors(tmp_path: Path) -> None:
 
 def test_pseudo_file_systems_are_refused_by_name_and_skipped_inside_trees(
         tmp_path: Path) -> None:
-    from memlock.cli._filewalk import pseudo_devices
+    from memlock._cli_api import pseudo_file_systems as pseudo_devices
 
     proc_dev = os.stat("/proc/self/status").st_dev
     assert pseudo_devices().get(proc_dev) == "proc"  # from this system's mountinfo

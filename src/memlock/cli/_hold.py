@@ -46,8 +46,9 @@ from .._cli_api import (
     open_regular,
     page_range,
     plural,
+    pseudo_file_systems,
 )
-from ._filewalk import Planned, Progress, WalkOptions, plan, pseudo_devices, walk
+from ._filewalk import Planned, Progress, WalkOptions, plan, walk
 
 __all__ = ["HoldConfig", "Holder", "descriptor_room", "hold", "sd_notify"]
 
@@ -520,7 +521,7 @@ def _check_log(path: str) -> None:
         st = os.fstat(fd)
     finally:
         os.close(fd)
-    fs_type = pseudo_devices().get(st.st_dev)
+    fs_type = pseudo_file_systems().get(st.st_dev)
     if stat.S_ISREG(st.st_mode) and fs_type is not None:
         raise OSError(errno.EINVAL, f"a file of the {fs_type} file system, not a log", path)
 
