@@ -145,8 +145,9 @@ def test_no_such_process_and_usage() -> None:
 # -- the environment, from canned /proc/PID/cgroup texts ----------------------------------
 
 
-def _where(name: str, environ: dict[str, str] | None = None) -> Environment:
-    return _hints.describe_environment((DATA / name).read_text(), environ)
+def _where(name: str, environ: dict[str, str] | None = None,
+           container_files: bool | None = False) -> Environment:
+    return _hints.describe_environment((DATA / name).read_text(), environ, container_files)
 
 
 def test_docker() -> None:
@@ -192,3 +193,29 @@ def test_login_shell_and_this_process_detection() -> None:
     assert _hints.detect_environment({"INVOCATION_ID": "x"}, text) == "systemd"
     user = (DATA / "cgroup_systemd_user.txt").read_text()
     assert _hints.detect_environment({"INVOCATION_ID": "x"}, user) == "systemd-user"
+
+
+def test_another_users_process_whose_root_it_may_not_read_is_not_called_a_shell() -> None:
+    """uid 65534 may read a root process's status and cgroup, not its root or environ:
+    nothing rules a container out, so the doctor says it cannot tell (not "shell")."""
+    from .kernel import run_as_nobody
+
+    with _child(python_cmd(WAIT)) as child:
+        proc = run_as_nobody(
+            "import sys\nfrom memlock.cli import main\n"
+            "sys.exit(main(['doctor', '--pid', sys.argv[1], '--json']))", args=[str(child.pid)])
+    assert "Traceback" not in proc.stderr, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["environment"] == "unknown", report
+    fix = _check(report, "RLIMIT_MEMLOCK")["fix"] or ""
+    assert isinstance(fix, str)
+    # Root here has CAP_IPC_LOCK, so the check passes and gives no fix; the hint itself:
+    hint = _hints.limit_hint(1 << 20, place=_where("cgroup_login_shell.txt", None, None))
+    assert "where it runs is not known" in hint and "docker" in hint and "ulimit" in hint
+
+
+def test_unknown_only_without_any_evidence() -> None:
+    assert _where("cgroup_login_shell.txt", None, None).kind == "unknown"
+    assert _where("cgroup_login_shell.txt", None, False).kind == "shell"
+    assert _where("cgroup_login_shell.txt", {}, None).kind == "shell"
+    assert _where("cgroup_docker.txt", None, None).kind == "docker"

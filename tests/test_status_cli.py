@@ -146,7 +146,7 @@ def test_user_filter_by_name_and_by_uid(nobody_locker: int) -> None:
         assert {root_pid, nobody_locker} <= both
         data = json.loads(output(run_cli("status", "--json", "--user", "nobody")))
         assert [p["user"] for p in data["processes"]] == ["nobody"] * len(data["processes"])
-        assert "no process matches" in output(run_cli("status", "--user", "no-such-user"))
+        assert "no process matches" in output(run_cli("status", "--user", "4243"))
 
 
 CGROUP_V1 = Path("/sys/fs/cgroup/memory")
@@ -313,3 +313,19 @@ def test_doctor_pid_of_a_kernel_thread_and_of_a_zombie() -> None:
         zombie_parent.wait()
         if zombie_parent.stdout is not None:
             zombie_parent.stdout.close()
+
+
+def test_a_pid_named_twice_is_reported_once() -> None:
+    with holding(python_cmd(LOCKER, str(MiB))) as pid:
+        text = output(run_cli("status", str(pid), str(pid)))
+        assert text.count(f"pid {pid}: ") == 1, text
+        data = json.loads(output(run_cli("status", str(pid), str(pid), "--json")))
+        assert data["pid"] == pid  # one process: its keys, as for a single PID
+
+
+def test_an_unknown_user_is_a_usage_error() -> None:
+    proc = run_cli("status", "--user", "no-such-user-here")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "no such user: 'no-such-user-here'" in proc.stderr and "Traceback" not in proc.stderr
+    # A uid without a name is a user all the same (as ps shows one): not an error.
+    assert run_cli("status", "--user", "4242").returncode == 0

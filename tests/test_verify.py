@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -265,3 +266,23 @@ def test_an_unprivileged_user_verifies_its_own_process() -> None:
     assert verdict["mappings"] > 0
     [violation] = verdict["violations"]
     assert violation["check"] == "no-dump" and violation["mapping"]["size"] == 4 * 4096
+
+
+def test_min_locked_of_a_kernel_thread_says_it_has_no_memory() -> None:
+    """A kernel thread has no VmLck: "0 B locked" would be a guess, not the kernel's word."""
+    kthread = next((int(d) for d in os.listdir("/proc") if d.isdigit()
+                    and "\nKthread:\t1" in _status_text(d)), None)
+    if kthread is None:
+        pytest.skip("this kernel marks no kernel thread (Kthread:)")
+    proc = run_cli("verify", "--min-locked", "4K", str(kthread), "--json")
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["locked_bytes"] is None
+    assert "no memory of its own" in report["violations"][0]["message"]
+
+
+def _status_text(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return ""

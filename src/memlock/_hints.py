@@ -26,6 +26,9 @@ __all__ = ["describe_environment", "detect_environment", "format_size",
 SHELL, SYSTEMD, DOCKER, KUBERNETES = "shell", "systemd", "docker", "kubernetes"
 #: A user service, run by the user's ``systemd --user`` manager.
 SYSTEMD_USER = "systemd-user"
+#: Another process whose root and environment the caller may not read, and whose cgroup
+#: does not tell: it may run in a container all the same.
+UNKNOWN = "unknown"
 
 #: Container ids in cgroup paths: docker-ID.scope, cri-containerd-ID.scope, crio-ID.scope,
 #: libpod-ID.scope (systemd driver), or a bare 64-hex directory (cgroupfs driver).
@@ -48,13 +51,15 @@ def _cgroup_paths(cgroup_text: str) -> list[str]:
 
 
 def describe_environment(cgroup_text: str, environ: Mapping[str, str] | None = None,
-                         container_files: bool = False) -> Environment:
+                         container_files: bool | None = False) -> Environment:
     """Where a process runs, from its cgroup, environment and root.
 
     Args:
         cgroup_text: Its /proc/PID/cgroup.
         environ: Its environment variables, where readable.
-        container_files: Its root has ``/.dockerenv`` or ``/run/.containerenv``.
+        container_files: Its root has ``/.dockerenv`` or ``/run/.containerenv``; None
+            where the caller may not look (then, without other evidence, the kind is
+            ``unknown``, not ``shell``).
     """
     import re  # here, not at the top: re costs ~6 ms of every start of memlock
 
@@ -90,6 +95,8 @@ def describe_environment(cgroup_text: str, environ: Mapping[str, str] | None = N
         if user_uid is not None and unit != f"user@{user_uid}.service":
             return Environment(SYSTEMD_USER, unit=unit, user_uid=user_uid)
         return Environment(SYSTEMD, unit=unit)
+    if container_files is None and environ is None:
+        return Environment(UNKNOWN, unit=unit)
     return Environment(SHELL, unit=unit)
 
 
@@ -140,7 +147,7 @@ def limit_hint(
 
     Args:
         needed_total: Bytes the limit must allow; None: unlimited.
-        environment: shell, systemd, systemd-user, docker or kubernetes; default:
+        environment: shell, systemd, systemd-user, docker, kubernetes or unknown; default:
             ``place``'s kind, else detected for this process.
         low_hard_limit: The hard RLIMIT_MEMLOCK, when it is below ``needed_total`` and the
             process cannot raise it. ``ulimit -l`` cannot go above the hard limit ("Operation
@@ -210,12 +217,16 @@ def limit_hint(
             '["memlock=-1:-1"]` in crio.conf)',
         ],
     }
-    text = "How to fix (" + env + "): " + preface + "; ".join(lines[env])
     others = [
         shell_elsewhere,
         f"systemd: `LimitMEMLOCK={size}`",
         "docker: `--ulimit memlock=...` or `--cap-add IPC_LOCK`",
         "kubernetes: securityContext capability IPC_LOCK",
     ]
+    if env == UNKNOWN:
+        return ("How to fix (where it runs is not known: this user may not read its root "
+                "or environment; run `memlock doctor --pid` as root or as its user to be "
+                "told): " + preface + "; ".join(others))
+    text = "How to fix (" + env + "): " + preface + "; ".join(lines[env])
     return text + "\nElsewhere: " + "; ".join(o for o in others if not o.startswith(env))
 

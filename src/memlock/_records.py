@@ -297,7 +297,9 @@ class Environment(FrozenRecord):
     """Where a process runs, as its cgroup, environment and root tell.
 
     Attributes:
-        kind: shell, systemd, systemd-user, docker or kubernetes.
+        kind: shell, systemd, systemd-user, docker, kubernetes, or unknown (another
+            user's process whose cgroup does not tell, and whose root and environment the
+            caller may not read).
         runtime: The container runtime (docker, containerd, cri-o, podman), if known.
         container: The container id (12 hex digits), if in one.
         pod: The Kubernetes pod uid, if in one.
@@ -334,6 +336,9 @@ class Environment(FrozenRecord):
             return f"systemd user service {self.unit} (the systemd --user of uid {self.user_uid})"
         if self.kind == "systemd":
             return f"systemd unit {self.unit}" if self.unit else "systemd"
+        if self.kind == "unknown":
+            return ("not known (this user may not read its root or environment)"
+                    + (f"; cgroup unit {self.unit}" if self.unit else ""))
         return "shell" + (f" ({self.unit})" if self.unit else "")
 
     def to_dict(self) -> dict[str, Any]:

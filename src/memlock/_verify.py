@@ -129,7 +129,7 @@ def verify_process(pid: int, *, locked: bool = False, min_locked: int | None = N
     maps: tuple[ProcessMapping, ...] | None = None
     if locked or paths or no_dump or no_swap:
         maps = BACKEND.process_mappings(pid, dumps=no_dump)
-    locked_bytes = BACKEND.host_processes(pids=[pid], regions=False)[0].locked_bytes
+    locked_bytes = BACKEND.process_locked_bytes(pid)
     violations: list[Violation] = []
     excepted: dict[ProcessMapping, None] = {}
     if locked and maps is not None:
@@ -143,8 +143,8 @@ def verify_process(pid: int, *, locked: bool = False, min_locked: int | None = N
                 violations.append(Violation("locked", "not locked", m))
     if min_locked is not None:
         if locked_bytes is None:
-            violations.append(Violation("min-locked", "the kernel does not tell how much the "
-                                        "process has locked (no VmLck)"))
+            violations.append(Violation("min-locked", "the process has no memory of its own "
+                                        "(no VmLck: a kernel thread or a zombie)"))
         elif locked_bytes < min_locked:
             violations.append(Violation(
                 "min-locked", f"{format_size(locked_bytes)} locked (VmLck), less than the "

@@ -13,7 +13,6 @@ import sys
 
 from ._base import Backend
 from ._fork import REGISTRY_SLOT, SECRETS_SLOT, ForkWatch
-from ._libc import real_libc
 from ._procfs import parse_maps
 
 __all__ = ["BACKEND", "FORK_WATCH", "REGISTRY_SLOT", "SECRETS_SLOT", "Backend", "ForkWatch",
@@ -24,25 +23,25 @@ BACKEND: Backend
 if sys.platform == "linux":
     from .linux import MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, LinuxBackend
 
-    BACKEND = LinuxBackend(real_libc())
+    BACKEND = LinuxBackend()
     __all__ += ["MCL_CURRENT", "MCL_FUTURE", "MCL_ONFAULT", "MLOCK_ONFAULT"]
 elif sys.platform == "darwin":
     from .darwin import MCL_CURRENT, MCL_FUTURE, DarwinBackend
 
-    BACKEND = DarwinBackend(real_libc())
+    BACKEND = DarwinBackend()
     __all__ += ["MCL_CURRENT", "MCL_FUTURE"]
 elif sys.platform.startswith("freebsd"):
     from .freebsd import MCL_CURRENT, MCL_FUTURE, FreeBSDBackend
 
-    BACKEND = FreeBSDBackend(real_libc())
+    BACKEND = FreeBSDBackend()
     __all__ += ["MCL_CURRENT", "MCL_FUTURE"]
 elif sys.platform == "sunos5":
     from .sunos import MCL_CURRENT, MCL_FUTURE, SunOSBackend
 
-    BACKEND = SunOSBackend(real_libc())
+    BACKEND = SunOSBackend()
     __all__ += ["MCL_CURRENT", "MCL_FUTURE"]
 else:
-    BACKEND = Backend(real_libc())
+    BACKEND = Backend()
 
 #: The process's fork detector (see _fork.py).
 FORK_WATCH = ForkWatch()

@@ -63,19 +63,39 @@ class Backend:
     #: getrusage can count one thread's page faults (RUSAGE_THREAD).
     per_thread_faults: ClassVar[bool] = False
 
+    #: The C library (see _libc.py). The process's own is bound on first use, so that
+    #: ``import memlock`` (and ``memlock status``) does not load ctypes: 3-5 ms.
+    libc: Libc
+
     def __init__(
         self,
-        libc: Libc,
+        libc: Libc | None = None,
         page_size: int | None = None,
         *,
         rlimit: Callable[[], tuple[int | None, int | None]] | None = None,
         euid: Callable[[], int] | None = None,
     ) -> None:
-        self.libc = libc
+        if libc is not None:
+            self.libc = libc
         self.page_size = page_size or os.sysconf("SC_PAGE_SIZE")
         #: Injected facts (tests of backends for other OSes run on a simulated libc).
         self._rlimit_source = rlimit
         self._euid = euid or os.geteuid
+
+    if not TYPE_CHECKING:  # hidden from mypy, which would accept any attribute otherwise
+
+        def __getattr__(self, name: str) -> Libc:
+            """Bind the process's C library the first time ``libc`` is read.
+
+            Afterwards it is a plain instance attribute: this is never called for it again.
+            """
+            if name != "libc":
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute "
+                                     f"{name!r}")
+            from ._libc import real_libc
+
+            self.libc = libc = real_libc()
+            return libc
 
     # -- raw calls, translated -------------------------------------------------------
 
@@ -289,6 +309,18 @@ class Backend:
     def process_status(self, pid: int) -> ProcessStatus:
         """What process ``pid`` has locked."""
         raise UnsupportedOperation(f"per-process lock status is not available on {self.name}")
+
+    def process_locked_bytes(self, pid: int) -> int | None:
+        """What process ``pid`` has locked (VmLck: any user may read it); None when it has
+        no memory of its own (a kernel thread, a zombie).
+
+        Raises:
+            ProcessLookupError: No process ``pid`` (or it is a thread of another).
+            PermissionError: The caller may not read its status (hidepid).
+            UnsupportedOperation: The OS does not tell (all but Linux).
+        """
+        raise UnsupportedOperation(f"another process's locked memory is not available on "
+                                   f"{self.name}")
 
     def process_mappings(self, pid: int, *, dumps: bool = False) -> tuple[ProcessMapping, ...]:
         """Every mapping of process ``pid``, in address order, with what the kernel does with

@@ -17,8 +17,6 @@ import mmap
 import os
 import sys
 
-from ._libc import real_libc
-
 __all__ = ["REGISTRY_SLOT", "SECRETS_SLOT", "ForkWatch"]
 
 #: The byte of the page each subsystem owns.
@@ -35,11 +33,11 @@ class ForkWatch:
         address: The page's address for C code, or 0.
     """
 
-    __slots__ = ("_pids", "address", "page")
+    __slots__ = ("_address", "_pids", "page")
 
     def __init__(self) -> None:
         self.page: mmap.mmap | None = None
-        self.address = 0
+        self._address: int | None = 0
         self._pids = [os.getpid()] * _SLOTS
         if sys.platform == "linux":
             page = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
@@ -50,7 +48,18 @@ class ForkWatch:
             else:
                 page[:_SLOTS] = b"\x01" * _SLOTS
                 self.page = page
-                self.address = real_libc().address_of(memoryview(page))
+                self._address = None  # found on first use: ctypes loads only then
+
+    @property
+    def address(self) -> int:
+        """The page's address for C code (0 where the pid is compared)."""
+        address = self._address
+        if address is None:
+            from ._libc import real_libc
+
+            assert self.page is not None
+            address = self._address = real_libc().address_of(memoryview(self.page))
+        return address
 
     def forked(self, slot: int) -> bool:
         """Whether this process was forked since ``slot`` last caught up."""

@@ -133,6 +133,18 @@ def process_mappings(pid: int, *, dumps: bool = False) -> tuple[ProcessMapping, 
     return mappings_from_text(smaps, coredump_filter)
 
 
+def _container_files(pid: int) -> bool | None:
+    """Whether the root of ``pid`` has a container runtime's marker file; None where the
+    caller may not look (another user's process: /proc/PID/root needs ptrace access)."""
+    try:
+        os.stat(f"/proc/{pid}/root/")
+    except (PermissionError, ProcessLookupError):
+        return None
+    except OSError:  # a kernel thread or a zombie: no root
+        return False
+    return any(os.path.exists(f"/proc/{pid}/root{f}") for f in CONTAINER_FILES)
+
+
 def _environ(pid: int) -> dict[str, str] | None:
     """The environment variables of ``pid``; None where the caller may not read them."""
     try:
@@ -174,7 +186,7 @@ def process_context(pid: int) -> ProcessContext:
     status = read_proc(pid, "status")
     cgroup_text = read_proc(pid, "cgroup")
     memory = _procfs.parse_kib_fields(status)
-    root_files = any(os.path.exists(f"/proc/{pid}/root{f}") for f in CONTAINER_FILES)
+    root_files = _container_files(pid)
     environment = describe_environment(cgroup_text, _environ(pid), root_files)
     manager = None
     if environment.kind == SYSTEMD_USER and environment.user_uid is not None:

@@ -69,14 +69,13 @@ class DarwinBackend(Backend):
 
     def __init__(
         self,
-        libc: Libc,
+        libc: Libc | None = None,
         page_size: int | None = None,
         *,
         rlimit: Callable[[], tuple[int | None, int | None]] | None = None,
         euid: Callable[[], int] | None = None,
     ) -> None:
         super().__init__(libc, page_size, rlimit=rlimit, euid=euid)
-        self._sysctl = libc.sysctl_int
 
     # -- calls ---------------------------------------------------------------------
 
@@ -109,8 +108,8 @@ class DarwinBackend(Backend):
     def system_status(self) -> SystemStatus:
         """Physical memory and the system-wide user wire limit; None where unreadable."""
         return SystemStatus(
-            total_bytes=self._sysctl("hw.memsize"),
-            max_user_wired_bytes=self._sysctl(GLOBAL_USER_WIRE_LIMIT),
+            total_bytes=self.libc.sysctl_int("hw.memsize"),
+            max_user_wired_bytes=self.libc.sysctl_int(GLOBAL_USER_WIRE_LIMIT),
         )
 
     # -- errors ------------------------------------------------------------------------

@@ -71,7 +71,7 @@ class FreeBSDBackend(Backend):
 
     def __init__(
         self,
-        libc: Libc,
+        libc: Libc | None = None,
         page_size: int | None = None,
         *,
         rlimit: Callable[[], tuple[int | None, int | None]] | None = None,
@@ -79,7 +79,6 @@ class FreeBSDBackend(Backend):
         locked_bytes: Callable[[], int | None] | None = None,
     ) -> None:
         super().__init__(libc, page_size, rlimit=rlimit, euid=euid)
-        self._sysctl = libc.sysctl_int
         self._locked_source = locked_bytes
 
     # --- secrets: guarded, locked, undumpable mappings ---
@@ -95,7 +94,7 @@ class FreeBSDBackend(Backend):
 
     def sysctl_pages(self, name: str) -> int | None:
         """A sysctl counted in pages, in bytes (None where it cannot be read)."""
-        value = self._sysctl(name)
+        value = self.libc.sysctl_int(name)
         return None if value is None else value * self.page_size
 
     def privileged(self) -> bool:
@@ -148,7 +147,7 @@ class FreeBSDBackend(Backend):
             wired_bytes=self.sysctl_pages(WIRE_COUNT),
             user_wired_bytes=self.sysctl_pages(USER_WIRE_COUNT),
             max_user_wired_bytes=self.sysctl_pages(MAX_USER_WIRED),
-            total_bytes=self._sysctl("hw.physmem"),
+            total_bytes=self.libc.sysctl_int("hw.physmem"),
         )
 
     # -- errors --------------------------------------------------------------------
@@ -201,13 +200,13 @@ class FreeBSDBackend(Backend):
             return None
         page = self.page_size
         npages = -(-requested // page)
-        max_wired = self._sysctl(MAX_USER_WIRED)
+        max_wired = self.libc.sysctl_int(MAX_USER_WIRED)
         if max_wired is not None and npages > max_wired:
             return MAX_USER_WIRED
         soft, _ = self.rlimit()
         if soft is not None and requested + (self.locked_bytes() or 0) > soft:
             return "RLIMIT_MEMLOCK"
-        user_wired = self._sysctl(USER_WIRE_COUNT)
+        user_wired = self.libc.sysctl_int(USER_WIRE_COUNT)
         if max_wired is not None and user_wired is not None and npages + user_wired > max_wired:
             return MAX_USER_WIRED
         return None
@@ -262,7 +261,7 @@ class FreeBSDBackend(Backend):
         else:
             rlimit = (_hints.hard_limit_note(hard, needed_total, "only root can raise it")
                       + f"; as root `limits -l {size} COMMAND`, or")
-        wired = self._sysctl(USER_WIRE_COUNT)
+        wired = self.libc.sysctl_int(USER_WIRE_COUNT)
         if needed_total is not None and wired is not None:
             pages = wired + -(-needed_total // self.page_size)
             sysctl = f"`sysctl {MAX_USER_WIRED}={pages}` (in pages)"

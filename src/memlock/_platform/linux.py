@@ -327,6 +327,12 @@ class LinuxBackend(Backend):
             max_map = None
         return system_status_from_meminfo(meminfo, max_map)
 
+    def process_locked_bytes(self, pid: int) -> int | None:
+        """VmLck of /proc/PID/status (see :mod:`._hostscan`)."""
+        from ._hostscan import process_locked_bytes
+
+        return process_locked_bytes(pid)
+
     def host_processes(self, *, include_unlocked: bool = False, regions: bool = True,
                        pids: Sequence[int] | None = None) -> list[HostProcess]:
         """From /proc, one pass (see :mod:`._hostscan`)."""

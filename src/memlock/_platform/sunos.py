@@ -70,7 +70,7 @@ class SunOSBackend(Backend):
 
     def __init__(
         self,
-        libc: Libc,
+        libc: Libc | None = None,
         page_size: int | None = None,
         *,
         rlimit: Callable[[], tuple[int | None, int | None]] | None = None,
@@ -79,7 +79,6 @@ class SunOSBackend(Backend):
         locked_memory_limit: Callable[[], int | None] | None = None,
     ) -> None:
         super().__init__(libc, page_size, rlimit=rlimit, euid=euid)
-        self._priv_ineffect = libc.priv_ineffect
         self._locked_source = locked_bytes
         self._rctl_source = locked_memory_limit
 
@@ -110,7 +109,7 @@ class SunOSBackend(Backend):
 
         Falls back to "effective uid is 0" where the C library has no priv_ineffect.
         """
-        effective = self._priv_ineffect(PRIV_PROC_LOCK_MEMORY)
+        effective = self.libc.priv_ineffect(PRIV_PROC_LOCK_MEMORY)
         if effective is None:
             return self._euid() == 0
         return effective

@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 from .._cli_api import SizeTooLargeError, parse_size, quote_arg
 
-__all__ = ["PRINTABLE", "parse_range", "process_id", "read_list", "seconds", "size"]
+__all__ = ["PRINTABLE", "parse_range", "process_id", "read_list", "seconds", "size",
+           "user_name"]
 
 #: The largest process id (pid_t is a 32-bit signed integer on every supported system).
 PID_MAX = 2**31 - 1
@@ -40,6 +41,27 @@ def process_id(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"not a process id: {quote_arg(text)} (a whole number from 1 to {PID_MAX})")
     return int(stripped)
+
+
+def user_name(text: str) -> str:
+    """A user as the host scan names it: a name this host knows, or a uid.
+
+    A uid becomes its name where it has one; a uid without a name stays a number, as ps
+    shows it.
+    """
+    import pwd
+
+    try:
+        if text.isascii() and text.isdigit() and len(text) <= 10:
+            return pwd.getpwuid(int(text)).pw_name
+        return pwd.getpwnam(text).pw_name
+    except KeyError:
+        if text.isascii() and text.isdigit() and len(text) <= 10:
+            return str(int(text))
+    except (OverflowError, ValueError):  # a uid out of range, a NUL in the name
+        pass
+    raise argparse.ArgumentTypeError(f"no such user: {quote_arg(text)} (a user name of "
+                                     "this host, or a uid)")
 
 
 def seconds(text: str) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from .._cli_api import HostProcess, format_size, host_processes, host_unaccounted_bytes, plural
-from ._arguments import PRINTABLE, process_id
+from ._arguments import PRINTABLE, process_id, user_name
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def add_filters(p: argparse.ArgumentParser) -> None:
     """``--all``, ``--user``, ``--cgroup``: which of the host's processes to list."""
     p.add_argument("--all", action="store_true",
                    help="also the processes with nothing locked")
-    p.add_argument("--user", action="append", metavar="USER",
+    p.add_argument("--user", action="append", metavar="USER", type=user_name,
                    help="only processes of USER (a name or a uid; repeat for several)")
     p.add_argument("--cgroup", action="append", metavar="TEXT",
                    help="only processes whose cgroup column contains TEXT (docker:, "
@@ -83,23 +83,11 @@ def scan_host(include_unlocked: bool = False, users: Sequence[str] | None = None
     totals = system.to_dict()
     totals["unaccounted_bytes"] = host_unaccounted_bytes(processes, system)
     if users:
-        names = set(map(_user_name, users))
+        names = set(users)  # as the scan names them (see _arguments.user_name)
         processes = [p for p in processes if p.user in names]
     if cgroups:
         processes = [p for p in processes if any(c in p.cgroup for c in cgroups)]
     return HostView(processes, totals)
-
-
-def _user_name(user: str) -> str:
-    """How the scan names ``user`` (a name, or a uid: its name where it has one)."""
-    if not (user.isascii() and user.isdigit()):
-        return user
-    import pwd
-
-    try:
-        return pwd.getpwuid(int(user)).pw_name
-    except (KeyError, OverflowError):
-        return str(int(user))
 
 
 def totals_line(system: dict[str, Any]) -> str:
@@ -189,7 +177,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                              "the host's processes: give them without PIDs (see memlock "
                              "status --help)\n")
             return 2
-        return _status_of(args.pids, args.json)
+        return _status_of(list(dict.fromkeys(args.pids)), args.json)  # each PID once
     view = scan_host(args.all, args.user, args.cgroup, regions=args.json)
     if args.json:
         _print_host_json(view)
