@@ -138,3 +138,17 @@ def test_each_subcommand_loads_only_its_own_module() -> None:
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=child_env(), check=True).stdout.splitlines()[-1]
     assert loaded == "['memlock.cli._arguments', 'memlock.cli._inspect']", loaded
+
+
+def test_import_memlock_and_status_do_not_load_ctypes() -> None:
+    """ctypes and the C library's binding cost 3-5 ms of every start: ``import memlock``
+    and a ``memlock status`` run leave them unloaded; the first lock binds them."""
+    code = ("import io, sys, contextlib; import memlock; before = 'ctypes' in sys.modules\n"
+            "from memlock.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()): main(['status'])\n"
+            "after = 'ctypes' in sys.modules\n"
+            "with memlock.lock(bytearray(8192)): pass\n"
+            "print(before, after, 'ctypes' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=child_env(), check=True).stdout.split()
+    assert out == ["False", "False", "True"], out
