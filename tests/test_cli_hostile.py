@@ -83,10 +83,10 @@ def _cases() -> Iterator[Case]:
         yield f"{cmd}-all", [cmd, "--all"], 0, None
         yield f"{cmd}-user-no-value", [cmd, "--user"], 2, "expected one argument"
         yield f"{cmd}-cgroup-no-value", [cmd, "--cgroup"], 2, "expected one argument"
-        yield f"{cmd}-user-non-utf8", [cmd, "--user", BAD_BYTES], 0, None
+        yield f"{cmd}-user-non-utf8", [cmd, "--user", BAD_BYTES], 2, "no such user"
         yield f"{cmd}-cgroup-non-utf8", [cmd, b"--cgroup=" + BAD_BYTES], 0, None
-        yield f"{cmd}-user-empty", [cmd, "--user="], 0, None
-        yield f"{cmd}-user-huge-uid", [cmd, "--user", "9" * 400], 0, None
+        yield f"{cmd}-user-empty", [cmd, "--user="], 2, "no such user: ''"
+        yield f"{cmd}-user-huge-uid", [cmd, "--user", "9" * 400], 2, "no such user"
         yield f"{cmd}-user-and-cgroup", [cmd, "--user", "root", "--cgroup", "/"], 0, None
     yield "status-all-json", ["status", "--all", "--json"], 0, None
     yield "status-all-with-pid", ["status", "--all", "1"], 2, "without PIDs"
