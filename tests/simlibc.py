@@ -328,6 +328,11 @@ class SimLibc:
         """The host address of ``buffer``."""
         return _host_libc().address_of(buffer)
 
+    def default_thread_stack_size(self) -> int:
+        """Thread defaults are not simulated: unknown."""
+        self.calls.append(("default_thread_stack_size",))
+        return 0
+
 
 def _host_libc() -> Any:
     from memlock._platform._libc import real_libc

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ._records import Limits, LockedRegion, ProcessStatus, SystemStatus
     from ._secrets import SecureBuffer, getpass, read_secret
     from ._status import limits, set_limit, status, system_status
+    from ._thread_stacks import explain_thread_errors
 
 # Feature modules load on first use, so `import memlock` (and every CLI call) stays cheap.
 _LAZY = {
@@ -38,6 +39,7 @@ _LAZY = {
     "._records": ("Limits", "LockedRegion", "ProcessStatus", "SystemStatus"),
     "._secrets": ("SecureBuffer", "getpass", "read_secret"),
     "._status": ("limits", "set_limit", "status", "system_status"),
+    "._thread_stacks": ("explain_thread_errors",),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -81,6 +83,7 @@ __all__ = [
     "SystemStatus",
     "UnsupportedOperation",
     "evict",
+    "explain_thread_errors",
     "getpass",
     "limits",
     "lock",

@@ -40,6 +40,7 @@ __all__ = ["Backend"]
 # glibc <malloc.h>
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
+M_ARENA_MAX = -8
 
 
 def _unsupported_call(addr: int, length: int) -> int:
@@ -62,6 +63,8 @@ class Backend:
     supports_prefault_stack: ClassVar[bool] = False
     #: getrusage can count one thread's page faults (RUSAGE_THREAD).
     per_thread_faults: ClassVar[bool] = False
+    #: Transparent huge pages can be turned off for this process (set_thp_disabled).
+    supports_thp_disable: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -624,6 +627,50 @@ class Backend:
             if why is None and (used or 0) + nbytes > soft:
                 why = f"over {name} (`ulimit {ulimit}`): {fmt(soft)}{usage}"
         return why, ", ".join(facts)
+
+    # -- real-time process settings (lock_process) -----------------------------------------
+
+    def set_thp_disabled(self, disabled: bool) -> None:
+        """Turn transparent huge pages off (or back to the system policy) for this process.
+
+        Availability: Linux (prctl PR_SET_THP_DISABLE); elsewhere UnsupportedOperation.
+        """
+        raise UnsupportedOperation(f"transparent huge pages cannot be disabled on {self.name}")
+
+    def set_malloc_arena_max(self, count: int) -> None:
+        """glibc: let malloc make at most ``count`` arenas (mallopt M_ARENA_MAX).
+
+        Threads that need an arena past that share the existing ones (with 1: the main
+        arena, the brk heap). Arenas made before stay. Does nothing with another C library
+        (musl has one heap; FreeBSD's jemalloc reads its arena count at start-up only).
+
+        Raises:
+            MemlockError: mallopt(3) refused.
+        """
+        if self.uses_glibc() and not self.libc.mallopt(M_ARENA_MAX, count):
+            raise MemlockError(errno.EINVAL, f"mallopt(M_ARENA_MAX, {count}) failed")
+
+    def default_thread_stack(self) -> int | None:
+        """Bytes of stack a new thread gets by default (the C library's default
+        attributes); None where the C library cannot tell."""
+        return self.libc.default_thread_stack_size() or None
+
+    def new_mapping_refused(self, nbytes: int) -> int:
+        """The errno with which the kernel refuses a new ``nbytes`` mapping now, 0 if it
+        maps it (then it is unmapped at once).
+
+        An inaccessible private anonymous mapping, as a thread stack starts: no memory is
+        committed or touched, so under mlockall(MCL_FUTURE) only the lock limit can refuse
+        it (EAGAIN on Linux).
+        """
+        import mmap
+
+        try:
+            probe = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=0)
+        except OSError as exc:
+            return exc.errno or errno.ENOMEM
+        probe.close()
+        return 0
 
 
 def _errno_name(err: int) -> str:

@@ -77,6 +77,8 @@ class Libc(Protocol):
     def priv_ineffect(self, name: str) -> bool | None: ...
     def sysctl_int(self, name: str) -> int | None: ...
     def address_of(self, buffer: memoryview) -> int: ...
+    # -- threads
+    def default_thread_stack_size(self) -> int: ...
 
 
 def _absent(name: str) -> Callable[..., int]:
@@ -447,6 +449,30 @@ class RealLibc(SecretMappings):
         if t is None:
             t = cls._array_types.setdefault(length, ctypes.c_ubyte * length)
         return t.from_address(addr)
+
+    # -- threads -------------------------------------------------------------------------
+
+    def default_thread_stack_size(self) -> int:
+        """The stack size of a new thread's default attributes (pthread_getattr_default_np,
+        glibc 2.18+, musl); 0 where the C library cannot tell.
+
+        glibc takes it from RLIMIT_STACK at process start (2 MiB on x86-64 if unlimited):
+        changing the limit later does not change it.
+        """
+        get_default = getattr(self._dll, "pthread_getattr_default_np", None)
+        get_size = getattr(self._dll, "pthread_attr_getstacksize", None)
+        destroy = getattr(self._dll, "pthread_attr_destroy", None)
+        if get_default is None or get_size is None or destroy is None:
+            return 0
+        attr = ctypes.create_string_buffer(256)  # pthread_attr_t: 56 bytes on x86-64
+        if get_default(attr) != 0:
+            return 0
+        size = _sz(0)
+        try:
+            ok = get_size(attr, ctypes.byref(size)) == 0
+        finally:
+            destroy(attr)
+        return size.value if ok else 0
 
 
 _REAL: RealLibc | None = None
