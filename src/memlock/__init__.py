@@ -22,6 +22,13 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ._files import LockedFile, Residency, evict, lock_file, residency, touch
+    from ._latency import (
+        GarbageCollection,
+        LatencyReport,
+        LatencySummary,
+        Outlier,
+        measure_latency,
+    )
     from ._lock import Lock, lock
     from ._process import lock_all, unlock_all
     from ._realtime import PageFaults, lock_process, page_faults
@@ -33,6 +40,8 @@ if TYPE_CHECKING:
 # Feature modules load on first use, so `import memlock` (and every CLI call) stays cheap.
 _LAZY = {
     "._files": ("LockedFile", "Residency", "evict", "lock_file", "residency", "touch"),
+    "._latency": ("GarbageCollection", "LatencyReport", "LatencySummary", "Outlier",
+                  "measure_latency"),
     "._lock": ("Lock", "lock"),
     "._process": ("lock_all", "unlock_all"),
     "._realtime": ("PageFaults", "lock_process", "page_faults"),
@@ -69,6 +78,9 @@ __version__ = "0.1.0"
 __all__ = [
     "PAGE_SIZE",
     "CopyOnWriteWarning",
+    "GarbageCollection",
+    "LatencyReport",
+    "LatencySummary",
     "Limits",
     "Lock",
     "LockLimitError",
@@ -76,6 +88,7 @@ __all__ = [
     "LockedFile",
     "LockedRegion",
     "MemlockError",
+    "Outlier",
     "PageFaults",
     "ProcessStatus",
     "Residency",
@@ -90,6 +103,7 @@ __all__ = [
     "lock_all",
     "lock_file",
     "lock_process",
+    "measure_latency",
     "page_faults",
     "read_secret",
     "residency",

@@ -65,6 +65,8 @@ class Backend:
     per_thread_faults: ClassVar[bool] = False
     #: Transparent huge pages can be turned off for this process (set_thp_disabled).
     supports_thp_disable: ClassVar[bool] = False
+    #: (CLOCK_MONOTONIC, TIMER_ABSTIME) of clock_nanosleep(2), where the OS has it.
+    monotonic_abstime: ClassVar[tuple[int, int] | None] = None
 
     def __init__(
         self,
@@ -671,6 +673,40 @@ class Backend:
             return exc.errno or errno.ENOMEM
         probe.close()
         return 0
+
+    # -- time ----------------------------------------------------------------------------
+
+    def deadline_sleeper(self) -> tuple[Callable[[int], object], str]:
+        """``(sleep_until, how)``: sleep until an absolute deadline of ``time.monotonic_ns()``.
+
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME) where the OS has it (as cyclictest
+        does): a late wake-up does not shift the next deadline. Elsewhere a relative
+        ``time.sleep`` of what is left, which ``how`` says.
+
+        Raises:
+            MemlockError: clock_nanosleep refused (from ``sleep_until``).
+        """
+        clock = self.monotonic_abstime
+        call = None if clock is None else self.libc.deadline_sleep_call(*clock)
+        if call is None:
+            import time
+
+            monotonic_ns, sleep = time.monotonic_ns, time.sleep
+
+            def relative(deadline_ns: int) -> None:
+                left = deadline_ns - monotonic_ns()
+                if left > 0:
+                    sleep(left / 1e9)
+
+            return relative, "time.sleep (relative: no clock_nanosleep here)"
+        raw = call
+
+        def absolute(deadline_ns: int) -> None:
+            err = raw(deadline_ns)
+            if err:
+                raise MemlockError(err, f"clock_nanosleep: {os.strerror(err)}")
+
+        return absolute, "clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME)"
 
 
 def _errno_name(err: int) -> str:

@@ -79,6 +79,8 @@ class Libc(Protocol):
     def address_of(self, buffer: memoryview) -> int: ...
     # -- threads
     def default_thread_stack_size(self) -> int: ...
+    # -- time
+    def deadline_sleep_call(self, clock_id: int, flags: int) -> Callable[[int], int] | None: ...
 
 
 def _absent(name: str) -> Callable[..., int]:
@@ -473,6 +475,41 @@ class RealLibc(SecretMappings):
         finally:
             destroy(attr)
         return size.value if ok else 0
+
+    # --- time: absolute-deadline sleeps (memlock latency) ---
+
+    def deadline_sleep_call(self, clock_id: int, flags: int) -> Callable[[int], int] | None:
+        """``sleep_until(deadline_ns)``: clock_nanosleep(2) until an absolute deadline.
+
+        ``flags`` is the OS's TIMER_ABSTIME; the deadline is in nanoseconds of
+        ``clock_id``. Returns 0 or the error number (clock_nanosleep returns it; it does
+        not set errno); EINTR is retried, which an absolute deadline makes exact. Bound
+        once for a periodic loop: one preallocated timespec, arguments pre-converted,
+        no allocation per call. Call it from one thread. None where the C library has no
+        clock_nanosleep (macOS).
+        """
+        if getattr(self._dll, "clock_nanosleep", None) is None:
+            return None
+        fn = _NO_ARGTYPES(("clock_nanosleep", self._dll))
+        ts = _Timespec()
+        when, cid, how = ctypes.pointer(ts), _int(clock_id), _int(flags)
+        billion, eintr = 1_000_000_000, errno.EINTR
+
+        def sleep_until(deadline_ns: int) -> int:
+            ts.tv_sec = deadline_ns // billion
+            ts.tv_nsec = deadline_ns % billion
+            rc: int = fn(cid, how, when, None)
+            while rc == eintr:
+                rc = fn(cid, how, when, None)
+            return rc
+
+        return sleep_until
+
+
+class _Timespec(ctypes.Structure):
+    """struct timespec: time_t and long are both C long on every supported system."""
+
+    _fields_ = (("tv_sec", _long), ("tv_nsec", _long))
 
 
 _REAL: RealLibc | None = None

@@ -73,6 +73,7 @@ class LinuxBackend(Backend):
     """Linux, verified on a real kernel."""
 
     name = "linux"
+    monotonic_abstime = (1, 1)  # <time.h>: CLOCK_MONOTONIC 1, TIMER_ABSTIME 1
     constants: ClassVar[dict[str, int]] = {
         "MCL_CURRENT": MCL_CURRENT,
         "MCL_FUTURE": MCL_FUTURE,
