@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno
 import mmap
 import threading
+import time
 import weakref
 from typing import Any, TypeVar
 
@@ -120,7 +121,7 @@ class SimLibc:
 
     def has(self, name: str) -> bool:
         """Whether the simulated libc exports ``name``."""
-        return name in ("mlock", "munlock", "mlockall", "munlockall")
+        return name in ("mlock", "munlock", "mlockall", "munlockall", "clock_nanosleep")
 
     def serial_lock_calls(self) -> tuple[Any, Any]:
         """The plain calls: the simulation has no per-call cost to save."""
@@ -324,9 +325,29 @@ class SimLibc:
         """Only the BSDs and macOS have sysctlbyname(3)."""
         return None
 
+    def deadline_sleep_call(self, clock_id: int, flags: int) -> Any:
+        """clock_nanosleep(clock_id, flags, deadline): logged, then slept on the host's
+        monotonic clock (time.monotonic_ns); None where the OS has none (macOS)."""
+        if not self.has("clock_nanosleep"):
+            return None
+
+        def sleep_until(deadline_ns: int) -> int:
+            self.calls.append(("clock_nanosleep", clock_id, flags, deadline_ns))
+            left = deadline_ns - time.monotonic_ns()
+            if left > 0:
+                time.sleep(left / 1e9)
+            return 0
+
+        return sleep_until
+
     def address_of(self, buffer: memoryview) -> int:
         """The host address of ``buffer``."""
         return _host_libc().address_of(buffer)
+
+    def default_thread_stack_size(self) -> int:
+        """Thread defaults are not simulated: unknown."""
+        self.calls.append(("default_thread_stack_size",))
+        return 0
 
 
 def _host_libc() -> Any:
@@ -552,6 +573,10 @@ class DarwinLibc(SysctlSim):
 
     #: mincore(2): MINCORE_INCORE | MINCORE_REFERENCED, as on FreeBSD (XNU's page).
     mincore_bits = 0x1 | 0x2
+
+    def has(self, name: str) -> bool:
+        """No clock_nanosleep in macOS's libc."""
+        return name != "clock_nanosleep" and super().has(name)
 
     def sysctls(self) -> dict[str, int]:
         """The integers the backend reads with sysctlbyname (bytes on macOS)."""

@@ -22,22 +22,33 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ._files import LockedFile, Residency, evict, lock_file, residency, touch
+    from ._latency import (
+        GarbageCollection,
+        LatencyReport,
+        LatencySummary,
+        Outlier,
+        measure_latency,
+    )
     from ._lock import Lock, lock
     from ._process import lock_all, unlock_all
     from ._realtime import PageFaults, lock_process, page_faults
     from ._records import Limits, LockedRegion, ProcessStatus, SystemStatus
     from ._secrets import SecureBuffer, getpass, read_secret
     from ._status import limits, set_limit, status, system_status
+    from ._thread_stacks import explain_thread_errors
 
 # Feature modules load on first use, so `import memlock` (and every CLI call) stays cheap.
 _LAZY = {
     "._files": ("LockedFile", "Residency", "evict", "lock_file", "residency", "touch"),
+    "._latency": ("GarbageCollection", "LatencyReport", "LatencySummary", "Outlier",
+                  "measure_latency"),
     "._lock": ("Lock", "lock"),
     "._process": ("lock_all", "unlock_all"),
     "._realtime": ("PageFaults", "lock_process", "page_faults"),
     "._records": ("Limits", "LockedRegion", "ProcessStatus", "SystemStatus"),
     "._secrets": ("SecureBuffer", "getpass", "read_secret"),
     "._status": ("limits", "set_limit", "status", "system_status"),
+    "._thread_stacks": ("explain_thread_errors",),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -67,6 +78,9 @@ __version__ = "0.1.0"
 __all__ = [
     "PAGE_SIZE",
     "CopyOnWriteWarning",
+    "GarbageCollection",
+    "LatencyReport",
+    "LatencySummary",
     "Limits",
     "Lock",
     "LockLimitError",
@@ -74,6 +88,7 @@ __all__ = [
     "LockedFile",
     "LockedRegion",
     "MemlockError",
+    "Outlier",
     "PageFaults",
     "ProcessStatus",
     "Residency",
@@ -81,12 +96,14 @@ __all__ = [
     "SystemStatus",
     "UnsupportedOperation",
     "evict",
+    "explain_thread_errors",
     "getpass",
     "limits",
     "lock",
     "lock_all",
     "lock_file",
     "lock_process",
+    "measure_latency",
     "page_faults",
     "read_secret",
     "residency",

@@ -10,8 +10,10 @@ accounting (getrusage).
 from __future__ import annotations
 
 import errno
+import gc
 import resource
 import sys
+import threading
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -238,6 +240,43 @@ def _check_bool(name: str, value: object) -> bool:
     return value
 
 
+#: The values lock_process(thp=...) accepts besides None (leave the setting as it is).
+THP_MODES = ("disable", "system")
+_INT_MAX = 2**31 - 1  # mallopt takes a C int
+_THREAD_STACK_MIN = 32 * 1024  # threading.stack_size()'s floor (CPython's THREAD_STACK_MIN)
+
+
+def _check_thp(thp: object) -> str | None:
+    if thp is None:
+        return None
+    if not isinstance(thp, str):
+        raise TypeError(f"thp must be None or a str, not {type(thp).__name__}")
+    if thp not in THP_MODES:
+        raise ValueError(f"thp must be None, 'disable' or 'system', not {thp!r}")
+    return thp
+
+
+def _check_arena_max(arena_max: object) -> int | None:
+    if arena_max is None:
+        return None
+    n = as_size(arena_max, "arena_max")
+    if not 1 <= n <= _INT_MAX:
+        raise ValueError(f"arena_max must be None or from 1 to {_INT_MAX}, got {n}")
+    return n
+
+
+def _check_thread_stack(thread_stack: object) -> int | None:
+    if thread_stack is None:
+        return None
+    n = as_size(thread_stack, "thread_stack")
+    if 0 < n < _THREAD_STACK_MIN:
+        raise ValueError(
+            f"thread_stack must be 0 (the default) or at least {_THREAD_STACK_MIN} bytes, "
+            f"got {n}"
+        )
+    return n
+
+
 def _vm_size_error(
     vm_size: int, extra: int, soft: int, locked: int | None
 ) -> LockLimitError:
@@ -267,15 +306,27 @@ def lock_process(
     prefault_heap: int = 0,
     prefault_stack: int = 0,
     tune_malloc: bool = True,
+    gc_freeze: bool = False,
+    thp: str | None = None,
+    arena_max: int | None = None,
+    thread_stack: int | None = None,
 ) -> None:
     """Lock the whole process in RAM for real-time work.
 
-    In order: with glibc and ``tune_malloc``, sets ``M_MMAP_MAX=0`` and
-    ``M_TRIM_THRESHOLD=-1`` (big blocks come from the heap and freed memory is never
-    returned to the kernel); grows the heap by ``prefault_heap`` bytes, touches it and
-    frees it into malloc's arena; locks every page (mlockall through
-    :func:`memlock.lock_all`, so :func:`memlock.unlock_all` undoes it); then maps and
-    populates ``prefault_stack`` bytes below the stack pointer.
+    In order, after every argument and limit is checked: sets ``threading.stack_size``
+    to ``thread_stack``; turns transparent huge pages off (``thp``); with glibc and
+    ``tune_malloc``, sets ``M_MMAP_MAX=0`` and ``M_TRIM_THRESHOLD=-1`` (big blocks come
+    from the heap and freed memory is never returned to the kernel), then
+    ``M_ARENA_MAX`` (``arena_max``); grows the heap by ``prefault_heap`` bytes, touches
+    it and frees it into malloc's arena; locks every page (mlockall through
+    :func:`memlock.lock_all`, so :func:`memlock.unlock_all` undoes it); maps and
+    populates ``prefault_stack`` bytes below the stack pointer; and last, with
+    ``gc_freeze``, collects garbage and freezes every object left (``gc.freeze()``).
+
+    Each step is a process-wide setting: an error or interrupt half-way leaves the steps
+    before it done and the later ones not, and calling again with the same arguments
+    completes the set-up. Only the locking is undone by :func:`memlock.unlock_all`
+    (``gc.unfreeze()``, ``thp="system"`` and ``threading.stack_size(0)`` undo theirs).
 
     Args:
         future: Also lock memory mapped later (MCL_FUTURE). Allocations past
@@ -288,6 +339,25 @@ def lock_process(
         prefault_stack: Bytes below the calling thread's stack pointer to map and populate
             (its C stack; deep C recursion, e.g. json or re on nested input, uses it).
         tune_malloc: Tune glibc's malloc as above (ignored with other C libraries).
+        gc_freeze: Call ``gc.collect()`` then ``gc.freeze()``: every object alive now
+            (modules, classes, the state built while warming up) moves to the
+            collector's permanent generation, so no later collection walks it. Call
+            lock_process after warm-up. Frozen objects are never collected, even when
+            they become garbage (``gc.unfreeze()`` returns them).
+        thp: ``"disable"``: no transparent huge pages in this process (prctl
+            PR_SET_THP_DISABLE): no compaction stall while faulting in, no khugepaged
+            collapse of locked memory. ``"system"``: clear that (it is inherited from
+            the parent), the system policy applies. None: leave it as it is.
+        arena_max: At most this many glibc malloc arenas (mallopt M_ARENA_MAX); 1 makes
+            threads allocate from the main arena, the heap ``prefault_heap`` filled, instead
+            of arenas of their own (each a 64 MiB mapping, locked as it is made under
+            ``future``). Takes effect for threads that have not allocated yet: call before
+            starting threads. None: leave it; ignored with other C libraries.
+        thread_stack: Stack size in bytes of threads started afterwards
+            (``threading.stack_size``; 0 = the C library's default, at least 32 KiB
+            otherwise). With ``future``, a thread's whole stack is locked when it
+            starts (8 MiB by default on Linux): see :func:`memlock.explain_thread_errors`.
+            None: leave it.
 
     Raises:
         TypeError, ValueError: Bad arguments, or ``prefault_stack`` larger than the stack
@@ -299,19 +369,23 @@ def lock_process(
         LockPermissionError: RLIMIT_MEMLOCK is 0 and the process lacks the privilege;
             checked before anything changes.
         UnsupportedOperation: No mlockall (macOS) or no MCL_ONFAULT; ``prefault_stack``
-            outside Linux.
+            or ``thp`` outside Linux.
         MemoryError: ``prefault_heap`` cannot be allocated. The message says how much and
             why (RLIMIT_AS, RLIMIT_DATA, overcommit policy, RAM + swap); when those numbers
             already forbid it, raised before anything changes.
 
-    Availability: Linux (verified), FreeBSD, illumos; not macOS. ``prefault_stack``:
-    Linux only. Malloc tuning: glibc only.
+    Availability: Linux (verified), FreeBSD, illumos; not macOS. ``prefault_stack``,
+    ``thp``: Linux only. Malloc tuning, ``arena_max``: glibc only.
     """
     future = _check_bool("future", future)
     onfault = _check_bool("onfault", onfault)
     tune_malloc = _check_bool("tune_malloc", tune_malloc)
     heap = as_size(prefault_heap, "prefault_heap")
     stack = as_size(prefault_stack, "prefault_stack")
+    gc_freeze = _check_bool("gc_freeze", gc_freeze)
+    thp = _check_thp(thp)
+    arena_max = _check_arena_max(arena_max)
+    thread_stack = _check_thread_stack(thread_stack)
 
     c = BACKEND.constants
     if not BACKEND.supports_lock_all:
@@ -320,6 +394,8 @@ def lock_process(
         raise UnsupportedOperation(f"MCL_ONFAULT is not available on {BACKEND.name}")
     if stack and not BACKEND.supports_prefault_stack:
         raise UnsupportedOperation(f"prefault_stack is not available on {BACKEND.name}")
+    if thp is not None and not BACKEND.supports_thp_disable:
+        raise UnsupportedOperation(f"thp={thp!r} is not available on {BACKEND.name}")
     if heap:
         refusal, facts = BACKEND.allocation_refusal(heap)
         if refusal is not None:
@@ -337,8 +413,17 @@ def lock_process(
             if vm_size + extra > lim.soft:
                 raise _vm_size_error(vm_size, extra, lim.soft, lim.locked_bytes)
 
+    if thread_stack is not None:
+        threading.stack_size(thread_stack)
+    if thp is not None:  # before the heap grows: no huge page in it
+        BACKEND.set_thp_disabled(thp == "disable")
     if tune_malloc:
         BACKEND.tune_malloc()  # glibc only
+    if arena_max is not None:
+        BACKEND.set_malloc_arena_max(arena_max)  # glibc only
     _prefault_heap(heap)  # before mlockall, so MCL_CURRENT covers it even without future
     lock_all(current=True, future=future, onfault=onfault)
     _prefault_stack(stack)
+    if gc_freeze:  # last: whatever the steps above made is frozen too
+        gc.collect()
+        gc.freeze()

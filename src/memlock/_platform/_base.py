@@ -40,6 +40,7 @@ __all__ = ["Backend"]
 # glibc <malloc.h>
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
+M_ARENA_MAX = -8
 
 
 def _unsupported_call(addr: int, length: int) -> int:
@@ -62,6 +63,10 @@ class Backend:
     supports_prefault_stack: ClassVar[bool] = False
     #: getrusage can count one thread's page faults (RUSAGE_THREAD).
     per_thread_faults: ClassVar[bool] = False
+    #: Transparent huge pages can be turned off for this process (set_thp_disabled).
+    supports_thp_disable: ClassVar[bool] = False
+    #: (CLOCK_MONOTONIC, TIMER_ABSTIME) of clock_nanosleep(2), where the OS has it.
+    monotonic_abstime: ClassVar[tuple[int, int] | None] = None
 
     #: The C library (see _libc.py). The process's own is bound on first use, so that
     #: ``import memlock`` (and ``memlock status``) does not load ctypes: 3-5 ms.
@@ -656,6 +661,84 @@ class Backend:
             if why is None and (used or 0) + nbytes > soft:
                 why = f"over {name} (`ulimit {ulimit}`): {fmt(soft)}{usage}"
         return why, ", ".join(facts)
+
+    # -- real-time process settings (lock_process) -----------------------------------------
+
+    def set_thp_disabled(self, disabled: bool) -> None:
+        """Turn transparent huge pages off (or back to the system policy) for this process.
+
+        Availability: Linux (prctl PR_SET_THP_DISABLE); elsewhere UnsupportedOperation.
+        """
+        raise UnsupportedOperation(f"transparent huge pages cannot be disabled on {self.name}")
+
+    def set_malloc_arena_max(self, count: int) -> None:
+        """glibc: let malloc make at most ``count`` arenas (mallopt M_ARENA_MAX).
+
+        Threads that need an arena past that share the existing ones (with 1: the main
+        arena, the brk heap). Arenas made before stay. Does nothing with another C library
+        (musl has one heap; FreeBSD's jemalloc reads its arena count at start-up only).
+
+        Raises:
+            MemlockError: mallopt(3) refused.
+        """
+        if self.uses_glibc() and not self.libc.mallopt(M_ARENA_MAX, count):
+            raise MemlockError(errno.EINVAL, f"mallopt(M_ARENA_MAX, {count}) failed")
+
+    def default_thread_stack(self) -> int | None:
+        """Bytes of stack a new thread gets by default (the C library's default
+        attributes); None where the C library cannot tell."""
+        return self.libc.default_thread_stack_size() or None
+
+    def new_mapping_refused(self, nbytes: int) -> int:
+        """The errno with which the kernel refuses a new ``nbytes`` mapping now, 0 if it
+        maps it (then it is unmapped at once).
+
+        An inaccessible private anonymous mapping, as a thread stack starts: no memory is
+        committed or touched, so under mlockall(MCL_FUTURE) only the lock limit can refuse
+        it (EAGAIN on Linux).
+        """
+        import mmap
+
+        try:
+            probe = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=0)
+        except OSError as exc:
+            return exc.errno or errno.ENOMEM
+        probe.close()
+        return 0
+
+    # -- time ----------------------------------------------------------------------------
+
+    def deadline_sleeper(self) -> tuple[Callable[[int], object], str]:
+        """``(sleep_until, how)``: sleep until an absolute deadline of ``time.monotonic_ns()``.
+
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME) where the OS has it (as cyclictest
+        does): a late wake-up does not shift the next deadline. Elsewhere a relative
+        ``time.sleep`` of what is left, which ``how`` says.
+
+        Raises:
+            MemlockError: clock_nanosleep refused (from ``sleep_until``).
+        """
+        clock = self.monotonic_abstime
+        call = None if clock is None else self.libc.deadline_sleep_call(*clock)
+        if call is None:
+            import time
+
+            monotonic_ns, sleep = time.monotonic_ns, time.sleep
+
+            def relative(deadline_ns: int) -> None:
+                left = deadline_ns - monotonic_ns()
+                if left > 0:
+                    sleep(left / 1e9)
+
+            return relative, "time.sleep (relative: no clock_nanosleep here)"
+        raw = call
+
+        def absolute(deadline_ns: int) -> None:
+            err = raw(deadline_ns)
+            if err:
+                raise MemlockError(err, f"clock_nanosleep: {os.strerror(err)}")
+
+        return absolute, "clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME)"
 
 
 def _errno_name(err: int) -> str:

@@ -77,6 +77,10 @@ class Libc(Protocol):
     def priv_ineffect(self, name: str) -> bool | None: ...
     def sysctl_int(self, name: str) -> int | None: ...
     def address_of(self, buffer: memoryview) -> int: ...
+    # -- threads
+    def default_thread_stack_size(self) -> int: ...
+    # -- time
+    def deadline_sleep_call(self, clock_id: int, flags: int) -> Callable[[int], int] | None: ...
 
 
 def _absent(name: str) -> Callable[..., int]:
@@ -447,6 +451,65 @@ class RealLibc(SecretMappings):
         if t is None:
             t = cls._array_types.setdefault(length, ctypes.c_ubyte * length)
         return t.from_address(addr)
+
+    # -- threads -------------------------------------------------------------------------
+
+    def default_thread_stack_size(self) -> int:
+        """The stack size of a new thread's default attributes (pthread_getattr_default_np,
+        glibc 2.18+, musl); 0 where the C library cannot tell.
+
+        glibc takes it from RLIMIT_STACK at process start (2 MiB on x86-64 if unlimited):
+        changing the limit later does not change it.
+        """
+        get_default = getattr(self._dll, "pthread_getattr_default_np", None)
+        get_size = getattr(self._dll, "pthread_attr_getstacksize", None)
+        destroy = getattr(self._dll, "pthread_attr_destroy", None)
+        if get_default is None or get_size is None or destroy is None:
+            return 0
+        attr = ctypes.create_string_buffer(256)  # pthread_attr_t: 56 bytes on x86-64
+        if get_default(attr) != 0:
+            return 0
+        size = _sz(0)
+        try:
+            ok = get_size(attr, ctypes.byref(size)) == 0
+        finally:
+            destroy(attr)
+        return size.value if ok else 0
+
+    # --- time: absolute-deadline sleeps (memlock latency) ---
+
+    def deadline_sleep_call(self, clock_id: int, flags: int) -> Callable[[int], int] | None:
+        """``sleep_until(deadline_ns)``: clock_nanosleep(2) until an absolute deadline.
+
+        ``flags`` is the OS's TIMER_ABSTIME; the deadline is in nanoseconds of
+        ``clock_id``. Returns 0 or the error number (clock_nanosleep returns it; it does
+        not set errno); EINTR is retried, which an absolute deadline makes exact. Bound
+        once for a periodic loop: one preallocated timespec, arguments pre-converted,
+        no allocation per call. Call it from one thread. None where the C library has no
+        clock_nanosleep (macOS).
+        """
+        if getattr(self._dll, "clock_nanosleep", None) is None:
+            return None
+        fn = _NO_ARGTYPES(("clock_nanosleep", self._dll))
+        ts = _Timespec()
+        when, cid, how = ctypes.pointer(ts), _int(clock_id), _int(flags)
+        billion, eintr = 1_000_000_000, errno.EINTR
+
+        def sleep_until(deadline_ns: int) -> int:
+            ts.tv_sec = deadline_ns // billion
+            ts.tv_nsec = deadline_ns % billion
+            rc: int = fn(cid, how, when, None)
+            while rc == eintr:
+                rc = fn(cid, how, when, None)
+            return rc
+
+        return sleep_until
+
+
+class _Timespec(ctypes.Structure):
+    """struct timespec: time_t and long are both C long on every supported system."""
+
+    _fields_ = (("tv_sec", _long), ("tv_nsec", _long))
 
 
 _REAL: RealLibc | None = None

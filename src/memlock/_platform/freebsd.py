@@ -67,6 +67,7 @@ class FreeBSDBackend(Backend):
     """
 
     name = "freebsd"
+    monotonic_abstime = (4, 1)  # <sys/_clock_id.h>: CLOCK_MONOTONIC 4, TIMER_ABSTIME 1
     constants: ClassVar[dict[str, int]] = {"MCL_CURRENT": MCL_CURRENT, "MCL_FUTURE": MCL_FUTURE}
 
     def __init__(

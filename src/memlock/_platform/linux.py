@@ -44,6 +44,7 @@ MAX_MAP_COUNT = "/proc/sys/vm/max_map_count"
 #: a process this close to vm.max_map_count is refused for the count, not anything else.
 MAP_COUNT_MARGIN = 8
 PR_SET_PDEATHSIG = 1
+PR_SET_THP_DISABLE = 41
 _O_CLOEXEC = 0o2000000
 _PROT_RW, _MAP_SHARED = 3, 0x01
 
@@ -72,6 +73,7 @@ class LinuxBackend(Backend):
     """Linux, verified on a real kernel."""
 
     name = "linux"
+    monotonic_abstime = (1, 1)  # <time.h>: CLOCK_MONOTONIC 1, TIMER_ABSTIME 1
     constants: ClassVar[dict[str, int]] = {
         "MCL_CURRENT": MCL_CURRENT,
         "MCL_FUTURE": MCL_FUTURE,
@@ -81,6 +83,7 @@ class LinuxBackend(Backend):
     supports_onfault = True
     supports_prefault_stack = True
     per_thread_faults = True
+    supports_thp_disable = True
 
     def mlock2(self, addr: int, length: int, flags: int) -> None:
         """mlock2(2)."""
@@ -514,6 +517,18 @@ class LinuxBackend(Backend):
             why = (f"over the commit limit: vm.overcommit_memory 2 allows {fmt(commit_limit)} "
                    f"(CommitLimit) and {fmt(committed)} is committed (Committed_AS)")
         return why, facts
+
+    def set_thp_disabled(self, disabled: bool) -> None:
+        """prctl(PR_SET_THP_DISABLE) (Linux 3.15+): no huge page is faulted in or collapsed
+        (khugepaged) in this process's memory, even where madvise(MADV_HUGEPAGE) asked;
+        ``False`` clears it (the system policy applies again). Inherited by fork() children
+        and kept across execve(). /proc/PID/status shows it: ``THP_enabled: 0`` (5.0+).
+        """
+        err = self.libc.prctl(PR_SET_THP_DISABLE, 1 if disabled else 0)
+        if err in (errno.EINVAL, errno.ENOSYS):
+            raise UnsupportedOperation("this kernel has no prctl(PR_SET_THP_DISABLE)")
+        if err:
+            raise MemlockError(err, f"prctl(PR_SET_THP_DISABLE): {os.strerror(err)}")
 
 
 def status_from_texts(pid: int, smaps_text: str, status_text: str) -> ProcessStatus:

@@ -65,6 +65,8 @@ class SunOSBackend(Backend):
     """
 
     name = "sunos"
+    #: <sys/time_impl.h>: CLOCK_MONOTONIC 4 (CLOCK_HIGHRES), TIMER_ABSTIME 1
+    monotonic_abstime = (4, 1)
     constants: ClassVar[dict[str, int]] = {"MCL_CURRENT": MCL_CURRENT, "MCL_FUTURE": MCL_FUTURE}
     requires_alignment = True
 

@@ -28,7 +28,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 COMMANDS = {
     "doctor": "_inspect", "limits": "_inspect", "status": "_status", "top": "_top",
     "resident": "_files", "touch": "_files", "evict": "_files", "lock": "_files",
-    "run": "_run", "verify": "_verify", "exporter": "_exporter",
+    "run": "_run", "verify": "_verify", "exporter": "_exporter", "latency": "_latency",
 }
 
 
