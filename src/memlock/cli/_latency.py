@@ -57,8 +57,11 @@ the program's tick raised); 2 usage error.
 """
 
 
-def duration(text: str) -> float:
-    """A time with a unit (``500us``, ``1ms``, ``10s``; bare numbers are seconds)."""
+def duration(text: str, *, inclusive: bool = False) -> float:
+    """A time with a unit (``500us``, ``1ms``, ``10s``; bare numbers: seconds) above 0.
+
+    ``inclusive`` also takes 0.
+    """
     stripped = text.strip().lower()
     number, unit = stripped, "s"
     for suffix in sorted(_UNITS, key=len, reverse=True):
@@ -69,10 +72,16 @@ def duration(text: str) -> float:
         value = float(number) * _UNITS[unit]
     except ValueError:
         value = math.nan
-    if not 0 < value < math.inf or not number or number[-1].isalpha():
+    low_ok = value >= 0 if inclusive else value > 0
+    if not (low_ok and value < math.inf) or not number or number[-1].isalpha():
+        what = "from 0" if inclusive else "above 0"
         raise argparse.ArgumentTypeError(
-            f"not a duration above 0: {quote_arg(text)} (examples: 500us, 1ms, 10s)")
+            f"not a duration {what}: {quote_arg(text)} (examples: 500us, 1ms, 10s)")
     return value
+
+
+def _threshold(text: str) -> float:
+    return duration(text, inclusive=True)
 
 
 def _whole(low: int, what: str) -> Callable[[str], int]:
@@ -134,7 +143,7 @@ def register(sub: Any) -> None:
                    help="pin the loop to CPU N")
     p.add_argument("--outliers", type=_whole(0, "a number of periods"), default=10,
                    metavar="N", help="explain the N latest periods (default 10)")
-    p.add_argument("--threshold", type=duration, metavar="DURATION",
+    p.add_argument("--threshold", type=_threshold, metavar="DURATION",
                    help="explain the periods done later than DURATION (e.g. 100us) after "
                    "their deadline (latency + tick; at most N of them, worst first)")
     p.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="module [ARGS]",
