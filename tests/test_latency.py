@@ -351,6 +351,9 @@ def test_bad_arguments_exit_2_with_one_line(args: list[str]) -> None:
     proc = run_cli("latency", "--loops", "3", *args) if "--loops" not in args and \
         "--duration" not in args else run_cli("latency", *args)
     assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+    # The latency command's own message (argparse's top parser names unknown flags).
+    assert proc.stderr.startswith("memlock latency: error: ") or \
+        proc.stderr.startswith("memlock: error: unrecognized arguments: --bogus"), proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stdout == ""
 
