@@ -28,11 +28,13 @@ REPORT_KEYS = {"interval_us", "loops", "latency", "tick", "overruns", "minor_fau
                "threshold_us", "late_periods", "per_thread", "sleep", "locked", "policy",
                "priority", "cpu"}
 SUMMARY_KEYS = {"min_us", "avg_us", "p50_us", "p99_us", "p99_9_us", "max_us"}
-OUTLIER_KEYS = {"period", "latency_us", "tick_us", "late_us", "minor_faults", "major_faults",
-                "involuntary_switches", "collections"}
+OUTLIER_KEYS = {"period", "latency_us", "tick_us", "late_us", "started_late", "minor_faults",
+                "major_faults", "involuntary_switches", "collections"}
 
-# Every period explained: a threshold of 0 and room for all of them.
-EVERY_PERIOD = "threshold_us=0, outliers=10**6"
+# The child prints what happened in every period (report.period(k)), then the report.
+EVERY_PERIOD = """
+print(json.dumps({**r.to_dict(), "periods": [r.period(k).to_dict() for k in range(r.loops)]}))
+"""
 
 
 def api(code: str, **options: object) -> dict:
@@ -41,7 +43,7 @@ def api(code: str, **options: object) -> dict:
 
 
 def test_fresh_memory_faults_land_in_exactly_the_periods_that_touch_it() -> None:
-    got = api(f"""
+    got = api(textwrap.dedent("""
         period = -1
         def tick():
             global period
@@ -51,18 +53,17 @@ def test_fresh_memory_faults_land_in_exactly_the_periods_that_touch_it() -> None
                 for off in range(0, 64 * PAGE, PAGE):
                     m[off] = 1
                 m.close()
-        r = memlock.measure_latency(0.0005, loops=500, tick=tick, {EVERY_PERIOD})
-        print(r.to_json())
-    """)
-    faulting = {o["period"]: o["minor_faults"] for o in got["outliers"] if o["minor_faults"]}
+        r = memlock.measure_latency(0.0005, loops=500, tick=tick)
+    """) + EVERY_PERIOD)
+    faulting = {p["period"]: p["minor_faults"] for p in got["periods"] if p["minor_faults"]}
     assert sorted(faulting) == [37, 137, 237, 337, 437], faulting
     assert all(n >= 64 for n in faulting.values()), faulting
     assert got["minor_faults"] == sum(faulting.values())
-    assert len(got["outliers"]) == 500 and got["late_periods"] == 500
+    assert [p["period"] for p in got["periods"]] == list(range(500))
 
 
 def test_a_forced_collection_is_attributed_to_its_period() -> None:
-    got = api(f"""
+    got = api(textwrap.dedent("""
         import gc
         period = -1
         def tick():
@@ -70,10 +71,9 @@ def test_a_forced_collection_is_attributed_to_its_period() -> None:
             period += 1
             if period == 137:
                 gc.collect()
-        r = memlock.measure_latency(0.0005, loops=300, tick=tick, {EVERY_PERIOD})
-        print(r.to_json())
-    """)
-    with_gc = {o["period"]: o["collections"] for o in got["outliers"] if o["collections"]}
+        r = memlock.measure_latency(0.0005, loops=300, tick=tick)
+    """) + EVERY_PERIOD)
+    with_gc = {p["period"]: p["collections"] for p in got["periods"] if p["collections"]}
     assert list(with_gc) == [137], with_gc
     (collection,) = with_gc[137]
     assert collection["generation"] == 2
@@ -107,9 +107,12 @@ def test_the_worst_periods_come_first_and_respect_the_threshold() -> None:
         print(json.dumps({**r.to_dict(), "worst": [o.period for o in worst]}))
     """)
     late = [o["late_us"] for o in got["outliers"]]
-    assert late == sorted(late, reverse=True) and len(late) == got["late_periods"]
-    assert {20, 60} <= {o["period"] for o in got["outliers"]}
-    assert all(o["late_us"] > 3000 for o in got["outliers"])
+    assert late == sorted(late, reverse=True) and len(late) < got["late_periods"]
+    listed = {o["period"] for o in got["outliers"]}
+    assert {20, 60} <= listed
+    # 21 and 61 woke late only because 20 and 60 overran: they are not listed.
+    assert not {21, 61} & listed
+    assert all(o["late_us"] > 3000 and not o["started_late"] for o in got["outliers"])
     # Period 21 wakes late by what 20 overran, less a period: 20 stays the worst.
     assert got["worst"] == [20]
     for o in got["outliers"]:
@@ -122,6 +125,14 @@ def test_the_report_converts_to_json_with_the_documented_keys() -> None:
         r = memlock.measure_latency(0.001, loops=20, tick=lambda: None, outliers=2)
         assert r.to_dict() == json.loads(r.to_json())
         assert len(r.latencies_us()) == 20 and max(r.latencies_us()) == r.latency.max_us
+        assert r.period(19).period == 19 and r.period(0).started_late is False
+        for bad in (20, -1):
+            try:
+                r.period(bad)
+            except IndexError:
+                pass
+            else:
+                raise AssertionError(bad)
         print(r.to_json())
     """)
     assert set(got) == REPORT_KEYS
@@ -325,8 +336,9 @@ def test_a_programs_tick_runs_in_each_period(prog_dir: Path, target: list[str]) 
     program = target[-3]
     name = "rtpkg.ctl" if target[0] == "-m" else "__memlock_latency__"
     assert f"ticks 30 {name} {[program, 'a', '-b']}" in proc.stderr  # imported, not __main__
-    (gc_period,) = [o["period"] for o in got["outliers"] if o["collections"]]
-    assert gc_period == 4  # the 5th tick
+    assert got["collections"] == 1
+    # Listed unless a stall of the machine made period 4 start late (exact: the API tests).
+    assert [o["period"] for o in got["outliers"] if o["collections"]] in ([4], [])  # 5th tick
     assert all(o["tick_us"] is not None for o in got["outliers"])
 
 

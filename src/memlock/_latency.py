@@ -126,8 +126,11 @@ class Outlier(FrozenRecord):
         latency_us: How late it woke after its deadline.
         tick_us: How long the tick ran (None without a tick).
         late_us: How long after its deadline the period's work was done: the latency
-            plus the tick. Outliers are ranked by it (a tick that overruns shows here,
-            and in the latency of the periods after it).
+            plus the tick. Outliers are ranked by it.
+        started_late: The period before ended after this period's deadline, so this
+            one's sleep returned at once: its latency is that overrun's, not a wake-up
+            delay of its own. Such periods are not listed as outliers (the period that
+            overran is).
         minor_faults: Minor page faults taken in the period (getrusage).
         major_faults: Major page faults (read from disk or swap).
         involuntary_switches: Times the scheduler took the CPU away (ru_nivcsw).
@@ -135,23 +138,25 @@ class Outlier(FrozenRecord):
     """
 
     __module__ = "memlock"
-    __slots__ = __match_args__ = ("period", "latency_us", "tick_us", "late_us", "minor_faults",
-                                  "major_faults", "involuntary_switches", "collections")
+    __slots__ = __match_args__ = ("period", "latency_us", "tick_us", "late_us", "started_late",
+                                  "minor_faults", "major_faults", "involuntary_switches",
+                                  "collections")
 
     period: int
     latency_us: float
     tick_us: float | None
     late_us: float
+    started_late: bool
     minor_faults: int
     major_faults: int
     involuntary_switches: int
     collections: tuple[GarbageCollection, ...]
 
     def __init__(self, period: int, latency_us: float, tick_us: float | None, late_us: float,
-                 minor_faults: int, major_faults: int, involuntary_switches: int,
-                 collections: tuple[GarbageCollection, ...]) -> None:
-        self._fill(period, latency_us, tick_us, late_us, minor_faults, major_faults,
-                   involuntary_switches, tuple(collections))
+                 started_late: bool, minor_faults: int, major_faults: int,
+                 involuntary_switches: int, collections: tuple[GarbageCollection, ...]) -> None:
+        self._fill(period, latency_us, tick_us, late_us, started_late, minor_faults,
+                   major_faults, involuntary_switches, tuple(collections))
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a dict (collections as dicts)."""
@@ -168,10 +173,12 @@ class LatencyReport(FrozenRecord):
         loops: Periods measured.
         latency: Wake-up latency: how late each period woke after its deadline.
         tick: Duration of the tick (None without a tick).
-        overruns: Periods whose tick ended after the next period's deadline.
+        overruns: Periods whose work ended after the next period's deadline (the next
+            one :attr:`Outlier.started_late`).
         minor_faults, major_faults, involuntary_switches: Totals over the run.
         collections: Garbage-collector passes over the run.
-        outliers: The late periods, worst first, with what happened in each.
+        outliers: The late periods, worst first, with what happened in each; periods
+            that only started late after an overrun are left out (see :meth:`period`).
         threshold_us: Periods whose work was done later than this after their deadline
             (``Outlier.late_us``) were outliers (None: the worst N).
         late_periods: Periods later than ``threshold_us`` (None without a threshold).
@@ -189,7 +196,7 @@ class LatencyReport(FrozenRecord):
         "interval_us", "loops", "latency", "tick", "overruns", "minor_faults", "major_faults",
         "involuntary_switches", "collections", "outliers", "threshold_us", "late_periods",
         "per_thread", "sleep", "locked", "policy", "priority", "cpu")
-    __slots__ = (*__match_args__, "_latencies_ns")
+    __slots__ = (*__match_args__, "_periods")
 
     interval_us: float
     loops: int
@@ -209,15 +216,25 @@ class LatencyReport(FrozenRecord):
     policy: str
     priority: int
     cpu: int | None
-    _latencies_ns: array[int]
+    _periods: _Periods
 
-    def __init__(self, *values: Any, latencies_ns: Sequence[int] = ()) -> None:
+    def __init__(self, *values: Any, periods: _Periods) -> None:
         self._fill(*values)
-        object.__setattr__(self, "_latencies_ns", array("q", latencies_ns))
+        object.__setattr__(self, "_periods", periods)
 
     def latencies_us(self) -> list[float]:
         """Every period's wake-up latency, in order."""
-        return [_us(v) for v in self._latencies_ns]
+        return [_us(v) for v in self._periods.lat]
+
+    def period(self, index: int) -> Outlier:
+        """What happened in period ``index`` (from 0), late or not, as an :class:`Outlier`.
+
+        Raises:
+            IndexError: No such period.
+        """
+        if not 0 <= index < self.loops:
+            raise IndexError(f"period {index} out of range (0 to {self.loops - 1})")
+        return self._periods.record(index)
 
     def histogram(self, max_us: int) -> tuple[list[int], list[int]]:
         """The histogram of cyclictest -h: ``(counts, overflow_periods)``.
@@ -230,7 +247,7 @@ class LatencyReport(FrozenRecord):
             raise ValueError(f"max_us must be a whole number of microseconds >= 1, not {max_us!r}")
         counts = [0] * max_us
         overflows = []
-        for period, ns in enumerate(self._latencies_ns):
+        for period, ns in enumerate(self._periods.lat):
             us = ns // 1000
             if us < max_us:
                 counts[max(0, us)] += 1
@@ -249,7 +266,7 @@ class LatencyReport(FrozenRecord):
         counts, overflows = self.histogram(max_us)
         lines = ["# Histogram"]
         lines += [f"{i:06d} {c:06d}" for i, c in enumerate(counts)]
-        whole = [ns // 1000 for ns in self._latencies_ns]
+        whole = [ns // 1000 for ns in self._periods.lat]
         avg = sum(whole) // len(whole) if whole else 0
         lines += [
             f"# Total: {sum(counts):09d}",
@@ -549,31 +566,51 @@ def measure_latency(
                    policy=_policy_name(policy_now), priority=priority_now, cpu=cpu)
 
 
+class _Periods:
+    """The per-period figures of a run, kept by its report."""
+
+    __slots__ = ("by_period", "done", "faults", "interval_ns", "lat", "major", "switches",
+                 "tick")
+
+    def __init__(self, got: dict[str, Any], interval_ns: int) -> None:
+        self.interval_ns = interval_ns
+        self.lat: array[int] = got["lat"]
+        self.tick: array[int] | None = got["tick"]
+        self.faults: list[int] = got["faults"]
+        self.major: list[int] = got["major"]
+        self.switches: list[int] = got["switches"]
+        self.done: Sequence[int] = self.lat if self.tick is None else [
+            a + b for a, b in zip(self.lat, self.tick, strict=True)]
+        self.by_period: dict[int, list[GarbageCollection]] = {}
+        for period, gen, ns in got["gc"]:
+            self.by_period.setdefault(period, []).append(GarbageCollection(gen, _us(ns)))
+
+    def started_late(self, k: int) -> bool:
+        return k > 0 and self.done[k - 1] > self.interval_ns
+
+    def record(self, k: int) -> Outlier:
+        return Outlier(k, _us(self.lat[k]), None if self.tick is None else _us(self.tick[k]),
+                       _us(self.done[k]), self.started_late(k), self.faults[k], self.major[k],
+                       self.switches[k], tuple(self.by_period.get(k, ())))
+
+
 def _report(got: dict[str, Any], interval: float, n: int, outliers: int,
             threshold_us: float | None, **settings: Any) -> LatencyReport:
-    lat: array[int] = got["lat"]
-    tick_ns: array[int] | None = got["tick"]
-    interval_ns = round(interval * 1e9)
-    by_period: dict[int, list[GarbageCollection]] = {}
-    for period, gen, ns in got["gc"]:
-        by_period.setdefault(period, []).append(GarbageCollection(gen, _us(ns)))
-    done = lat if tick_ns is None else [a + b for a, b in zip(lat, tick_ns, strict=True)]
-    order = sorted(range(n), key=done.__getitem__, reverse=True)
+    per = _Periods(got, round(interval * 1e9))
+    done = per.done
     late = None
     if threshold_us is not None:
         limit = threshold_us * 1000
         late = sum(1 for v in done if v > limit)
-        order = order[:late]
-    faults, major, switches = got["faults"], got["major"], got["switches"]
-    explained = tuple(
-        Outlier(k, _us(lat[k]), None if tick_ns is None else _us(tick_ns[k]), _us(done[k]),
-                faults[k], major[k], switches[k], tuple(by_period.get(k, ())))
-        for k in order[:outliers])
-    overruns = 0 if tick_ns is None else sum(
-        1 for k in range(n) if lat[k] + tick_ns[k] > interval_ns)
+        candidates = [k for k in range(n) if done[k] > limit and not per.started_late(k)]
+    else:
+        candidates = [k for k in range(n) if not per.started_late(k)]
+    candidates.sort(key=done.__getitem__, reverse=True)
+    explained = tuple(per.record(k) for k in candidates[:outliers])
+    overruns = sum(1 for v in done if v > per.interval_ns)
     return LatencyReport(
-        _us(interval_ns), n, LatencySummary.of(lat),
-        None if tick_ns is None else LatencySummary.of(tick_ns), overruns,
-        sum(faults), sum(major), sum(switches), got["gc_total"], explained, threshold_us, late,
-        settings["per_thread"], settings["sleep"], settings["locked"], settings["policy"],
-        settings["priority"], settings["cpu"], latencies_ns=lat)
+        _us(per.interval_ns), n, LatencySummary.of(per.lat),
+        None if per.tick is None else LatencySummary.of(per.tick), overruns,
+        sum(per.faults), sum(per.major), sum(per.switches), got["gc_total"], explained,
+        threshold_us, late, settings["per_thread"], settings["sleep"], settings["locked"],
+        settings["policy"], settings["priority"], settings["cpu"], periods=per)

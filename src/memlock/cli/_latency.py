@@ -219,7 +219,9 @@ def summary_lines(report: memlock.LatencyReport) -> list[str]:
     ]
     if r.tick is not None:
         lines.append(_row("tick (us):", r.tick))
-        lines.append(f"overruns: {r.overruns} periods ended after the next deadline")
+    if r.overruns:
+        lines.append(f"overruns: {r.overruns} periods ended after the next one's deadline (the "
+                     "periods after them started late; they are not listed below)")
     whose = "this thread" if r.per_thread else "whole process"
     lines.append(f"in all ({whose}): {r.minor_faults} minor faults, {r.major_faults} major "
                  f"faults, {r.involuntary_switches} involuntary context switches, "
