@@ -134,7 +134,8 @@ class Outlier(FrozenRecord):
         minor_faults: Minor page faults taken in the period (getrusage).
         major_faults: Major page faults (read from disk or swap).
         involuntary_switches: Times the scheduler took the CPU away (ru_nivcsw).
-        collections: The garbage collector's passes in the period.
+        collections: The garbage collector's passes in the period (started by any
+            thread: a pass holds the GIL, so it stops the loop's thread too).
     """
 
     __module__ = "memlock"
@@ -405,12 +406,13 @@ def _run(loops: int, interval_ns: int, tick: Callable[[], object] | None,
         state[1] = i + 1
 
     # Warm the calls the loop makes, so their first-use costs land before period 0.
-    start = getrusage(who)
+    getrusage(who)
     sleep_until(now())
     gc.callbacks.append(on_gc)
     try:
         start = getrusage(who)
         deadline = now()
+        # Two copies of the loop, so the one without a tick tests nothing per period.
         if tick is None:
             for k in range(loops):
                 state[0] = k
