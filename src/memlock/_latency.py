@@ -127,10 +127,6 @@ class Outlier(FrozenRecord):
         tick_us: How long the tick ran (None without a tick).
         late_us: How long after its deadline the period's work was done: the latency
             plus the tick. Outliers are ranked by it.
-        started_late: The period before ended after this period's deadline, so this
-            one's sleep returned at once: its latency is that overrun's, not a wake-up
-            delay of its own. Such periods are not listed as outliers (the period that
-            overran is).
         minor_faults: Minor page faults taken in the period (getrusage).
         major_faults: Major page faults (read from disk or swap).
         involuntary_switches: Times the scheduler took the CPU away (ru_nivcsw).
@@ -139,25 +135,23 @@ class Outlier(FrozenRecord):
     """
 
     __module__ = "memlock"
-    __slots__ = __match_args__ = ("period", "latency_us", "tick_us", "late_us", "started_late",
-                                  "minor_faults", "major_faults", "involuntary_switches",
-                                  "collections")
+    __slots__ = __match_args__ = ("period", "latency_us", "tick_us", "late_us", "minor_faults",
+                                  "major_faults", "involuntary_switches", "collections")
 
     period: int
     latency_us: float
     tick_us: float | None
     late_us: float
-    started_late: bool
     minor_faults: int
     major_faults: int
     involuntary_switches: int
     collections: tuple[GarbageCollection, ...]
 
     def __init__(self, period: int, latency_us: float, tick_us: float | None, late_us: float,
-                 started_late: bool, minor_faults: int, major_faults: int,
-                 involuntary_switches: int, collections: tuple[GarbageCollection, ...]) -> None:
-        self._fill(period, latency_us, tick_us, late_us, started_late, minor_faults,
-                   major_faults, involuntary_switches, tuple(collections))
+                 minor_faults: int, major_faults: int, involuntary_switches: int,
+                 collections: tuple[GarbageCollection, ...]) -> None:
+        self._fill(period, latency_us, tick_us, late_us, minor_faults, major_faults,
+                   involuntary_switches, tuple(collections))
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a dict (collections as dicts)."""
@@ -174,12 +168,14 @@ class LatencyReport(FrozenRecord):
         loops: Periods measured.
         latency: Wake-up latency: how late each period woke after its deadline.
         tick: Duration of the tick (None without a tick).
-        overruns: Periods whose work ended after the next period's deadline (the next
-            one :attr:`Outlier.started_late`).
+        overruns: Periods whose work ended after the next deadline.
+        missed_deadlines: Deadlines skipped after overruns: as cyclictest does, the next
+            period waits for the first deadline still ahead (on the same grid), so one
+            stall makes one late period, not a run of catch-up periods.
         minor_faults, major_faults, involuntary_switches: Totals over the run.
         collections: Garbage-collector passes over the run.
-        outliers: The late periods, worst first, with what happened in each; periods
-            that only started late after an overrun are left out (see :meth:`period`).
+        outliers: The late periods, worst first, with what happened in each (any
+            period: :meth:`period`).
         threshold_us: Periods whose work was done later than this after their deadline
             (``Outlier.late_us``) were outliers (None: the worst N).
         late_periods: Periods later than ``threshold_us`` (None without a threshold).
@@ -194,7 +190,8 @@ class LatencyReport(FrozenRecord):
 
     __module__ = "memlock"
     __match_args__ = (
-        "interval_us", "loops", "latency", "tick", "overruns", "minor_faults", "major_faults",
+        "interval_us", "loops", "latency", "tick", "overruns", "missed_deadlines",
+        "minor_faults", "major_faults",
         "involuntary_switches", "collections", "outliers", "threshold_us", "late_periods",
         "per_thread", "sleep", "locked", "policy", "priority", "cpu")
     __slots__ = (*__match_args__, "_periods")
@@ -204,6 +201,7 @@ class LatencyReport(FrozenRecord):
     latency: LatencySummary
     tick: LatencySummary | None
     overruns: int
+    missed_deadlines: int
     minor_faults: int
     major_faults: int
     involuntary_switches: int
@@ -411,6 +409,7 @@ def _run(loops: int, interval_ns: int, tick: Callable[[], object] | None,
     gc.callbacks.append(on_gc)
     try:
         start = getrusage(who)
+        missed = 0
         deadline = now()
         # Two copies of the loop, so the one without a tick tests nothing per period.
         if tick is None:
@@ -418,7 +417,12 @@ def _run(loops: int, interval_ns: int, tick: Callable[[], object] | None,
                 state[0] = k
                 deadline += interval_ns
                 sleep_until(deadline)
-                lat[k] = now() - deadline
+                woke = now()
+                lat[k] = woke - deadline
+                if woke >= deadline + interval_ns:  # skip the deadlines already past
+                    behind = (woke - deadline) // interval_ns
+                    deadline += behind * interval_ns
+                    missed += behind
                 r = getrusage(who)
                 minflt[k] = r.ru_minflt
                 majflt[k] = r.ru_majflt
@@ -431,7 +435,12 @@ def _run(loops: int, interval_ns: int, tick: Callable[[], object] | None,
                 woke = now()
                 lat[k] = woke - deadline
                 tick()
-                tick_ns[k] = now() - woke
+                done = now()
+                tick_ns[k] = done - woke
+                if done >= deadline + interval_ns:
+                    behind = (done - deadline) // interval_ns
+                    deadline += behind * interval_ns
+                    missed += behind
                 r = getrusage(who)
                 minflt[k] = r.ru_minflt
                 majflt[k] = r.ru_majflt
@@ -444,7 +453,7 @@ def _run(loops: int, interval_ns: int, tick: Callable[[], object] | None,
             "major": _per_period(start.ru_majflt, majflt),
             "switches": _per_period(start.ru_nivcsw, nivcsw),
             "gc": list(zip(gc_period[:passes], gc_gen[:passes], gc_ns[:passes], strict=True)),
-            "gc_total": state[1]}
+            "gc_total": state[1], "missed": missed}
 
 
 def _per_period(base: int, cumulative: array[int]) -> list[int]:
@@ -475,10 +484,11 @@ def measure_latency(
     Each period sleeps until an absolute deadline on CLOCK_MONOTONIC (clock_nanosleep
     with TIMER_ABSTIME, as cyclictest does), so a late wake-up does not shift later
     deadlines; the wake-up latency is the clock on waking minus the deadline. ``tick``
-    runs inside each period (after the wake-up) and its duration is recorded; a tick that
-    overruns makes the next period late. Page faults and involuntary context switches
-    (getrusage: of this thread on Linux) and garbage-collector passes (``gc.callbacks``)
-    are counted per period, and reported for the late ones.
+    runs inside each period (after the wake-up) and its duration is recorded. A period
+    that ends after the next deadline (an overrun) skips the deadlines already past, as
+    cyclictest does: the next period waits for the first one ahead. Page faults and
+    involuntary context switches (getrusage: of this thread on Linux) and garbage-collector
+    passes (``gc.callbacks``) are counted per period, and reported for the late ones.
 
     Scheduling and pinning apply to the calling thread for the run and are restored
     after it. ``lock=True`` calls :func:`memlock.lock_process` first, which stays in
@@ -587,13 +597,10 @@ class _Periods:
         for period, gen, ns in got["gc"]:
             self.by_period.setdefault(period, []).append(GarbageCollection(gen, _us(ns)))
 
-    def started_late(self, k: int) -> bool:
-        return k > 0 and self.done[k - 1] > self.interval_ns
-
     def record(self, k: int) -> Outlier:
         return Outlier(k, _us(self.lat[k]), None if self.tick is None else _us(self.tick[k]),
-                       _us(self.done[k]), self.started_late(k), self.faults[k], self.major[k],
-                       self.switches[k], tuple(self.by_period.get(k, ())))
+                       _us(self.done[k]), self.faults[k], self.major[k], self.switches[k],
+                       tuple(self.by_period.get(k, ())))
 
 
 def _report(got: dict[str, Any], interval: float, n: int, outliers: int,
@@ -601,18 +608,17 @@ def _report(got: dict[str, Any], interval: float, n: int, outliers: int,
     per = _Periods(got, round(interval * 1e9))
     done = per.done
     late = None
+    candidates = list(range(n))
     if threshold_us is not None:
         limit = threshold_us * 1000
-        late = sum(1 for v in done if v > limit)
-        candidates = [k for k in range(n) if done[k] > limit and not per.started_late(k)]
-    else:
-        candidates = [k for k in range(n) if not per.started_late(k)]
+        candidates = [k for k in candidates if done[k] > limit]
+        late = len(candidates)
     candidates.sort(key=done.__getitem__, reverse=True)
     explained = tuple(per.record(k) for k in candidates[:outliers])
     overruns = sum(1 for v in done if v > per.interval_ns)
     return LatencyReport(
         _us(per.interval_ns), n, LatencySummary.of(per.lat),
-        None if per.tick is None else LatencySummary.of(per.tick), overruns,
+        None if per.tick is None else LatencySummary.of(per.tick), overruns, got["missed"],
         sum(per.faults), sum(per.major), sum(per.switches), got["gc_total"], explained,
         threshold_us, late, settings["per_thread"], settings["sleep"], settings["locked"],
         settings["policy"], settings["priority"], settings["cpu"], periods=per)

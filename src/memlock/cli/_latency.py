@@ -36,8 +36,8 @@ happened in them: page faults, involuntary context switches, garbage-collector p
 
 Given a Python script or module, memlock latency imports it (its `if __name__ ==
 "__main__":` block does not run, sys.argv is its ARGS) and calls its tick() function
-inside each period; the tick's duration is measured too. A tick longer than the interval
-makes the next period late.
+inside each period; the tick's duration is measured too. A period that ends after the
+next deadline skips the deadlines already past, as cyclictest does.
 """
 
 _EPILOG = """\
@@ -220,8 +220,9 @@ def summary_lines(report: memlock.LatencyReport) -> list[str]:
     if r.tick is not None:
         lines.append(_row("tick (us):", r.tick))
     if r.overruns:
-        lines.append(f"overruns: {r.overruns} periods ended after the next one's deadline (the "
-                     "periods after them started late; they are not listed below)")
+        lines.append(f"overruns: {r.overruns} periods ended after the next deadline; "
+                     f"{r.missed_deadlines} deadlines already past were skipped (as "
+                     "cyclictest does)")
     whose = "this thread" if r.per_thread else "whole process"
     lines.append(f"in all ({whose}): {r.minor_faults} minor faults, {r.major_faults} major "
                  f"faults, {r.involuntary_switches} involuntary context switches, "
