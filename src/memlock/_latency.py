@@ -368,7 +368,8 @@ def _rt_permission_error(policy: int, priority: int) -> PermissionError:
         f"cannot run the loop as {_policy_name(policy)} priority {priority}: this process "
         f"may not use real-time scheduling (it lacks CAP_SYS_NICE{limit}); run it as root, "
         "grant CAP_SYS_NICE (systemd AmbientCapabilities=CAP_SYS_NICE), or raise "
-        "RLIMIT_RTPRIO (`ulimit -r`, systemd LimitRTPRIO=)",
+        "RLIMIT_RTPRIO (`ulimit -r`, systemd LimitRTPRIO=); with real-time group "
+        "scheduling, its cgroup also needs cpu.rt_runtime_us above 0",
     )
 
 
