@@ -126,12 +126,12 @@ class Outlier(FrozenRecord):
         latency_us: How late it woke after its deadline.
         tick_us: How long the tick ran (None without a tick).
         late_us: How long after its deadline the period's work was done: the latency
-            plus the tick. Outliers are ranked by it (a tick that overruns shows here,
-            and in the latency of the periods after it).
+            plus the tick. Outliers are ranked by it.
         minor_faults: Minor page faults taken in the period (getrusage).
         major_faults: Major page faults (read from disk or swap).
         involuntary_switches: Times the scheduler took the CPU away (ru_nivcsw).
-        collections: The garbage collector's passes in the period.
+        collections: The garbage collector's passes in the period (started by any
+            thread: a pass holds the GIL, so it stops the loop's thread too).
     """
 
     __module__ = "memlock"
@@ -168,10 +168,14 @@ class LatencyReport(FrozenRecord):
         loops: Periods measured.
         latency: Wake-up latency: how late each period woke after its deadline.
         tick: Duration of the tick (None without a tick).
-        overruns: Periods whose tick ended after the next period's deadline.
+        overruns: Periods whose work ended after the next deadline.
+        missed_deadlines: Deadlines skipped after overruns: as cyclictest does, the next
+            period waits for the first deadline still ahead (on the same grid), so one
+            stall makes one late period, not a run of catch-up periods.
         minor_faults, major_faults, involuntary_switches: Totals over the run.
         collections: Garbage-collector passes over the run.
-        outliers: The late periods, worst first, with what happened in each.
+        outliers: The late periods, worst first, with what happened in each (any
+            period: :meth:`period`).
         threshold_us: Periods whose work was done later than this after their deadline
             (``Outlier.late_us``) were outliers (None: the worst N).
         late_periods: Periods later than ``threshold_us`` (None without a threshold).
@@ -186,16 +190,18 @@ class LatencyReport(FrozenRecord):
 
     __module__ = "memlock"
     __match_args__ = (
-        "interval_us", "loops", "latency", "tick", "overruns", "minor_faults", "major_faults",
+        "interval_us", "loops", "latency", "tick", "overruns", "missed_deadlines",
+        "minor_faults", "major_faults",
         "involuntary_switches", "collections", "outliers", "threshold_us", "late_periods",
         "per_thread", "sleep", "locked", "policy", "priority", "cpu")
-    __slots__ = (*__match_args__, "_latencies_ns")
+    __slots__ = (*__match_args__, "_periods")
 
     interval_us: float
     loops: int
     latency: LatencySummary
     tick: LatencySummary | None
     overruns: int
+    missed_deadlines: int
     minor_faults: int
     major_faults: int
     involuntary_switches: int
@@ -209,15 +215,25 @@ class LatencyReport(FrozenRecord):
     policy: str
     priority: int
     cpu: int | None
-    _latencies_ns: array[int]
+    _periods: _Periods
 
-    def __init__(self, *values: Any, latencies_ns: Sequence[int] = ()) -> None:
+    def __init__(self, *values: Any, periods: _Periods) -> None:
         self._fill(*values)
-        object.__setattr__(self, "_latencies_ns", array("q", latencies_ns))
+        object.__setattr__(self, "_periods", periods)
 
     def latencies_us(self) -> list[float]:
         """Every period's wake-up latency, in order."""
-        return [_us(v) for v in self._latencies_ns]
+        return [_us(v) for v in self._periods.lat]
+
+    def period(self, index: int) -> Outlier:
+        """What happened in period ``index`` (from 0), late or not, as an :class:`Outlier`.
+
+        Raises:
+            IndexError: No such period.
+        """
+        if not 0 <= index < self.loops:
+            raise IndexError(f"period {index} out of range (0 to {self.loops - 1})")
+        return self._periods.record(index)
 
     def histogram(self, max_us: int) -> tuple[list[int], list[int]]:
         """The histogram of cyclictest -h: ``(counts, overflow_periods)``.
@@ -230,7 +246,7 @@ class LatencyReport(FrozenRecord):
             raise ValueError(f"max_us must be a whole number of microseconds >= 1, not {max_us!r}")
         counts = [0] * max_us
         overflows = []
-        for period, ns in enumerate(self._latencies_ns):
+        for period, ns in enumerate(self._periods.lat):
             us = ns // 1000
             if us < max_us:
                 counts[max(0, us)] += 1
@@ -249,7 +265,7 @@ class LatencyReport(FrozenRecord):
         counts, overflows = self.histogram(max_us)
         lines = ["# Histogram"]
         lines += [f"{i:06d} {c:06d}" for i, c in enumerate(counts)]
-        whole = [ns // 1000 for ns in self._latencies_ns]
+        whole = [ns // 1000 for ns in self._periods.lat]
         avg = sum(whole) // len(whole) if whole else 0
         lines += [
             f"# Total: {sum(counts):09d}",
@@ -352,7 +368,8 @@ def _rt_permission_error(policy: int, priority: int) -> PermissionError:
         f"cannot run the loop as {_policy_name(policy)} priority {priority}: this process "
         f"may not use real-time scheduling (it lacks CAP_SYS_NICE{limit}); run it as root, "
         "grant CAP_SYS_NICE (systemd AmbientCapabilities=CAP_SYS_NICE), or raise "
-        "RLIMIT_RTPRIO (`ulimit -r`, systemd LimitRTPRIO=)",
+        "RLIMIT_RTPRIO (`ulimit -r`, systemd LimitRTPRIO=); with real-time group "
+        "scheduling, its cgroup also needs cpu.rt_runtime_us above 0",
     )
 
 
@@ -388,18 +405,25 @@ def _run(loops: int, interval_ns: int, tick: Callable[[], object] | None,
         state[1] = i + 1
 
     # Warm the calls the loop makes, so their first-use costs land before period 0.
-    start = getrusage(who)
+    getrusage(who)
     sleep_until(now())
     gc.callbacks.append(on_gc)
     try:
         start = getrusage(who)
+        missed = 0
         deadline = now()
+        # Two copies of the loop, so the one without a tick tests nothing per period.
         if tick is None:
             for k in range(loops):
                 state[0] = k
                 deadline += interval_ns
                 sleep_until(deadline)
-                lat[k] = now() - deadline
+                woke = now()
+                lat[k] = woke - deadline
+                if woke >= deadline + interval_ns:  # skip the deadlines already past
+                    behind = (woke - deadline) // interval_ns
+                    deadline += behind * interval_ns
+                    missed += behind
                 r = getrusage(who)
                 minflt[k] = r.ru_minflt
                 majflt[k] = r.ru_majflt
@@ -412,7 +436,12 @@ def _run(loops: int, interval_ns: int, tick: Callable[[], object] | None,
                 woke = now()
                 lat[k] = woke - deadline
                 tick()
-                tick_ns[k] = now() - woke
+                done = now()
+                tick_ns[k] = done - woke
+                if done >= deadline + interval_ns:
+                    behind = (done - deadline) // interval_ns
+                    deadline += behind * interval_ns
+                    missed += behind
                 r = getrusage(who)
                 minflt[k] = r.ru_minflt
                 majflt[k] = r.ru_majflt
@@ -425,7 +454,7 @@ def _run(loops: int, interval_ns: int, tick: Callable[[], object] | None,
             "major": _per_period(start.ru_majflt, majflt),
             "switches": _per_period(start.ru_nivcsw, nivcsw),
             "gc": list(zip(gc_period[:passes], gc_gen[:passes], gc_ns[:passes], strict=True)),
-            "gc_total": state[1]}
+            "gc_total": state[1], "missed": missed}
 
 
 def _per_period(base: int, cumulative: array[int]) -> list[int]:
@@ -456,10 +485,11 @@ def measure_latency(
     Each period sleeps until an absolute deadline on CLOCK_MONOTONIC (clock_nanosleep
     with TIMER_ABSTIME, as cyclictest does), so a late wake-up does not shift later
     deadlines; the wake-up latency is the clock on waking minus the deadline. ``tick``
-    runs inside each period (after the wake-up) and its duration is recorded; a tick that
-    overruns makes the next period late. Page faults and involuntary context switches
-    (getrusage: of this thread on Linux) and garbage-collector passes (``gc.callbacks``)
-    are counted per period, and reported for the late ones.
+    runs inside each period (after the wake-up) and its duration is recorded. A period
+    that ends after the next deadline (an overrun) skips the deadlines already past, as
+    cyclictest does: the next period waits for the first one ahead. Page faults and
+    involuntary context switches (getrusage: of this thread on Linux) and garbage-collector
+    passes (``gc.callbacks``) are counted per period, and reported for the late ones.
 
     Scheduling and pinning apply to the calling thread for the run and are restored
     after it. ``lock=True`` calls :func:`memlock.lock_process` first, which stays in
@@ -549,31 +579,47 @@ def measure_latency(
                    policy=_policy_name(policy_now), priority=priority_now, cpu=cpu)
 
 
+class _Periods:
+    """The per-period figures of a run, kept by its report."""
+
+    __slots__ = ("by_period", "done", "faults", "interval_ns", "lat", "major", "switches",
+                 "tick")
+
+    def __init__(self, got: dict[str, Any], interval_ns: int) -> None:
+        self.interval_ns = interval_ns
+        self.lat: array[int] = got["lat"]
+        self.tick: array[int] | None = got["tick"]
+        self.faults: list[int] = got["faults"]
+        self.major: list[int] = got["major"]
+        self.switches: list[int] = got["switches"]
+        self.done: Sequence[int] = self.lat if self.tick is None else [
+            a + b for a, b in zip(self.lat, self.tick, strict=True)]
+        self.by_period: dict[int, list[GarbageCollection]] = {}
+        for period, gen, ns in got["gc"]:
+            self.by_period.setdefault(period, []).append(GarbageCollection(gen, _us(ns)))
+
+    def record(self, k: int) -> Outlier:
+        return Outlier(k, _us(self.lat[k]), None if self.tick is None else _us(self.tick[k]),
+                       _us(self.done[k]), self.faults[k], self.major[k], self.switches[k],
+                       tuple(self.by_period.get(k, ())))
+
+
 def _report(got: dict[str, Any], interval: float, n: int, outliers: int,
             threshold_us: float | None, **settings: Any) -> LatencyReport:
-    lat: array[int] = got["lat"]
-    tick_ns: array[int] | None = got["tick"]
-    interval_ns = round(interval * 1e9)
-    by_period: dict[int, list[GarbageCollection]] = {}
-    for period, gen, ns in got["gc"]:
-        by_period.setdefault(period, []).append(GarbageCollection(gen, _us(ns)))
-    done = lat if tick_ns is None else [a + b for a, b in zip(lat, tick_ns, strict=True)]
-    order = sorted(range(n), key=done.__getitem__, reverse=True)
+    per = _Periods(got, round(interval * 1e9))
+    done = per.done
     late = None
+    candidates = list(range(n))
     if threshold_us is not None:
         limit = threshold_us * 1000
-        late = sum(1 for v in done if v > limit)
-        order = order[:late]
-    faults, major, switches = got["faults"], got["major"], got["switches"]
-    explained = tuple(
-        Outlier(k, _us(lat[k]), None if tick_ns is None else _us(tick_ns[k]), _us(done[k]),
-                faults[k], major[k], switches[k], tuple(by_period.get(k, ())))
-        for k in order[:outliers])
-    overruns = 0 if tick_ns is None else sum(
-        1 for k in range(n) if lat[k] + tick_ns[k] > interval_ns)
+        candidates = [k for k in candidates if done[k] > limit]
+        late = len(candidates)
+    candidates.sort(key=done.__getitem__, reverse=True)
+    explained = tuple(per.record(k) for k in candidates[:outliers])
+    overruns = sum(1 for v in done if v > per.interval_ns)
     return LatencyReport(
-        _us(interval_ns), n, LatencySummary.of(lat),
-        None if tick_ns is None else LatencySummary.of(tick_ns), overruns,
-        sum(faults), sum(major), sum(switches), got["gc_total"], explained, threshold_us, late,
-        settings["per_thread"], settings["sleep"], settings["locked"], settings["policy"],
-        settings["priority"], settings["cpu"], latencies_ns=lat)
+        _us(per.interval_ns), n, LatencySummary.of(per.lat),
+        None if per.tick is None else LatencySummary.of(per.tick), overruns, got["missed"],
+        sum(per.faults), sum(per.major), sum(per.switches), got["gc_total"], explained,
+        threshold_us, late, settings["per_thread"], settings["sleep"], settings["locked"],
+        settings["policy"], settings["priority"], settings["cpu"], periods=per)

@@ -36,8 +36,8 @@ happened in them: page faults, involuntary context switches, garbage-collector p
 
 Given a Python script or module, memlock latency imports it (its `if __name__ ==
 "__main__":` block does not run, sys.argv is its ARGS) and calls its tick() function
-inside each period; the tick's duration is measured too. A tick longer than the interval
-makes the next period late.
+inside each period; the tick's duration is measured too. A period that ends after the
+next deadline skips the deadlines already past, as cyclictest does.
 """
 
 _EPILOG = """\
@@ -57,8 +57,11 @@ the program's tick raised); 2 usage error.
 """
 
 
-def duration(text: str) -> float:
-    """A time with a unit (``500us``, ``1ms``, ``10s``; bare numbers are seconds)."""
+def duration(text: str, *, inclusive: bool = False) -> float:
+    """A time with a unit (``500us``, ``1ms``, ``10s``; bare numbers: seconds) above 0.
+
+    ``inclusive`` also takes 0.
+    """
     stripped = text.strip().lower()
     number, unit = stripped, "s"
     for suffix in sorted(_UNITS, key=len, reverse=True):
@@ -69,10 +72,16 @@ def duration(text: str) -> float:
         value = float(number) * _UNITS[unit]
     except ValueError:
         value = math.nan
-    if not 0 < value < math.inf or not number or number[-1].isalpha():
+    low_ok = value >= 0 if inclusive else value > 0
+    if not (low_ok and value < math.inf) or not number or number[-1].isalpha():
+        what = "from 0" if inclusive else "above 0"
         raise argparse.ArgumentTypeError(
-            f"not a duration above 0: {quote_arg(text)} (examples: 500us, 1ms, 10s)")
+            f"not a duration {what}: {quote_arg(text)} (examples: 500us, 1ms, 10s)")
     return value
+
+
+def _threshold(text: str) -> float:
+    return duration(text, inclusive=True)
 
 
 def _whole(low: int, what: str) -> Callable[[str], int]:
@@ -134,7 +143,7 @@ def register(sub: Any) -> None:
                    help="pin the loop to CPU N")
     p.add_argument("--outliers", type=_whole(0, "a number of periods"), default=10,
                    metavar="N", help="explain the N latest periods (default 10)")
-    p.add_argument("--threshold", type=duration, metavar="DURATION",
+    p.add_argument("--threshold", type=_threshold, metavar="DURATION",
                    help="explain the periods done later than DURATION (e.g. 100us) after "
                    "their deadline (latency + tick; at most N of them, worst first)")
     p.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="module [ARGS]",
@@ -210,7 +219,10 @@ def summary_lines(report: memlock.LatencyReport) -> list[str]:
     ]
     if r.tick is not None:
         lines.append(_row("tick (us):", r.tick))
-        lines.append(f"overruns: {r.overruns} periods ended after the next deadline")
+    if r.overruns:
+        lines.append(f"overruns: {r.overruns} periods ended after the next deadline; "
+                     f"{r.missed_deadlines} deadlines already past were skipped (as "
+                     "cyclictest does)")
     whose = "this thread" if r.per_thread else "whole process"
     lines.append(f"in all ({whose}): {r.minor_faults} minor faults, {r.major_faults} major "
                  f"faults, {r.involuntary_switches} involuntary context switches, "
