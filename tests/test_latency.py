@@ -148,14 +148,16 @@ def test_the_report_converts_to_json_with_the_documented_keys() -> None:
 def test_a_stall_is_one_late_period_then_the_grid_goes_on() -> None:
     got = api("""
         import signal, time
-        signal.signal(signal.SIGALRM, lambda *a: time.sleep(0.005))  # one 5 ms stall
+        signal.signal(signal.SIGALRM, lambda *a: time.sleep(0.05))  # one 50 ms stall
         signal.setitimer(signal.ITIMER_REAL, 0.1)
         r = memlock.measure_latency(0.001, loops=300)
         print(json.dumps({**r.to_dict(), "latencies": r.latencies_us()}))
     """)
-    assert got["missed_deadlines"] >= 4 and got["overruns"] >= 1
-    # Without the skip, the periods after the stall would wake 4, 3, 2 ms late in turn.
-    assert sum(1 for us in got["latencies"] if us > 2000) < 3, got["latencies"]
+    assert got["missed_deadlines"] >= 45 and got["overruns"] >= 1
+    # Without the skip, the ~49 periods after the stall would each wake 49, 48, ... ms
+    # late in turn; with it, one period is late by the stall. (A stall of this VM's own,
+    # 10-40 ms now and then, is one more late period: the bound leaves room for a few.)
+    assert sum(1 for us in got["latencies"] if us > 10_000) < 6, got["latencies"]
 
 
 def test_signals_during_the_sleep_do_not_end_it() -> None:
