@@ -17,11 +17,10 @@ from .._cli_api import (
     cached_pages_counter,
     default_workers,
     format_size,
-    page_range,
+    measure_tree,
     parse_size,
     plan,
     plural,
-    scan,
     scan_rows,
     walk,
 )
@@ -203,8 +202,6 @@ def _measure(paths: list[str], options: WalkOptions, rng: tuple[int, int | None]
     the directory), one fstat, one cachestat and one close; no objects but a tuple. Trees
     are shared among worker processes, one per CPU (see :func:`scan_rows`).
     """
-    out: list[_Row] = []
-    append = out.append
     page = PAGE_SIZE
     slow = _cached_pages
     count_cached = cached_pages_counter() if action is None and rng is None else None
@@ -232,28 +229,7 @@ def _measure(paths: list[str], options: WalkOptions, rng: tuple[int, int | None]
             jobs = 1 if single else default_workers()
         return scan_rows(paths, options, errors, measure, jobs)
 
-    start, end = rng if rng is not None else (0, None)
-
-    def visit_any(path: str, fd: int, st: os.stat_result) -> bool:
-        size = st.st_size
-        if rng is None:
-            off, n = 0, size
-        else:
-            off = min(start, size)
-            n = max(0, (size if end is None else min(end, size)) - off)
-        first, count = page_range(off, n)
-        if fd < 0:
-            if count == 0 and action is None:
-                append((path, n, 0, 0, True))
-                return True
-            return False
-        if action is not None:
-            action(fd, size, off, n)
-        append((path, n, count, *(slow(fd, first, count) if count else (0, True))))
-        return True
-
-    scan(paths, options, errors, visit_any)
-    return out
+    return measure_tree(paths, options, rng, errors, action)
 
 
 def _report(args: argparse.Namespace, rows: list[_Row], verb: str, elapsed: float,

@@ -28,33 +28,30 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import memlock
 from memlock.errors import LockLimitError, MemlockError
 
 from .._cli_api import (
-    PAGE_SIZE,
     Planned,
     WalkOptions,
-    cached_pages_or_bound,
-    cgroup_memory_headroom,
     describe_error,
     format_size,
-    limit_hint,
-    lock_fd,
+    lock_planned,
     open_descriptors,
-    open_regular,
     page_range,
     plan,
     plural,
+    preflight,
     pseudo_file_systems,
     walk,
 )
 from ._progress import Progress
 
 __all__ = ["HoldConfig", "Holder", "descriptor_room", "hold", "sd_notify"]
+
 
 # -- environment -------------------------------------------------------------------------
 
@@ -77,77 +74,6 @@ def sd_notify(message: str, environ: dict[str, str] | None = None) -> bool:
 
 
 # -- planning ------------------------------------------------------------------------------
-
-
-def _resident_bytes(items: Iterable[Planned]) -> int:
-    total = 0
-    for p in items:
-        try:
-            f, _ = open_regular(p.entry.path)
-        except OSError:
-            continue
-        with f:
-            first, count = page_range(p.offset, p.length)
-            cached, exact = cached_pages_or_bound(f.fileno(), first, count)
-            if exact:  # a hidden page cache counts as none: the cautious guess here
-                total += cached * PAGE_SIZE
-    return total
-
-
-def preflight(items: list[Planned], keep_going: bool) -> tuple[list[Planned], list[Planned],
-                                                                LockLimitError | None]:
-    """Compare what ``items`` need with what may be locked, before locking anything.
-
-    Returns (to lock, left out, the error explaining why). Without ``keep_going`` any
-    shortfall leaves everything out.
-    """
-    total = sum(p.charge for p in items)
-    lim = memlock.limits()
-    budget: int | None = None
-    error: LockLimitError | None = None
-    if not lim.privileged and lim.soft is not None:
-        locked = lim.locked_bytes or 0
-        budget = max(0, lim.soft - locked)
-        if total > budget:
-            error = LockLimitError(
-                errno.ENOMEM,
-                f"cannot lock {format_size(total)} in {len(items)} files: over RLIMIT_MEMLOCK "
-                f"(limit {format_size(lim.soft)}, already locked {format_size(locked)}, "
-                "no CAP_IPC_LOCK)",
-                hint=limit_hint(total + locked), requested=total, limit=lim.soft,
-                locked=locked,
-            )
-    cg = cgroup_memory_headroom()
-    if cg is not None and error is None and total:
-        limit, usage, where = cg
-        new = total - _resident_bytes(items)
-        headroom = max(0, limit - usage)
-        if new > headroom:
-            budget = headroom if budget is None else min(budget, headroom)
-            error = LockLimitError(
-                errno.ENOMEM,
-                f"cannot lock {format_size(total)} in {len(items)} files: "
-                f"{format_size(new)} of it is not in RAM yet and the memory cgroup {where} has "
-                f"{format_size(headroom)} of headroom (limit {format_size(limit)}, usage "
-                f"{format_size(usage)})",
-                hint="How to fix: raise the container's memory limit (docker run --memory, "
-                "Kubernetes resources.limits.memory, systemd MemoryMax=) or lock less "
-                "(--max-size, --exclude, --range)",
-                requested=new, limit=limit, locked=usage,
-            )
-    if error is None:
-        return items, [], None
-    if not keep_going:
-        return [], items, error
-    fit, left = [], []
-    used = 0
-    for p in items:
-        if budget is not None and used + p.charge > budget:
-            left.append(p)
-        else:
-            fit.append(p)
-            used += p.charge
-    return fit, left, error
 
 
 #: Descriptors kept free for what the holder opens besides its mappings (the log, the
@@ -253,15 +179,7 @@ class Holder:
         return sum(f.nbytes for f in self.held.values())
 
     def _lock_one(self, p: Planned) -> memlock.LockedFile:
-        f, st = open_regular(p.entry.path)
-        with f:
-            if (st.st_dev, st.st_ino) != (p.entry.dev, p.entry.ino):
-                # Replaced (or swapped for a symbolic link) since the walk saw it: lock only
-                # what the walk checked; a rescan picks up the new file.
-                raise OSError(errno.ESTALE, "replaced since it was scanned", p.entry.path)
-            off = min(p.offset, st.st_size)
-            n = min(p.length, st.st_size - off)
-            return lock_fd(p.entry.path, f.fileno(), st, off, n, self.config.onfault)
+        return lock_planned(p, self.config.onfault)
 
     def lock_initial(self, items: list[Planned], progress: Callable[[int, int], None] | None,
                      stop: Callable[[], bool]) -> None:
