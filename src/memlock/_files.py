@@ -453,15 +453,22 @@ def _populate_pread(fd: int, first: int, count: int) -> None:
 
 
 def touch_fd(fd: int, size: int, offset: int, length: int,
-             progress: Callable[[int], None] | None = None) -> None:
+             progress: Callable[[int], None] | None = None, skip_resident: bool = True) -> None:
     """Bring [offset, offset+length) of the file on ``fd`` into the page cache.
 
     ``progress(nbytes)`` is called as parts become resident (from worker threads).
+    Without ``skip_resident``, chunks the page cache already counts (pages still being
+    read among them, after :meth:`prefetch <memlock._platform.Backend.prefetch>`) are
+    populated too, so that this returns once they are all read.
     """
     first, count = page_range(offset, length)
     if count == 0:
         return
-    jobs = _missing_chunks(fd, first, count, CHUNK_BYTES // PAGE_SIZE)
+    chunk = CHUNK_BYTES // PAGE_SIZE
+    if skip_resident:
+        jobs = _missing_chunks(fd, first, count, chunk)
+    else:
+        jobs = [(p, min(chunk, first + count - p)) for p in range(first, first + count, chunk)]
     if progress is not None:
         progress(length - sum(n for _, n in jobs) * PAGE_SIZE)
     if not jobs:

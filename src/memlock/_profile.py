@@ -39,13 +39,14 @@ from ._files import (
     touch_fd,
 )
 from ._pages import PAGE_SIZE, page_range
+from ._platform import BACKEND
 from ._records import FrozenRecord
 from ._threads import run_parallel
 from ._trees import FileTotals, OnError, Row, walk_options
 from ._walk import FileEntry, Planned, WalkOptions, scan
 
 __all__ = ["FORMAT", "MAX_PROFILE_BYTES", "VERSION", "Profile", "ProfiledFile",
-           "capture_profile"]
+           "capture_profile", "restore_rows"]
 
 #: The ``format`` field of every profile.
 FORMAT = "memlock-profile"
@@ -226,21 +227,38 @@ class Profile:
         Ranges are read in parallel (each range's missing chunks by the populate calls of
         :func:`memlock.touch`). Files that changed or vanished are skipped and listed in
         ``skipped``; the totals are over the ranges of the others, after touching.
+
+        Raises:
+            OSError: A file of the profile cannot be read (its identity is unchanged).
         """
-        rows: list[Row] = []
-        skipped: list[tuple[str, str]] = []
-        for pf in self.files:
-            why = pf.changed()
-            if why is None:
-                try:
-                    rows.append(_restore_file(pf))
-                    continue
-                except OSError as exc:
-                    if exc.errno != errno.ESTALE:
-                        raise
-                    why = str(exc.strerror)
-            skipped.append((pf.path, why))
+        rows, skipped = restore_rows(self, None)
         return FileTotals.of_rows(self.path, rows, tuple(skipped))
+
+
+def restore_rows(profile: Profile, on_error: OnError | None
+                 ) -> tuple[list[Row], list[tuple[str, str]]]:
+    """:meth:`Profile.restore`'s rows (one per file restored) and (path, reason) skipped.
+
+    ``on_error(path, exc)`` gets a file that cannot be read, and the others go on; None:
+    the error is raised.
+    """
+    rows: list[Row] = []
+    skipped: list[tuple[str, str]] = []
+    for pf in profile.files:
+        why = pf.changed()
+        if why is None:
+            try:
+                rows.append(_restore_file(pf))
+                continue
+            except OSError as exc:
+                if exc.errno != errno.ESTALE:
+                    if on_error is None:
+                        raise
+                    on_error(pf.path, exc)
+                    continue
+                why = str(exc.strerror)
+        skipped.append((pf.path, why))
+    return rows, skipped
 
 
 def _restore_file(pf: ProfiledFile) -> Row:
@@ -250,7 +268,13 @@ def _restore_file(pf: ProfiledFile) -> Row:
                 pf.device, pf.inode, pf.size, pf.mtime_ns):
             raise OSError(errno.ESTALE, "changed since the profile was saved", pf.path)
         fd = f.fileno()
-        run_parallel(pf.ranges, lambda r: touch_fd(fd, st.st_size, r[0], r[1]),
+        # Exactly the ranges: reads queued for them all at once (no read-ahead past them,
+        # which the page faults of a populate would add: up to read_ahead_kb around each),
+        # then waited for by populating them, in parallel.
+        for off, n in pf.ranges:
+            BACKEND.prefetch(fd, off, n)
+        run_parallel(pf.ranges,
+                     lambda r: touch_fd(fd, st.st_size, r[0], r[1], skip_resident=False),
                      min(os.cpu_count() or 1, 8))
         pages = resident = 0
         exact = True

@@ -316,8 +316,12 @@ def preflight(items: list[Planned], keep_going: bool) -> tuple[list[Planned], li
     return fit, left, error
 
 
-def lock_planned(p: Planned, onfault: bool) -> LockedFile:
-    """Lock the planned range of the file the walk saw (ESTALE if it was replaced since)."""
+def lock_planned(p: Planned, onfault: bool, exact: bool = False) -> LockedFile:
+    """Lock the planned range of the file the walk saw (ESTALE if it was replaced since).
+
+    With ``exact``, the range is prefetched first, so that the lock's page faults find
+    its pages and read nothing around them (a profile's ranges: see Profile.restore).
+    """
     f, st = open_regular(p.entry.path)
     with f:
         if (st.st_dev, st.st_ino) != (p.entry.dev, p.entry.ino):
@@ -326,6 +330,8 @@ def lock_planned(p: Planned, onfault: bool) -> LockedFile:
             raise OSError(errno.ESTALE, "replaced since it was scanned", p.entry.path)
         off = min(p.offset, st.st_size)
         n = min(p.length, st.st_size - off)
+        if exact and n and not onfault:
+            BACKEND.prefetch(f.fileno(), off, n)
         return lock_fd(p.entry.path, f.fileno(), st, off, n, onfault)
 
 
@@ -474,6 +480,7 @@ def lock_files(paths: StrPath | Iterable[StrPath] | Profile, *, offset: int = 0,
     from ._profile import Profile
 
     skipped: tuple[tuple[str, str], ...] = ()
+    exact = isinstance(paths, Profile)
     if isinstance(paths, Profile):
         items, skipped = paths.plan()
     else:
@@ -489,9 +496,9 @@ def lock_files(paths: StrPath | Iterable[StrPath] | Profile, *, offset: int = 0,
     held: list[LockedFile] = []
     try:
         for p in to_lock:
-            held.append(lock_planned(p, onfault))
+            held.append(lock_planned(p, onfault, exact))
         for p in rest:
-            _touch_planned(p)
+            touch_planned(p)
     except BaseException:
         while held:
             held.pop().unlock()  # no view of them exists yet
@@ -500,7 +507,8 @@ def lock_files(paths: StrPath | Iterable[StrPath] | Profile, *, offset: int = 0,
     return LockedFiles(tuple(held), unlocked, skipped)
 
 
-def _touch_planned(p: Planned) -> None:
+def touch_planned(p: Planned) -> None:
+    """Touch the planned range of the file the walk saw (ESTALE if it was replaced since)."""
     if not p.length:
         return
     f, st = open_regular(p.entry.path)
@@ -508,5 +516,7 @@ def _touch_planned(p: Planned) -> None:
         if (st.st_dev, st.st_ino) != (p.entry.dev, p.entry.ino):
             raise OSError(errno.ESTALE, "replaced since it was scanned", p.entry.path)
         off = min(p.offset, st.st_size)
-        touch_fd(f.fileno(), st.st_size, off, min(p.length, st.st_size - off))
+        n = min(p.length, st.st_size - off)
+        BACKEND.prefetch(f.fileno(), off, n)  # exactly the range (see Profile.restore)
+        touch_fd(f.fileno(), st.st_size, off, n, skip_resident=False)
 

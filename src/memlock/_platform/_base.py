@@ -205,6 +205,15 @@ class Backend:
             raise UnsupportedOperation(f"evict needs posix_fadvise, which {self.name} lacks")
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
+    def prefetch(self, fd: int, offset: int, length: int) -> None:
+        """Start reading exactly a file range into the page cache (POSIX_FADV_WILLNEED).
+
+        Returns once the reads are queued; no read-ahead past the range. Does nothing
+        where the OS has no posix_fadvise (macOS).
+        """
+        if sys.platform != "darwin":
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+
     # -- processes -----------------------------------------------------------------------
 
     def uses_glibc(self) -> bool:
