@@ -38,8 +38,10 @@ def bring_in(path: Path, runs: list[tuple[int, int]]) -> None:
     """Exactly these pages of an evicted file into the page cache (no read-ahead)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        for first, n in runs:
-            os.posix_fadvise(fd, first * PAGE, n * PAGE, os.POSIX_FADV_WILLNEED)
+        for first, n in runs:  # Linux reads at most read_ahead_kb per call: 2 MiB steps
+            for p in range(first, first + n, 512):
+                os.posix_fadvise(fd, p * PAGE, min(512, first + n - p) * PAGE,
+                                 os.POSIX_FADV_WILLNEED)
         for first, n in runs:
             os.pread(fd, n * PAGE, first * PAGE)  # waits for the reads
     finally:
@@ -108,6 +110,22 @@ def test_touch_profile_brings_back_exactly_the_profiled_ranges(hot: Path) -> Non
     totals = memlock.touch(memlock.Profile.load(prof))
     assert resident_runs(hot) == HOT
     assert totals is not None and totals.skipped == () and totals.files == 2
+
+
+def test_touch_profile_of_ranges_larger_than_the_read_ahead_window(tmp_path: Path) -> None:
+    # 12 MiB in the middle of a 32 MiB file: more than one read-ahead window (8 MiB
+    # here), and a populate alone would read up to a window around what it faults.
+    big = Path(make_file(str(tmp_path / "big.bin"), 32 * MIB))
+    drop_cache(big)
+    runs = [(1024, 3072)]  # pages: [4 MiB, 16 MiB)
+    bring_in(big, runs)
+    prof = tmp_path / "big.profile"
+    memlock.Profile.capture(big).save(prof)
+    drop_cache(big)
+    output(run_cli("touch", "-q", "--profile", str(prof)))
+    assert file_resident_pages(big, 4 * MIB, 12 * MIB) == 3072
+    assert file_resident_pages(big, 0, 4 * MIB) == 0
+    assert file_resident_pages(big, 16 * MIB, 16 * MIB) == 0
 
 
 def test_lock_profile_budget_locks_exactly_the_budgeted_ranges(hot: Path) -> None:

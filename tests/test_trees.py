@@ -65,6 +65,10 @@ def test_touch_of_a_tree_brings_exactly_the_filtered_files_into_ram(tree: Path) 
     assert (totals.files, totals.size_bytes) == (2, MIB + 5 + 512 * KIB)
     assert totals.pages == totals.resident_pages == sum(after.values())
     assert totals.exact and totals.skipped == () and totals.path == str(tree)
+    # One file keeps its results.
+    f = tree / "x.bin"
+    assert type(memlock.residency(f)) is memlock.Residency
+    assert memlock.touch(f) is None and memlock.evict(f) is None
 
 
 def test_evict_and_residency_of_a_tree_agree_with_the_cli(tree: Path) -> None:
@@ -83,14 +87,6 @@ def test_evict_and_residency_of_a_tree_agree_with_the_cli(tree: Path) -> None:
     # A range of each file, clamped to it (as --range 0-8K): 2 pages of each file.
     part = memlock.residency(tree, offset=0, length=8 * KIB)
     assert (part.files, part.pages, part.resident_pages) == (4, 8, 2)
-
-
-def test_a_single_file_keeps_its_results(tree: Path) -> None:
-    f = tree / "x.bin"
-    r = memlock.residency(f)
-    assert type(r) is memlock.Residency
-    assert memlock.touch(f) is None
-    assert memlock.evict(f) is None
 
 
 def test_tree_errors_raise_or_go_to_on_error(tree: Path) -> None:

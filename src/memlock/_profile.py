@@ -268,14 +268,16 @@ def _restore_file(pf: ProfiledFile) -> Row:
                 pf.device, pf.inode, pf.size, pf.mtime_ns):
             raise OSError(errno.ESTALE, "changed since the profile was saved", pf.path)
         fd = f.fileno()
-        # Exactly the ranges: reads queued for them all at once (no read-ahead past them,
-        # which the page faults of a populate would add: up to read_ahead_kb around each),
-        # then waited for by populating them, in parallel.
-        for off, n in pf.ranges:
-            BACKEND.prefetch(fd, off, n)
-        run_parallel(pf.ranges,
-                     lambda r: touch_fd(fd, st.st_size, r[0], r[1], skip_resident=False),
-                     min(os.cpu_count() or 1, 8))
+        size = st.st_size
+
+        def restore(r: tuple[int, int]) -> None:
+            # Exactly the range: its reads queued in order (no read-ahead past it, which
+            # the page faults of a populate alone would add: up to read_ahead_kb around
+            # each), then waited for by populating it.
+            BACKEND.prefetch(fd, r[0], r[1])
+            touch_fd(fd, size, r[0], r[1], skip_resident=False)
+
+        run_parallel(pf.ranges, restore, min(os.cpu_count() or 1, 8))
         pages = resident = 0
         exact = True
         for off, n in pf.ranges:
