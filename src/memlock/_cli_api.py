@@ -10,6 +10,7 @@ work on descriptors their tree walk already opened:
     :func:`cached_pages_or_bound`, :func:`cached_pages_counter` (the whole-file counter of
     the ``resident`` hot loop, None where the OS has none), :func:`cached_pages` (its
     errno), :func:`page_range`.
+Writing a file whole or not at all: :func:`write_atomically` (:mod:`memlock._atomic`).
 Records: :class:`FrozenRecord` (the base of the walk's small immutable records).
 The tree walk (:mod:`memlock._walk`, the same walk as the file API's): :class:`WalkOptions`,
     :func:`walk`, :func:`scan`, :func:`scan_rows`, :class:`FileEntry`, :class:`Planned`,
@@ -42,6 +43,7 @@ registry, the C module) on first use, as ``memlock``'s own names do: ``memlock l
 
 from __future__ import annotations
 
+from ._atomic import write_atomically
 from ._hints import detect_environment
 from ._pages import PAGE_SIZE, page_range
 from ._platform import BACKEND
@@ -88,7 +90,7 @@ __all__ = [
     "page_range", "parse_size", "permission_hint", "plan", "plural", "preflight",
     "process_context", "process_limit_hint", "process_memory", "pseudo_file_systems",
     "quote_arg", "restore_rows", "scan", "scan_rows", "touch_fd", "touch_planned",
-    "verify_process", "walk", "within_budget",
+    "verify_process", "walk", "within_budget", "write_atomically",
 ]
 
 #: ``cached_pages(fd, offset, length)``: ``(pages, 0)`` or ``(-1, errno)`` (ENOSYS: no call).

@@ -48,8 +48,12 @@ OnError = Callable[[str, OSError], None]
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
+    from typing import TypeVar
+
     from ._profile import Profile
     from ._trees import FileTotals
+
+    R = TypeVar("R")
 
 #: Work is split into chunks of this size for parallel population and residency windows.
 CHUNK_BYTES = 32 * 2**20
@@ -373,27 +377,34 @@ def residency(path: StrPath, *, offset: int = 0, length: int | None = None,
     calls every page resident), the result has ``exact`` False and counts every page
     resident: an upper bound. Run as the owner or root for the real figure.
     """
+    return _file_or_tree(path, offset, length, _residency_fd, None, on_error, include,
+                         exclude, max_size, follow_symlinks, one_file_system)
+
+
+def _file_or_tree(path: object, offset: object, length: object,
+                  one: Callable[[str, int, int, int, int], R], tree_action: str | None,
+                  on_error: OnError | None, include: object, exclude: object,
+                  max_size: object, follow_symlinks: object,
+                  one_file_system: object) -> R | FileTotals:
+    """``one(path, fd, size, offset, length)`` of a file, or a directory's totals.
+
+    The range is checked against the file; a directory's files get ``tree_action``
+    ("touch", "evict" or None) and are measured after it.
+    """
     p = path_str(path)
     try:
         f, st = open_regular(p)
     except IsADirectoryError:
-        return _tree(p, offset, length, None, on_error, include, exclude, max_size,
-                     follow_symlinks, one_file_system)
+        from ._trees import tree_totals
+
+        return tree_totals(p, offset=offset, length=length, action=tree_action,
+                           on_error=on_error,
+                           filters={"include": include, "exclude": exclude,
+                                    "max_size": max_size, "follow_symlinks": follow_symlinks,
+                                    "one_file_system": one_file_system})
     with f:
         off, n = _range(st.st_size, offset, length)
-        return _residency_fd(p, f.fileno(), st.st_size, off, n)
-
-
-def _tree(path: str, offset: object, length: object,
-          action: Callable[[int, int, int, int], None] | None, on_error: OnError | None,
-          include: object, exclude: object, max_size: object, follow_symlinks: object,
-          one_file_system: object) -> FileTotals:
-    from ._trees import tree_totals
-
-    return tree_totals(path, offset=offset, length=length, action=action, on_error=on_error,
-                       filters={"include": include, "exclude": exclude, "max_size": max_size,
-                                "follow_symlinks": follow_symlinks,
-                                "one_file_system": one_file_system})
+        return one(p, f.fileno(), st.st_size, off, n)
 
 
 # -- touch and evict ---------------------------------------------------------------------
@@ -532,18 +543,11 @@ def touch(path: StrPath | Profile, *, offset: int = 0, length: int | None = None
 
     if isinstance(path, Profile):
         return path.restore()
-    p = path_str(path)
-    try:
-        f, st = open_regular(p)
-    except IsADirectoryError:
-        from ._trees import touch_action
+    def one(p: str, fd: int, size: int, off: int, n: int) -> None:
+        touch_fd(fd, size, off, n)
 
-        return _tree(p, offset, length, touch_action, on_error, include, exclude, max_size,
-                     follow_symlinks, one_file_system)
-    with f:
-        off, n = _range(st.st_size, offset, length)
-        touch_fd(f.fileno(), st.st_size, off, n)
-    return None
+    return _file_or_tree(path, offset, length, one, "touch", on_error, include, exclude,
+                         max_size, follow_symlinks, one_file_system)
 
 
 def evict_fd(fd: int, offset: int, length: int) -> None:
@@ -573,19 +577,12 @@ def evict(path: StrPath, *, offset: int = 0, length: int | None = None,
         FileNotFoundError: No such file. Other OS errors keep their OSError subclass.
         UnsupportedOperation: On macOS.
     """
-    p = path_str(path)
-    try:
-        f, st = open_regular(p)
-    except IsADirectoryError:
-        from ._trees import evict_action
-
-        return _tree(p, offset, length, evict_action, on_error, include, exclude, max_size,
-                     follow_symlinks, one_file_system)
-    with f:
-        off, n = _range(st.st_size, offset, length)
+    def one(p: str, fd: int, size: int, off: int, n: int) -> None:
         if n:
-            evict_fd(f.fileno(), off, n)
-    return None
+            evict_fd(fd, off, n)
+
+    return _file_or_tree(path, offset, length, one, "evict", on_error, include, exclude,
+                         max_size, follow_symlinks, one_file_system)
 
 
 # -- lock_file ---------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import os
 from collections.abc import Iterable
 from itertools import pairwise
 
+from ._atomic import write_atomically
 from ._files import (
     StrPath,
     cached_pages_or_bound,
@@ -170,23 +171,7 @@ class Profile:
                "files": [{"path": f.path, "device": f.device, "inode": f.inode,
                           "size": f.size, "mtime_ns": f.mtime_ns,
                           "ranges": [list(r) for r in f.ranges]} for f in self.files]}
-        data = json.dumps(doc, separators=(",", ":")).encode()
-        tmp = os.path.join(os.path.dirname(target) or ".",
-                           f".{os.path.basename(target)}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
-                     0o644)
-        try:
-            with open(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomically(target, json.dumps(doc, separators=(",", ":")).encode())
         self.path = target
 
     @classmethod

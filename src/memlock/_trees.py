@@ -16,6 +16,7 @@ Hazards and how they are met:
 from __future__ import annotations
 
 import errno
+import io
 import os
 from collections.abc import Callable, Iterable, Iterator
 
@@ -46,13 +47,11 @@ __all__ = [
     "LockedFiles",
     "as_paths",
     "errors_to",
-    "evict_action",
     "lock_files",
     "lock_planned",
     "measure_tree",
     "preflight",
     "size_or_none",
-    "touch_action",
     "tree_totals",
     "walk_options",
     "within_budget",
@@ -218,26 +217,32 @@ def measure_tree(paths: list[str], options: WalkOptions, rng: tuple[int, int | N
     return out
 
 
-def tree_totals(path: str, *, offset: object, length: object, action: Action | None,
+def tree_totals(path: str, *, offset: object, length: object, action: str | None,
                 on_error: OnError | None, filters: dict[str, object]) -> FileTotals:
-    """:func:`measure_tree` of one directory with the file API's arguments, as totals."""
+    """:func:`measure_tree` of one directory with the file API's arguments, as totals.
+
+    ``action`` ("touch", "evict" or None) is done to each file before it is measured.
+    """
     options = walk_options(**filters)  # type: ignore[arg-type]  # checked there
     rng = _byte_range(offset, length)
     report, first = errors_to(on_error)
-    rows = measure_tree([path], options, rng, report, action)
+    rows = measure_tree([path], options, rng, report, _ACTIONS[action])
     first.raise_it()
     return FileTotals.of_rows(path, rows)
 
 
-def touch_action(fd: int, size: int, offset: int, length: int) -> None:
-    """:data:`Action` of touch: bring the range into the page cache."""
+def _touch_action(fd: int, size: int, offset: int, length: int) -> None:
     touch_fd(fd, size, offset, length)
 
 
-def evict_action(fd: int, size: int, offset: int, length: int) -> None:
-    """:data:`Action` of evict: drop the range's clean, unlocked pages."""
+def _evict_action(fd: int, size: int, offset: int, length: int) -> None:
     if length:
         BACKEND.evict(fd, offset, length)
+
+
+#: The :data:`Action` of each tree function.
+_ACTIONS: dict[str | None, Action | None] = {
+    None: None, "touch": _touch_action, "evict": _evict_action}
 
 
 # -- locking many files --------------------------------------------------------------------
@@ -316,20 +321,28 @@ def preflight(items: list[Planned], keep_going: bool) -> tuple[list[Planned], li
     return fit, left, error
 
 
+def _open_planned(p: Planned) -> tuple[io.FileIO, os.stat_result, int, int]:
+    """(the file, its fstat, offset, length clamped to its size now) of the walk's file.
+
+    ESTALE if it was replaced since (or swapped for a symbolic link): only what the walk
+    checked is ever locked or touched.
+    """
+    f, st = open_regular(p.entry.path)
+    if (st.st_dev, st.st_ino) != (p.entry.dev, p.entry.ino):
+        f.close()
+        raise OSError(errno.ESTALE, "replaced since it was scanned", p.entry.path)
+    off = min(p.offset, st.st_size)
+    return f, st, off, min(p.length, st.st_size - off)
+
+
 def lock_planned(p: Planned, onfault: bool, exact: bool = False) -> LockedFile:
     """Lock the planned range of the file the walk saw (ESTALE if it was replaced since).
 
     With ``exact``, the range is prefetched first, so that the lock's page faults find
     its pages and read nothing around them (a profile's ranges: see Profile.restore).
     """
-    f, st = open_regular(p.entry.path)
+    f, st, off, n = _open_planned(p)
     with f:
-        if (st.st_dev, st.st_ino) != (p.entry.dev, p.entry.ino):
-            # Replaced (or swapped for a symbolic link) since the walk saw it: lock only
-            # what the walk checked.
-            raise OSError(errno.ESTALE, "replaced since it was scanned", p.entry.path)
-        off = min(p.offset, st.st_size)
-        n = min(p.length, st.st_size - off)
         if exact and n and not onfault:
             BACKEND.prefetch(f.fileno(), off, n)
         return lock_fd(p.entry.path, f.fileno(), st, off, n, onfault)
@@ -508,15 +521,11 @@ def lock_files(paths: StrPath | Iterable[StrPath] | Profile, *, offset: int = 0,
 
 
 def touch_planned(p: Planned) -> None:
-    """Touch the planned range of the file the walk saw (ESTALE if it was replaced since)."""
+    """Touch exactly the planned range of the file the walk saw (ESTALE if replaced since)."""
     if not p.length:
         return
-    f, st = open_regular(p.entry.path)
+    f, st, off, n = _open_planned(p)
     with f:
-        if (st.st_dev, st.st_ino) != (p.entry.dev, p.entry.ino):
-            raise OSError(errno.ESTALE, "replaced since it was scanned", p.entry.path)
-        off = min(p.offset, st.st_size)
-        n = min(p.length, st.st_size - off)
         BACKEND.prefetch(f.fileno(), off, n)  # exactly the range (see Profile.restore)
         touch_fd(f.fileno(), st.st_size, off, n, skip_resident=False)
 
