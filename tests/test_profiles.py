@@ -247,6 +247,7 @@ def _hostile(hot: Path) -> dict[str, bytes]:
         "float": with_second(ranges=[[0.0, 4096]]),
         "bool": with_second(inode=True),
         "relative path": with_second(path="cold.bin"),
+        "lone surrogate": with_second().replace(b'cold.bin"', b'cold\\ud800.bin"'),
         "twice": with_second(path=str(hot)),
         "missing key": json.dumps(dict(good, files=[{"path": str(hot)}])).encode(),
         "deep nesting": b"[" * 100000 + b"]" * 100000,
@@ -271,9 +272,9 @@ def test_hostile_profiles_give_one_line_and_change_nothing(hot: Path) -> None:
         assert resident_runs(hot) == [], name  # nothing was touched
     big = bad_dir / "huge.json"
     with open(big, "wb") as f:
-        f.truncate(257 * MIB)  # sparse: refused by its size, never read
+        f.truncate(65 * MIB)  # sparse: refused by its size, never read
     out = run_cli("touch", "--profile", str(big))
-    assert out.returncode == 2 and "256 MiB" in out.stderr
+    assert out.returncode == 2 and "64 MiB" in out.stderr
     out = run_cli("touch", "--profile", str(bad_dir / "missing.json"))
     assert out.returncode == 2 and "cannot read the profile" in out.stderr
 

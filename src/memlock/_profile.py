@@ -53,8 +53,9 @@ __all__ = ["FORMAT", "MAX_PROFILE_BYTES", "VERSION", "Profile", "ProfiledFile",
 FORMAT = "memlock-profile"
 #: The version this memlock writes and reads.
 VERSION = 1
-#: Larger profile files are refused (a profile of 100,000 files takes about 20 MB).
-MAX_PROFILE_BYTES = 256 * 2**20
+#: Larger profile files are refused: parsing one costs up to ~15 times its size in memory
+#: (a profile of 100,000 files with a few ranges each takes about 20 MB).
+MAX_PROFILE_BYTES = 64 * 2**20
 
 _KEYS = {"path", "device", "inode", "size", "mtime_ns", "ranges"}
 
@@ -340,6 +341,7 @@ def _parse(data: bytes, src: str) -> list[ProfiledFile]:
             path = entry["path"]
             if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
                 raise ValueError("path must be an absolute path")
+            os.fsencode(path)  # UnicodeEncodeError (a ValueError): not a file name here
             where = f"{src}: {path!r}"
             if path in seen:
                 raise ValueError("listed twice")
