@@ -4,8 +4,12 @@ A 2 GiB file on disk whose profile holds 25% of its pages in 8 ranges (of 64 MiB
 over the file). Each repetition evicts the file (POSIX_FADV_DONTNEED), backs guest memory
 (see ``bench_files.back_guest_memory``), and times one tool as a whole process, until it
 exits (both return once the data is in the page cache); the tool that goes first swaps
-every repetition. Prints the medians, their ratio and the per-repetition ratios, and checks
-that memlock brought back exactly the profiled pages (mincore).
+every repetition. Prints the medians, their ratio and the per-repetition ratios, and what
+memlock brought back: the share of the profiled pages resident right after it (the least of
+any repetition) and the most found outside the ranges. On this VM a DAMON ``pageout``
+scheme (kdamond) reclaims cold pages in the background: a few dozen pages of a restored
+range can be gone again by the time they are counted; tests/test_profiles.py checks
+exactness on small files.
 
 Usage: python bench/bench_profile.py [--dir /var/tmp] [--size 2G] [--ranges 8]
        [--share 0.25] [--reps 6] [--no-pyc]
@@ -85,15 +89,17 @@ def main() -> int:
         tools = {"memlock": [*MEMLOCK, "touch", "-q", "--profile", prof],
                  "vmtouch": ["vmtouch", "-q", "-t", big]}
         times: dict[str, list[float]] = {"memlock": [], "vmtouch": []}
-        exact = True
+        share, outside = 1.0, 0
         for rep in range(args.reps):
             for name in (("vmtouch", "memlock") if rep % 2 == 0 else ("memlock", "vmtouch")):
                 evict(big)
                 back_guest_memory(os.path.getsize(big) + (1 << 30))
                 times[name].append(timed(tools[name]))
-                if name == "memlock":
-                    now = memlock.residency(big)
-                    exact = exact and now.resident_bytes == profile.nbytes
+                if name == "memlock":  # every profiled page is back; what else is?
+                    inside = sum(memlock.residency(big, offset=off, length=n).resident_bytes
+                                 for off, n in profile.files[0].ranges)
+                    share = min(share, inside / profile.nbytes)
+                    outside = max(outside, memlock.residency(big).resident_bytes - inside)
         evict(big)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -103,8 +109,8 @@ def main() -> int:
     print(ratio_line(f"restore {format_size(profile.nbytes)} of {format_size(size)} "
                      f"({args.ranges} ranges)", times["memlock"], times["vmtouch"],
                      "vmtouch -t"))
-    print(f"{'exactly the profiled pages resident after memlock':<44} "
-          f"{'yes' if exact else 'NO'}")
+    print(f"{'profiled pages resident after memlock':<44} {100 * share:.3f}% at least; "
+          f"outside the ranges at most {format_size(outside)}")
     return 0
 
 
