@@ -31,11 +31,13 @@ if TYPE_CHECKING:
     )
     from ._lock import Lock, lock
     from ._process import lock_all, unlock_all
+    from ._profile import Profile, ProfiledFile
     from ._realtime import PageFaults, lock_process, page_faults
     from ._records import Limits, LockedRegion, ProcessStatus, SystemStatus
     from ._secrets import SecureBuffer, getpass, read_secret
     from ._status import limits, set_limit, status, system_status
     from ._thread_stacks import explain_thread_errors
+    from ._trees import FileTotals, LockedFiles, lock_files
 
 # Feature modules load on first use, so `import memlock` (and every CLI call) stays cheap.
 _LAZY = {
@@ -44,11 +46,13 @@ _LAZY = {
                   "measure_latency"),
     "._lock": ("Lock", "lock"),
     "._process": ("lock_all", "unlock_all"),
+    "._profile": ("Profile", "ProfiledFile"),
     "._realtime": ("PageFaults", "lock_process", "page_faults"),
     "._records": ("Limits", "LockedRegion", "ProcessStatus", "SystemStatus"),
     "._secrets": ("SecureBuffer", "getpass", "read_secret"),
     "._status": ("limits", "set_limit", "status", "system_status"),
     "._thread_stacks": ("explain_thread_errors",),
+    "._trees": ("FileTotals", "LockedFiles", "lock_files"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -78,6 +82,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PAGE_SIZE",
     "CopyOnWriteWarning",
+    "FileTotals",
     "GarbageCollection",
     "LatencyReport",
     "LatencySummary",
@@ -86,11 +91,14 @@ __all__ = [
     "LockLimitError",
     "LockPermissionError",
     "LockedFile",
+    "LockedFiles",
     "LockedRegion",
     "MemlockError",
     "Outlier",
     "PageFaults",
     "ProcessStatus",
+    "Profile",
+    "ProfiledFile",
     "Residency",
     "SecureBuffer",
     "SystemStatus",
@@ -102,6 +110,7 @@ __all__ = [
     "lock",
     "lock_all",
     "lock_file",
+    "lock_files",
     "lock_process",
     "measure_latency",
     "page_faults",

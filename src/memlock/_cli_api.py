@@ -10,7 +10,16 @@ work on descriptors their tree walk already opened:
     :func:`cached_pages_or_bound`, :func:`cached_pages_counter` (the whole-file counter of
     the ``resident`` hot loop, None where the OS has none), :func:`cached_pages` (its
     errno), :func:`page_range`.
+Writing a file whole or not at all: :func:`write_atomically` (:mod:`memlock._atomic`).
 Records: :class:`FrozenRecord` (the base of the walk's small immutable records).
+The tree walk (:mod:`memlock._walk`, the same walk as the file API's): :class:`WalkOptions`,
+    :func:`walk`, :func:`scan`, :func:`scan_rows`, :class:`FileEntry`, :class:`Planned`,
+    :func:`plan`; :func:`default_workers` (:mod:`memlock._fanout`, ``resident -j``).
+Many files (:mod:`memlock._trees`, the file API's tree functions): :func:`measure_tree`
+    (the per-file rows of ``resident``/``touch``/``evict``), :func:`preflight` (the limits
+    checked before locking), :func:`lock_planned`, :func:`touch_planned`,
+    :func:`within_budget`; profiles (:mod:`memlock._profile`): :func:`capture_profile` (a
+    profile and its rows), :func:`restore_rows` (``touch --profile``'s rows).
 Units and messages (:mod:`memlock._units`): :func:`format_size`, :func:`parse_size`,
     :func:`plural`, :func:`quote_arg`, :func:`describe_error`, :class:`SizeTooLargeError`.
 Hints (:mod:`memlock._hints` and the backend): :func:`detect_environment`,
@@ -34,6 +43,7 @@ registry, the C module) on first use, as ``memlock``'s own names do: ``memlock l
 
 from __future__ import annotations
 
+from ._atomic import write_atomically
 from ._hints import detect_environment
 from ._pages import PAGE_SIZE, page_range
 from ._platform import BACKEND
@@ -44,11 +54,20 @@ from ._verify import verify_process
 TYPE_CHECKING = False  # typing costs ~12 ms at import; mypy reads the block below
 if TYPE_CHECKING:
     from ._critical import PURE_PYTHON_REQUESTED
+    from ._fanout import default_workers
     from ._files import cached_pages_or_bound, evict_fd, lock_fd, open_regular, touch_fd
+    from ._profile import capture_profile, restore_rows
+    from ._trees import lock_planned, measure_tree, preflight, touch_planned, within_budget
+    from ._walk import FileEntry, Planned, WalkOptions, plan, scan, scan_rows, walk
 
 #: Names that load their module (and what it loads) on first use.
 _LAZY = {"cached_pages_or_bound": "_files", "evict_fd": "_files", "lock_fd": "_files",
-         "open_regular": "_files", "touch_fd": "_files", "PURE_PYTHON_REQUESTED": "_critical"}
+         "open_regular": "_files", "touch_fd": "_files", "PURE_PYTHON_REQUESTED": "_critical",
+         "FileEntry": "_walk", "Planned": "_walk", "WalkOptions": "_walk", "plan": "_walk",
+         "scan": "_walk", "scan_rows": "_walk", "walk": "_walk", "default_workers": "_fanout",
+         "lock_planned": "_trees", "measure_tree": "_trees", "preflight": "_trees",
+         "within_budget": "_trees", "touch_planned": "_trees",
+         "capture_profile": "_profile", "restore_rows": "_profile"}
 
 
 def __getattr__(name: str) -> object:
@@ -62,14 +81,16 @@ def __getattr__(name: str) -> object:
     return value
 
 __all__ = [
-    "PAGE_SIZE", "PURE_PYTHON_REQUESTED", "FrozenRecord", "HostProcess",
-    "SizeTooLargeError", "cached_pages", "cached_pages_counter", "cached_pages_or_bound",
-    "cgroup_memory_headroom", "describe_error", "detect_environment", "die_with_parent",
-    "doctor_probes", "evict_fd", "fast_path_active", "format_size", "host_processes",
-    "host_unaccounted_bytes", "limit_hint", "lock_fd", "map_count", "open_descriptors",
-    "open_regular", "page_range", "parse_size", "permission_hint", "plural",
+    "PAGE_SIZE", "PURE_PYTHON_REQUESTED", "FileEntry", "FrozenRecord", "HostProcess", "Planned",
+    "SizeTooLargeError", "WalkOptions", "cached_pages", "cached_pages_counter",
+    "cached_pages_or_bound", "capture_profile", "cgroup_memory_headroom", "default_workers",
+    "describe_error", "detect_environment", "die_with_parent", "doctor_probes", "evict_fd",
+    "fast_path_active", "format_size", "host_processes", "host_unaccounted_bytes", "limit_hint",
+    "lock_fd", "lock_planned", "map_count", "measure_tree", "open_descriptors", "open_regular",
+    "page_range", "parse_size", "permission_hint", "plan", "plural", "preflight",
     "process_context", "process_limit_hint", "process_memory", "pseudo_file_systems",
-    "quote_arg", "touch_fd", "verify_process",
+    "quote_arg", "restore_rows", "scan", "scan_rows", "touch_fd", "touch_planned",
+    "verify_process", "walk", "within_budget", "write_atomically",
 ]
 
 #: ``cached_pages(fd, offset, length)``: ``(pages, 0)`` or ``(-1, errno)`` (ENOSYS: no call).

@@ -27,7 +27,7 @@ import os
 import stat
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ._buffer import pin
 from ._context import ReleasedOnExit
@@ -39,9 +39,21 @@ from ._threads import run_parallel
 from .errors import MemlockError
 
 __all__ = ["LockedFile", "Residency", "cached_pages_or_bound", "evict", "evict_fd", "lock_fd",
-           "lock_file", "open_regular", "residency", "touch", "touch_fd"]
+           "lock_file", "open_regular", "path_str", "residency", "resident_runs", "touch",
+           "touch_fd"]
 
 StrPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+#: ``on_error(path, exc)`` of the tree walks.
+OnError = Callable[[str, OSError], None]
+
+TYPE_CHECKING = False  # typing costs ~12 ms at import
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    from ._profile import Profile
+    from ._trees import FileTotals
+
+    R = TypeVar("R")
 
 #: Work is split into chunks of this size for parallel population and residency windows.
 CHUNK_BYTES = 32 * 2**20
@@ -58,7 +70,7 @@ _cachestat_ok = True
 _populate_ok = True
 
 
-def _fspath(path: object) -> str:
+def path_str(path: object) -> str:
     """``path`` as a str, or TypeError before any system call."""
     if isinstance(path, bool) or not isinstance(path, (str, bytes, os.PathLike)):
         raise TypeError(f"path must be str, bytes or os.PathLike, not {type(path).__name__}")
@@ -266,6 +278,43 @@ def _cached_pages(fd: int, first: int, count: int) -> int:
     return total
 
 
+def resident_runs(fd: int, first: int, count: int) -> list[tuple[int, int]]:
+    """(first page, pages) of each run of resident pages of [first, first+count), in order.
+
+    cachestat answers the all-or-nothing cases without a mapping; else mincore.
+
+    Raises:
+        PermissionError: The kernel hides this file's page cache from us (see
+            :func:`_hidden`).
+    """
+    if count == 0:
+        return []
+    n = _cached_pages_cachestat(fd, first, count)
+    if n == 0:
+        return []
+    if n == count:
+        return [(first, count)]
+    runs: list[tuple[int, int]] = []
+
+    def collect(base: int, vec: bytearray) -> None:
+        bits = vec.translate(_ODD)
+        i, end = 0, len(bits)
+        while True:
+            i = bits.find(1, i)
+            if i < 0:
+                return
+            j = bits.find(0, i)
+            j = end if j < 0 else j
+            if runs and runs[-1][0] + runs[-1][1] == base + i:  # across windows
+                runs[-1] = (runs[-1][0], runs[-1][1] + j - i)
+            else:
+                runs.append((base + i, j - i))
+            i = j
+
+    _mincore_windows(fd, first, count, collect)
+    return runs
+
+
 def cached_pages_or_bound(fd: int, first: int, count: int) -> tuple[int, bool]:
     """``(resident pages, exact)`` of [first, first+count).
 
@@ -284,33 +333,78 @@ def _residency_fd(path: str, fd: int, size: int, offset: int, length: int) -> Re
     return Residency(path, length, count, *cached_pages_or_bound(fd, first, count))
 
 
-def residency(path: StrPath, *, offset: int = 0, length: int | None = None) -> Residency:
-    """How much of ``path`` is in the page cache, without reading its data.
+def residency(path: StrPath, *, offset: int = 0, length: int | None = None,
+              include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
+              max_size: int | str | None = None, follow_symlinks: bool = False,
+              one_file_system: bool = False, on_error: OnError | None = None) -> Residency:
+    """How much of ``path`` (a file, or a directory tree) is in the page cache, without reading.
 
     Uses cachestat(2) where the kernel has it (Linux 6.5+), else mincore(2) over windows of
     a read-only mapping up to the end of the file (neither faults a page in).
 
+    A directory is walked as ``memlock resident`` walks it (the keywords after ``length``
+    are its filters, see :data:`TREE_ARGS`) and the result is a :class:`memlock.FileTotals`
+    (a Residency with ``files``): the totals over its files.
+
     Args:
-        path: A regular file.
-        offset: First byte of the range (default: the start).
+        path: A regular file, or a directory.
+        offset: First byte of the range (default: the start); in a tree, of each file,
+            clamped to it (as ``--range``).
         length: Bytes of the range; None means to the end of the file.
+        include: In a tree: only files whose base name matches one of these globs
+            (``memlock resident --include``).
+        exclude: In a tree: skip files and directories whose base name matches one of
+            these globs (``--exclude``).
+        max_size: In a tree: skip files larger than this (bytes, or a size such as "4M";
+            ``--max-size``).
+        follow_symlinks: In a tree: follow symbolic links inside it (``--follow-symlinks``).
+        one_file_system: In a tree: do not descend into other file systems
+            (``--one-file-system``).
+        on_error: In a tree: ``on_error(path, exc)`` is called for each file or
+            directory that cannot be read, and the walk goes on; None: the walk goes
+            on all the same and the first such error is raised at its end.
+
+    The tree keywords apply to the files found in a directory, not to a file named
+    directly; :func:`touch` and :func:`evict` take them too.
 
     Raises:
         TypeError: Bad argument types.
         ValueError: The range goes beyond the end of the file.
-        FileNotFoundError: No such file. Other OS errors keep their OSError subclass
-            (IsADirectoryError for a directory).
+        FileNotFoundError: No such file. Other OS errors keep their OSError subclass.
 
     Where the kernel hides which pages are cached (Linux: from a user who neither owns
     the file nor may write it, nor has CAP_FOWNER; cachestat answers EPERM and mincore
     calls every page resident), the result has ``exact`` False and counts every page
     resident: an upper bound. Run as the owner or root for the real figure.
     """
-    p = _fspath(path)
-    f, st = open_regular(p)
+    return _file_or_tree(path, offset, length, _residency_fd, None, on_error, include,
+                         exclude, max_size, follow_symlinks, one_file_system)
+
+
+def _file_or_tree(path: object, offset: object, length: object,
+                  one: Callable[[str, int, int, int, int], R], tree_action: str | None,
+                  on_error: OnError | None, include: object, exclude: object,
+                  max_size: object, follow_symlinks: object,
+                  one_file_system: object) -> R | FileTotals:
+    """``one(path, fd, size, offset, length)`` of a file, or a directory's totals.
+
+    The range is checked against the file; a directory's files get ``tree_action``
+    ("touch", "evict" or None) and are measured after it.
+    """
+    p = path_str(path)
+    try:
+        f, st = open_regular(p)
+    except IsADirectoryError:
+        from ._trees import tree_totals
+
+        return tree_totals(p, offset=offset, length=length, action=tree_action,
+                           on_error=on_error,
+                           filters={"include": include, "exclude": exclude,
+                                    "max_size": max_size, "follow_symlinks": follow_symlinks,
+                                    "one_file_system": one_file_system})
     with f:
         off, n = _range(st.st_size, offset, length)
-        return _residency_fd(p, f.fileno(), st.st_size, off, n)
+        return one(p, f.fileno(), st.st_size, off, n)
 
 
 # -- touch and evict ---------------------------------------------------------------------
@@ -370,15 +464,22 @@ def _populate_pread(fd: int, first: int, count: int) -> None:
 
 
 def touch_fd(fd: int, size: int, offset: int, length: int,
-             progress: Callable[[int], None] | None = None) -> None:
+             progress: Callable[[int], None] | None = None, skip_resident: bool = True) -> None:
     """Bring [offset, offset+length) of the file on ``fd`` into the page cache.
 
     ``progress(nbytes)`` is called as parts become resident (from worker threads).
+    Without ``skip_resident``, chunks the page cache already counts (pages still being
+    read among them, after :meth:`prefetch <memlock._platform.Backend.prefetch>`) are
+    populated too, so that this returns once they are all read.
     """
     first, count = page_range(offset, length)
     if count == 0:
         return
-    jobs = _missing_chunks(fd, first, count, CHUNK_BYTES // PAGE_SIZE)
+    chunk = CHUNK_BYTES // PAGE_SIZE
+    if skip_resident:
+        jobs = _missing_chunks(fd, first, count, chunk)
+    else:
+        jobs = [(p, min(chunk, first + count - p)) for p in range(first, first + count, chunk)]
     if progress is not None:
         progress(length - sum(n for _, n in jobs) * PAGE_SIZE)
     if not jobs:
@@ -416,7 +517,11 @@ def touch_fd(fd: int, size: int, offset: int, length: int,
     _run_parallel(jobs, lambda page, pages: _populate_pread(fd, page, pages), progress)
 
 
-def touch(path: StrPath, *, offset: int = 0, length: int | None = None) -> None:
+def touch(path: StrPath | Profile, *, offset: int = 0, length: int | None = None,
+          include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
+          max_size: int | str | None = None, follow_symlinks: bool = False,
+          one_file_system: bool = False, on_error: OnError | None = None,
+          ) -> FileTotals | None:
     """Bring ``path`` (or a range of it) into the page cache without locking it.
 
     Chunks already resident are skipped (where the kernel shows which: see
@@ -424,15 +529,25 @@ def touch(path: StrPath, *, offset: int = 0, length: int | None = None) -> None:
     with MADV_POPULATE_READ (Linux 5.14+; a truncated file gives an error, never SIGBUS),
     else read with ``pread``.
 
+    A directory is walked as ``memlock touch`` walks it (the filters of
+    :func:`residency`) and the totals after touching are returned (a
+    :class:`memlock.FileTotals`). A :class:`memlock.Profile` brings back exactly its
+    ranges; its files that changed or vanished since it was saved are left alone and
+    listed in the totals' ``skipped``. One file: returns None.
+
     Raises:
         FileNotFoundError: No such file. Other OS errors keep their OSError subclass.
         ValueError: The range goes beyond the end of the file.
     """
-    p = _fspath(path)
-    f, st = open_regular(p)
-    with f:
-        off, n = _range(st.st_size, offset, length)
-        touch_fd(f.fileno(), st.st_size, off, n)
+    from ._profile import Profile
+
+    if isinstance(path, Profile):
+        return path.restore()
+    def one(p: str, fd: int, size: int, off: int, n: int) -> None:
+        touch_fd(fd, size, off, n)
+
+    return _file_or_tree(path, offset, length, one, "touch", on_error, include, exclude,
+                         max_size, follow_symlinks, one_file_system)
 
 
 def evict_fd(fd: int, offset: int, length: int) -> None:
@@ -444,11 +559,17 @@ def evict_fd(fd: int, offset: int, length: int) -> None:
     BACKEND.evict(fd, offset, length)
 
 
-def evict(path: StrPath, *, offset: int = 0, length: int | None = None) -> None:
+def evict(path: StrPath, *, offset: int = 0, length: int | None = None,
+          include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
+          max_size: int | str | None = None, follow_symlinks: bool = False,
+          one_file_system: bool = False, on_error: OnError | None = None,
+          ) -> FileTotals | None:
     """Drop the clean, unlocked pages of ``path`` from the page cache (POSIX_FADV_DONTNEED).
 
     Dirty pages are written back first by the kernel only if already under writeback;
-    locked pages (by any process) stay.
+    locked pages (by any process) stay. A directory is walked as ``memlock evict`` walks
+    it (the filters of :func:`residency`) and the totals after evicting are returned (a
+    :class:`memlock.FileTotals`); one file: returns None.
 
     Availability: Linux, FreeBSD, illumos (posix_fadvise); not macOS.
 
@@ -456,12 +577,12 @@ def evict(path: StrPath, *, offset: int = 0, length: int | None = None) -> None:
         FileNotFoundError: No such file. Other OS errors keep their OSError subclass.
         UnsupportedOperation: On macOS.
     """
-    p = _fspath(path)
-    f, st = open_regular(p)
-    with f:
-        off, n = _range(st.st_size, offset, length)
+    def one(p: str, fd: int, size: int, off: int, n: int) -> None:
         if n:
-            evict_fd(f.fileno(), off, n)
+            evict_fd(fd, off, n)
+
+    return _file_or_tree(path, offset, length, one, "evict", on_error, include, exclude,
+                         max_size, follow_symlinks, one_file_system)
 
 
 # -- lock_file ---------------------------------------------------------------------------
@@ -642,7 +763,7 @@ def lock_file(path: StrPath, *, offset: int = 0, length: int | None = None,
         FileNotFoundError: No such file. Other OS errors keep their OSError subclass.
         LockPermissionError / LockLimitError / MemlockError: as :func:`memlock.lock`.
     """
-    p = _fspath(path)
+    p = path_str(path)
     if not isinstance(onfault, bool):
         raise TypeError(f"onfault must be a bool, not {type(onfault).__name__}")
     f, st = open_regular(p)

@@ -34,7 +34,7 @@ import sys
 import memlock
 from memlock.errors import UnsupportedOperation
 
-from .._cli_api import describe_error, host_processes, quote_arg
+from .._cli_api import describe_error, host_processes, quote_arg, write_atomically
 from ._arguments import seconds
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
@@ -231,30 +231,7 @@ def write_textfile(directory: str, registry: Any) -> None:
     """Write ``directory/memlock.prom``: a temporary file there, fsync, atomic rename."""
     from prometheus_client.exposition import generate_latest
 
-    data = generate_latest(registry)
-    final = os.path.join(directory, TEXTFILE_NAME)
-    tmp = os.path.join(directory, f".{TEXTFILE_NAME}.{os.getpid()}.tmp")  # not *.prom
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a crash
-    finally:
-        os.close(dir_fd)
+    write_atomically(os.path.join(directory, TEXTFILE_NAME), generate_latest(registry))
 
 
 #: The signals that end the exporter (exit 0). They are blocked, then waited for with

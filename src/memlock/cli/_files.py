@@ -9,19 +9,27 @@ import sys
 import time
 from collections.abc import Callable
 
+import memlock
+
 from .._cli_api import (
     PAGE_SIZE,
     SizeTooLargeError,
+    WalkOptions,
     cached_pages,
     cached_pages_counter,
+    capture_profile,
+    default_workers,
     format_size,
-    page_range,
+    measure_tree,
     parse_size,
+    plan,
     plural,
+    restore_rows,
+    scan_rows,
+    walk,
 )
 from ._arguments import parse_range, read_list, seconds, size
-from ._fanout import default_workers
-from ._filewalk import Progress, WalkOptions, plan, scan, scan_rows, walk
+from ._progress import Progress
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -88,12 +96,19 @@ def register(sub: Any) -> None:
     p.add_argument("--jobs", "-j", type=_jobs, metavar="N",
                    help="worker processes for directory trees (default: one per CPU, at "
                    "most 8; 1: none; at most 64)")
+    p.add_argument("--save-profile", metavar="FILE",
+                   help="also save each file's identity and resident page ranges to FILE "
+                   "(a hot-set profile for touch --profile and lock --profile; JSON, written "
+                   "atomically)")
     p.set_defaults(handler=_cmd_resident)
 
     p = sub.add_parser("touch", help="bring files into RAM without locking them",
                        description="Populate the page cache in parallel chunks, skipping "
                        "what is already resident.")
     _common(p)
+    p.add_argument("--profile", metavar="FILE",
+                   help="bring back exactly the ranges of a profile (resident "
+                   "--save-profile) instead of PATHs; files changed since are skipped (exit 1)")
     p.set_defaults(handler=_cmd_touch)
 
     p = sub.add_parser("evict", help="drop files' clean pages from RAM",
@@ -127,6 +142,12 @@ def register(sub: Any) -> None:
                    help="lock what can be locked and report the rest")
     p.add_argument("--onfault", action="store_true",
                    help="lock pages as they are first read instead of now (MLOCK_ONFAULT)")
+    p.add_argument("--profile", metavar="FILE",
+                   help="lock the ranges of a profile (resident --save-profile) instead of "
+                   "PATHs, in its order; files changed since are skipped and reported")
+    p.add_argument("--budget", type=size, metavar="SIZE",
+                   help="with --profile: lock at most SIZE (whole ranges while they fit, "
+                   "then part of the next); touch the rest into the page cache and list it")
     p.set_defaults(handler=_cmd_lock)
 
 
@@ -198,8 +219,6 @@ def _measure(paths: list[str], options: WalkOptions, rng: tuple[int, int | None]
     the directory), one fstat, one cachestat and one close; no objects but a tuple. Trees
     are shared among worker processes, one per CPU (see :func:`scan_rows`).
     """
-    out: list[_Row] = []
-    append = out.append
     page = PAGE_SIZE
     slow = _cached_pages
     count_cached = cached_pages_counter() if action is None and rng is None else None
@@ -227,28 +246,7 @@ def _measure(paths: list[str], options: WalkOptions, rng: tuple[int, int | None]
             jobs = 1 if single else default_workers()
         return scan_rows(paths, options, errors, measure, jobs)
 
-    start, end = rng if rng is not None else (0, None)
-
-    def visit_any(path: str, fd: int, st: os.stat_result) -> bool:
-        size = st.st_size
-        if rng is None:
-            off, n = 0, size
-        else:
-            off = min(start, size)
-            n = max(0, (size if end is None else min(end, size)) - off)
-        first, count = page_range(off, n)
-        if fd < 0:
-            if count == 0 and action is None:
-                append((path, n, 0, 0, True))
-                return True
-            return False
-        if action is not None:
-            action(fd, size, off, n)
-        append((path, n, count, *(slow(fd, first, count) if count else (0, True))))
-        return True
-
-    scan(paths, options, errors, visit_any)
-    return out
+    return measure_tree(paths, options, rng, errors, action)
 
 
 def _report(args: argparse.Namespace, rows: list[_Row], verb: str, elapsed: float,
@@ -312,10 +310,64 @@ def _run(args: argparse.Namespace, verb: str,
 
 
 def _cmd_resident(args: argparse.Namespace) -> int:
-    return _run(args, "resident", None)
+    if args.save_profile is None:
+        return _run(args, "resident", None)
+    t0 = time.perf_counter()
+    errors = _Errors("resident")
+    paths = _paths(args, _err("resident"))
+    if paths is None:
+        return 2
+    profile, rows = capture_profile(paths, _options(args), args.range, errors)
+    try:
+        profile.save(args.save_profile)
+    except OSError as exc:
+        _err("resident")(f"cannot save the profile {args.save_profile}: {exc.strerror or exc}")
+        return 1
+    _report(args, rows, "resident", time.perf_counter() - t0, errors.count > 0)
+    return 1 if errors.count else 0
+
+
+def _load_profile(args: argparse.Namespace, err: Callable[[str], None]) -> memlock.Profile | None:
+    """The ``--profile`` of ``args``; None (after saying why) when it cannot be used."""
+    if args.paths or args.files_from is not None:
+        err("--profile names its files: give no PATH or --files-from with it")
+        return None
+    for flag, used in (("--range", args.range is not None), ("--watch", getattr(
+            args, "watch", False)), ("--include/--exclude", args.include or args.exclude),
+            ("--max-size", args.max_size is not None)):
+        if used:
+            err(f"{flag} does not go with --profile (the profile says what to take)")
+            return None
+    try:
+        return memlock.Profile.load(args.profile)
+    except OSError as exc:
+        err(f"cannot read the profile {args.profile}: {exc.strerror or exc}")
+    except ValueError as exc:
+        err(str(exc))
+    return None
+
+
+def _report_skipped(err: Callable[[str], None], skipped: list[tuple[str, str]]) -> None:
+    for path, why in skipped:
+        err(f"skipped {path}: {why}")
+
+
+def _touch_profile(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    err = _err("touch")
+    profile = _load_profile(args, err)
+    if profile is None:
+        return 2
+    errors = _Errors("touch")
+    rows, skipped = restore_rows(profile, errors)
+    _report_skipped(err, skipped)
+    _report(args, rows, "touch", time.perf_counter() - t0, errors.count > 0)
+    return 1 if errors.count or skipped else 0
 
 
 def _cmd_touch(args: argparse.Namespace) -> int:
+    if args.profile is not None:
+        return _touch_profile(args)
     bar = Progress(0, 0, not args.quiet and not args.json)
     done = [0, 0]
 
@@ -355,10 +407,21 @@ def _cmd_lock(args: argparse.Namespace) -> int:
     from ._hold import HoldConfig, hold
 
     err = _err("lock")
-    paths = _paths(args, err)
+    profile = None
+    if args.profile is not None:
+        profile = _load_profile(args, err)
+        if profile is None:
+            return 2
+        paths: list[str] | None = []
+    else:
+        if args.budget is not None:
+            err("--budget goes with --profile")
+            return 2
+        paths = _paths(args, err)
     if paths is None:
         return 2
-    cfg = HoldConfig(paths=paths, walk=_options(args), range=args.range,
+    cfg = HoldConfig(paths=paths, walk=_options(args), range=args.range, profile=profile,
+                     budget=args.budget,
                      keep_going=args.keep_going, onfault=args.onfault, watch=args.watch,
                      interval=args.interval, pidfile=args.pidfile, daemon=args.daemon,
                      quiet=args.quiet, verbose=args.verbose, json=args.json, log=args.log)

@@ -28,29 +28,32 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import memlock
 from memlock.errors import LockLimitError, MemlockError
 
 from .._cli_api import (
-    PAGE_SIZE,
-    cached_pages_or_bound,
-    cgroup_memory_headroom,
+    Planned,
+    WalkOptions,
     describe_error,
     format_size,
-    limit_hint,
-    lock_fd,
+    lock_planned,
     open_descriptors,
-    open_regular,
     page_range,
+    plan,
     plural,
+    preflight,
     pseudo_file_systems,
+    touch_planned,
+    walk,
+    within_budget,
 )
-from ._filewalk import Planned, Progress, WalkOptions, plan, walk
+from ._progress import Progress
 
 __all__ = ["HoldConfig", "Holder", "descriptor_room", "hold", "sd_notify"]
+
 
 # -- environment -------------------------------------------------------------------------
 
@@ -73,77 +76,6 @@ def sd_notify(message: str, environ: dict[str, str] | None = None) -> bool:
 
 
 # -- planning ------------------------------------------------------------------------------
-
-
-def _resident_bytes(items: Iterable[Planned]) -> int:
-    total = 0
-    for p in items:
-        try:
-            f, _ = open_regular(p.entry.path)
-        except OSError:
-            continue
-        with f:
-            first, count = page_range(p.offset, p.length)
-            cached, exact = cached_pages_or_bound(f.fileno(), first, count)
-            if exact:  # a hidden page cache counts as none: the cautious guess here
-                total += cached * PAGE_SIZE
-    return total
-
-
-def preflight(items: list[Planned], keep_going: bool) -> tuple[list[Planned], list[Planned],
-                                                                LockLimitError | None]:
-    """Compare what ``items`` need with what may be locked, before locking anything.
-
-    Returns (to lock, left out, the error explaining why). Without ``keep_going`` any
-    shortfall leaves everything out.
-    """
-    total = sum(p.charge for p in items)
-    lim = memlock.limits()
-    budget: int | None = None
-    error: LockLimitError | None = None
-    if not lim.privileged and lim.soft is not None:
-        locked = lim.locked_bytes or 0
-        budget = max(0, lim.soft - locked)
-        if total > budget:
-            error = LockLimitError(
-                errno.ENOMEM,
-                f"cannot lock {format_size(total)} in {len(items)} files: over RLIMIT_MEMLOCK "
-                f"(limit {format_size(lim.soft)}, already locked {format_size(locked)}, "
-                "no CAP_IPC_LOCK)",
-                hint=limit_hint(total + locked), requested=total, limit=lim.soft,
-                locked=locked,
-            )
-    cg = cgroup_memory_headroom()
-    if cg is not None and error is None and total:
-        limit, usage, where = cg
-        new = total - _resident_bytes(items)
-        headroom = max(0, limit - usage)
-        if new > headroom:
-            budget = headroom if budget is None else min(budget, headroom)
-            error = LockLimitError(
-                errno.ENOMEM,
-                f"cannot lock {format_size(total)} in {len(items)} files: "
-                f"{format_size(new)} of it is not in RAM yet and the memory cgroup {where} has "
-                f"{format_size(headroom)} of headroom (limit {format_size(limit)}, usage "
-                f"{format_size(usage)})",
-                hint="How to fix: raise the container's memory limit (docker run --memory, "
-                "Kubernetes resources.limits.memory, systemd MemoryMax=) or lock less "
-                "(--max-size, --exclude, --range)",
-                requested=new, limit=limit, locked=usage,
-            )
-    if error is None:
-        return items, [], None
-    if not keep_going:
-        return [], items, error
-    fit, left = [], []
-    used = 0
-    for p in items:
-        if budget is not None and used + p.charge > budget:
-            left.append(p)
-        else:
-            fit.append(p)
-            used += p.charge
-    return fit, left, error
 
 
 #: Descriptors kept free for what the holder opens besides its mappings (the log, the
@@ -191,6 +123,10 @@ def _descriptor_message(files: int, needed: int, soft: int, hard: int) -> str:
 
 def _nothing_to_lock(cfg: HoldConfig, items: list[Planned]) -> str:
     """Why the walk found nothing to lock, for a message."""
+    if cfg.profile is not None:
+        return (f"the profile {cfg.profile.path} has no range to lock"
+                + (" within --budget" if cfg.budget is not None else "")
+                + (f" ({plural(len(cfg.profile.files), 'file')} in it)"))
     if not items:
         opts = cfg.walk
         used = [flag for flag, on in (
@@ -223,6 +159,8 @@ class HoldConfig:
     verbose: bool = False
     json: bool = False
     log: str | None = None
+    profile: memlock.Profile | None = None  # lock its ranges instead of walking paths
+    budget: int | None = None  # with profile: bytes to lock at most (the rest is touched)
 
 
 class Holder:
@@ -235,9 +173,25 @@ class Holder:
         self.failed: dict[str, str] = {}
         self._reported: set[tuple[str, tuple[int, int, int, int]]] = set()
         self._stamp: list[int | None] | None = None
+        #: With a profile: (path, reason) of its files that changed since it was saved,
+        #: and the ranges over the budget (touched instead of locked).
+        self.skipped: tuple[tuple[str, str], ...] = ()
+        self.over_budget: list[Planned] = []
+
+    def key(self, p: Planned) -> str:
+        """The key of ``p`` in :attr:`held`: its path (with a profile, path and range)."""
+        if self.config.profile is None:
+            return p.entry.path
+        return f"{p.entry.path} [{p.offset}, {p.offset + p.length})"
 
     def scan(self) -> list[Planned]:
-        """Walk the paths now."""
+        """Walk the paths now (with a profile: its ranges within the budget)."""
+        profile = self.config.profile
+        if profile is not None:
+            items, self.skipped = profile.plan()
+            items, self.over_budget = within_budget(items, self.config.budget)
+            return items
+
         def on_error(path: str, exc: OSError) -> None:
             self.failed[path] = exc.strerror or str(exc)
 
@@ -249,15 +203,7 @@ class Holder:
         return sum(f.nbytes for f in self.held.values())
 
     def _lock_one(self, p: Planned) -> memlock.LockedFile:
-        f, st = open_regular(p.entry.path)
-        with f:
-            if (st.st_dev, st.st_ino) != (p.entry.dev, p.entry.ino):
-                # Replaced (or swapped for a symbolic link) since the walk saw it: lock only
-                # what the walk checked; a rescan picks up the new file.
-                raise OSError(errno.ESTALE, "replaced since it was scanned", p.entry.path)
-            off = min(p.offset, st.st_size)
-            n = min(p.length, st.st_size - off)
-            return lock_fd(p.entry.path, f.fileno(), st, off, n, self.config.onfault)
+        return lock_planned(p, self.config.onfault, exact=self.config.profile is not None)
 
     def lock_initial(self, items: list[Planned], progress: Callable[[int, int], None] | None,
                      stop: Callable[[], bool]) -> None:
@@ -274,7 +220,7 @@ class Holder:
                     raise
                 self.failed[p.entry.path] = _describe(exc)
                 continue
-            self.held[p.entry.path] = lf
+            self.held[self.key(p)] = lf
             done += p.length
             if self.config.verbose:
                 self.err(f"locked {p.entry.path} ({format_size(lf.nbytes)})")
@@ -284,8 +230,11 @@ class Holder:
     def rescan(self) -> tuple[int, int, int]:
         """Lock new and changed files (new lock first), release vanished ones.
 
-        Returns (new, changed, released) counts.
+        Returns (new, changed, released) counts. With a profile, nothing changes: it
+        names fixed ranges of files whose identity it checked.
         """
+        if self.config.profile is not None:
+            return 0, 0, 0
         self.failed = {}
         items = self.scan()
         # New locks are taken before old ones go: room for all of them (else EMFILE, whose
@@ -546,16 +495,28 @@ def _summary(cfg: HoldConfig, holder: Holder, seconds: float) -> str:
     nbytes = holder.locked_bytes
     pages = sum(page_range(f.offset, f.nbytes)[1] for f in holder.held.values())
     failed = holder.failed
+    over = [p for p in holder.over_budget if p.length]
     if cfg.json:
-        return json.dumps({
+        doc = {
             "event": "locked", "pid": os.getpid(), "files": len(holder.held),
             "bytes": nbytes, "pages": pages, "seconds": round(seconds, 6),
             "failed": [{"path": k, "error": v} for k, v in sorted(failed.items())],
-        })
-    line = (f"memlock: locked {plural(len(holder.held), 'file')}, {format_size(nbytes)} "
+        }
+        if cfg.profile is not None:
+            doc["over_budget"] = [{"path": p.entry.path, "offset": p.offset,
+                                   "length": p.length} for p in over]
+            doc["skipped"] = [{"path": k, "reason": v} for k, v in holder.skipped]
+        return json.dumps(doc)
+    what = plural(len(holder.held), "range" if cfg.profile is not None else "file")
+    line = (f"memlock: locked {what}, {format_size(nbytes)} "
             f"({plural(pages, 'page')}) in {seconds:.2f} s; holding as pid {os.getpid()}")
     if failed:
         line += f"; {len(failed)} not locked"
+    if over:
+        line += (f"; {plural(len(over), 'range')}, {format_size(sum(p.length for p in over))}"
+                 " over the budget (touched, not locked)")
+    if holder.skipped:
+        line += f"; {plural(len(holder.skipped), 'file')} skipped (changed since the profile)"
     return line
 
 
@@ -619,6 +580,21 @@ def _list_failed(holder: Holder, err: Callable[[str], None]) -> None:
         err(f"not locked: {path}: {why}")
 
 
+def _touch_over_budget(holder: Holder, err: Callable[[str], None]) -> None:
+    """Touch the ranges over the budget into the page cache; say what they are."""
+    for p in holder.over_budget:
+        if not p.length:
+            continue
+        try:
+            touch_planned(p)
+        except OSError as exc:
+            holder.failed[holder.key(p)] = _describe(exc)
+            continue
+        if not holder.config.quiet and not holder.config.json:
+            err(f"over the budget, touched but not locked: {p.entry.path} bytes "
+                f"{p.offset}-{p.offset + p.length} ({format_size(p.length)})")
+
+
 def _stopping(caught: list[int]) -> bool:
     return signal.SIGTERM in caught or signal.SIGINT in caught
 
@@ -627,6 +603,8 @@ def _hold_loop(cfg: HoldConfig, holder: Holder, err: Callable[[str], None], r: i
                caught: list[int]) -> int:
     t0 = time.perf_counter()
     items = holder.scan()
+    for path, why in holder.skipped:
+        err(f"skipped {path}: {why}")
     if holder.failed and not cfg.keep_going:
         for path, why in holder.failed.items():
             err(f"{path}: {why}")
@@ -686,6 +664,7 @@ def _hold_loop(cfg: HoldConfig, holder: Holder, err: Callable[[str], None], r: i
     bar.close()
     if _stopping(caught):
         return 0
+    _touch_over_budget(holder, err)
     _list_failed(holder, err)
     if not holder.locked_bytes:
         err("nothing was locked: no file could be locked")
