@@ -292,7 +292,7 @@ def test_lock_with_an_unwritable_pidfile_fails_before_locking(tmp_path: Path) ->
 def test_holder_never_locks_a_file_swapped_in_after_the_walk(tmp_path: Path) -> None:
     # The walk checks each file; a symbolic link put in its place before it is mapped
     # must not make the holder lock the link's target.
-    from memlock.cli._filewalk import WalkOptions
+    from memlock._walk import WalkOptions
     from memlock.cli._hold import HoldConfig, Holder
 
     inside, outside = tmp_path / "tree" / "f.bin", tmp_path / "outside.bin"

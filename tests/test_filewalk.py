@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from memlock.cli._filewalk import WalkOptions, walk
+from memlock._walk import WalkOptions, walk
 
 
 def tree(root: Path) -> None:
@@ -98,7 +98,7 @@ def test_fifo_never_blocks(tmp_path: Path) -> None:
 
 
 def test_entries_removed_mid_walk_are_not_errors(tmp_path: Path) -> None:
-    from memlock.cli._filewalk import scan
+    from memlock._walk import scan
 
     for i in range(20):
         (tmp_path / f"f{i:02}").write_bytes(b"x")

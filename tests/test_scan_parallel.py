@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memlock.cli._fanout import fan_out
-from memlock.cli._filewalk import Share, WalkOptions, scan, scan_rows
+from memlock._fanout import fan_out
+from memlock._walk import Share, WalkOptions, scan, scan_rows
 
 from .kernel import child_env, output, python_cmd, run_as_nobody, run_child, run_cli, world_dir
 
@@ -27,7 +27,7 @@ Row = tuple[str, int, int, int]
 #: Python source for a parent whose fan_out workers print their pids.
 WORKERS_SAY_PIDS = (
     "import os, time\n"
-    "from memlock.cli._fanout import fan_out\n"
+    "from memlock._fanout import fan_out\n"
     "parent = os.getpid()\n"
     "def say_pid():  # one write: two workers' lines never mix\n"
     "    os.write(1, b'%d\\n' % os.getpid())\n"
@@ -146,7 +146,7 @@ def test_unreadable_directories_and_files_are_reported_once_unprivileged() -> No
         code = "\n".join([
             "from __future__ import annotations",
             "import json, os, sys",
-            "from memlock.cli._filewalk import WalkOptions, scan_rows",
+            "from memlock._walk import WalkOptions, scan_rows",
             inspect.getsource(measure), inspect.getsource(rows_and_errors),
             "print(json.dumps([rows_and_errors([sys.argv[1]], w) for w in (1, 2, 3)]))",
         ])
@@ -211,7 +211,7 @@ def test_fan_out_stays_serial_while_threads_run() -> None:
 def test_fan_out_leaves_no_children_behind() -> None:
     code = (
         "import os\n"
-        "from memlock.cli._fanout import fan_out\n"
+        "from memlock._fanout import fan_out\n"
         "print(fan_out(lambda i, n: [i] * 20000, 3)[2][:3])\n"
         + NO_CHILD_LEFT
     )
@@ -280,7 +280,7 @@ def test_errors_of_files_in_every_share_are_reported(tmp_path: Path) -> None:
 def change_after_first_worker(monkeypatch: pytest.MonkeyPatch,
                               change: Callable[[], None]) -> None:
     """Make fan_out run its workers one after another here, with ``change`` after the first."""
-    from memlock.cli import _fanout
+    from memlock import _fanout
 
     def fan_out(work: Callable[[int, int], object], workers: int) -> list[object]:
         first = work(0, workers)

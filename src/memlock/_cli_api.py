@@ -11,6 +11,9 @@ work on descriptors their tree walk already opened:
     the ``resident`` hot loop, None where the OS has none), :func:`cached_pages` (its
     errno), :func:`page_range`.
 Records: :class:`FrozenRecord` (the base of the walk's small immutable records).
+The tree walk (:mod:`memlock._walk`, the same walk as the file API's): :class:`WalkOptions`,
+    :func:`walk`, :func:`scan`, :func:`scan_rows`, :class:`FileEntry`, :class:`Planned`,
+    :func:`plan`; :func:`default_workers` (:mod:`memlock._fanout`, ``resident -j``).
 Units and messages (:mod:`memlock._units`): :func:`format_size`, :func:`parse_size`,
     :func:`plural`, :func:`quote_arg`, :func:`describe_error`, :class:`SizeTooLargeError`.
 Hints (:mod:`memlock._hints` and the backend): :func:`detect_environment`,
@@ -44,11 +47,15 @@ from ._verify import verify_process
 TYPE_CHECKING = False  # typing costs ~12 ms at import; mypy reads the block below
 if TYPE_CHECKING:
     from ._critical import PURE_PYTHON_REQUESTED
+    from ._fanout import default_workers
     from ._files import cached_pages_or_bound, evict_fd, lock_fd, open_regular, touch_fd
+    from ._walk import FileEntry, Planned, WalkOptions, plan, scan, scan_rows, walk
 
 #: Names that load their module (and what it loads) on first use.
 _LAZY = {"cached_pages_or_bound": "_files", "evict_fd": "_files", "lock_fd": "_files",
-         "open_regular": "_files", "touch_fd": "_files", "PURE_PYTHON_REQUESTED": "_critical"}
+         "open_regular": "_files", "touch_fd": "_files", "PURE_PYTHON_REQUESTED": "_critical",
+         "FileEntry": "_walk", "Planned": "_walk", "WalkOptions": "_walk", "plan": "_walk",
+         "scan": "_walk", "scan_rows": "_walk", "walk": "_walk", "default_workers": "_fanout"}
 
 
 def __getattr__(name: str) -> object:
@@ -62,14 +69,15 @@ def __getattr__(name: str) -> object:
     return value
 
 __all__ = [
-    "PAGE_SIZE", "PURE_PYTHON_REQUESTED", "FrozenRecord", "HostProcess",
-    "SizeTooLargeError", "cached_pages", "cached_pages_counter", "cached_pages_or_bound",
-    "cgroup_memory_headroom", "describe_error", "detect_environment", "die_with_parent",
-    "doctor_probes", "evict_fd", "fast_path_active", "format_size", "host_processes",
-    "host_unaccounted_bytes", "limit_hint", "lock_fd", "map_count", "open_descriptors",
-    "open_regular", "page_range", "parse_size", "permission_hint", "plural",
-    "process_context", "process_limit_hint", "process_memory", "pseudo_file_systems",
-    "quote_arg", "touch_fd", "verify_process",
+    "PAGE_SIZE", "PURE_PYTHON_REQUESTED", "FileEntry", "FrozenRecord", "HostProcess",
+    "Planned", "SizeTooLargeError", "WalkOptions", "cached_pages", "cached_pages_counter",
+    "cached_pages_or_bound", "cgroup_memory_headroom", "default_workers", "describe_error",
+    "detect_environment", "die_with_parent", "doctor_probes", "evict_fd", "fast_path_active",
+    "format_size", "host_processes", "host_unaccounted_bytes", "limit_hint", "lock_fd",
+    "map_count", "open_descriptors", "open_regular", "page_range", "parse_size",
+    "permission_hint", "plan", "plural", "process_context", "process_limit_hint",
+    "process_memory", "pseudo_file_systems", "quote_arg", "scan", "scan_rows", "touch_fd",
+    "verify_process", "walk",
 ]
 
 #: ``cached_pages(fd, offset, length)``: ``(pages, 0)`` or ``(-1, errno)`` (ENOSYS: no call).

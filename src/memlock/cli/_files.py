@@ -12,16 +12,21 @@ from collections.abc import Callable
 from .._cli_api import (
     PAGE_SIZE,
     SizeTooLargeError,
+    WalkOptions,
     cached_pages,
     cached_pages_counter,
+    default_workers,
     format_size,
     page_range,
     parse_size,
+    plan,
     plural,
+    scan,
+    scan_rows,
+    walk,
 )
 from ._arguments import parse_range, read_list, seconds, size
-from ._fanout import default_workers
-from ._filewalk import Progress, WalkOptions, plan, scan, scan_rows, walk
+from ._progress import Progress
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:

@@ -33,6 +33,8 @@ from memlock.errors import LockLimitError, MemlockError
 
 from .._cli_api import (
     PAGE_SIZE,
+    Planned,
+    WalkOptions,
     cached_pages_or_bound,
     cgroup_memory_headroom,
     describe_error,
@@ -42,10 +44,12 @@ from .._cli_api import (
     open_descriptors,
     open_regular,
     page_range,
+    plan,
     plural,
     pseudo_file_systems,
+    walk,
 )
-from ._filewalk import Planned, Progress, WalkOptions, plan, walk
+from ._progress import Progress
 
 __all__ = ["HoldConfig", "Holder", "descriptor_room", "hold", "sd_notify"]
 

@@ -1,4 +1,4 @@
-"""Walk files and directories the way vmtouch does, for the ``memlock`` file commands.
+"""Walk files and directories the way vmtouch does: the file commands' and the file API's walk.
 
 * Directories are walked recursively; symbolic links named on the command line are
   followed (like ``find -H``), links inside trees only with ``follow_symlinks``.
@@ -17,11 +17,11 @@ import errno
 import operator
 import os
 import stat
-import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 
-from .._cli_api import PAGE_SIZE, FrozenRecord, format_size, page_range, pseudo_file_systems
+from ._pages import PAGE_SIZE, page_range
+from ._platform import BACKEND
+from ._records import FrozenRecord
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -29,8 +29,7 @@ if TYPE_CHECKING:
 
     R = TypeVar("R")
 
-__all__ = ["FileEntry", "Planned", "Progress", "WalkOptions", "plan",
-           "scan", "scan_rows", "walk"]
+__all__ = ["FileEntry", "Planned", "WalkOptions", "plan", "scan", "scan_rows", "walk"]
 
 
 class FileEntry(FrozenRecord):
@@ -207,7 +206,7 @@ def scan(paths: Iterable[str], options: WalkOptions, on_error: OnError, visit: V
     With ``share``, only that worker's part of the files is visited (see :class:`Share`).
     """
     include, exclude = options._compile()
-    pseudo = pseudo_file_systems()
+    pseudo = BACKEND.pseudo_file_systems()
     seen: set[tuple[int, int]] = set()
     seen_dirs: set[tuple[int, int]] = set()
     max_size = options.max_size
@@ -605,38 +604,3 @@ def plan(entries: Iterable[FileEntry], rng: tuple[int, int | None] | None) -> li
         stop = e.size if end is None else min(end, e.size)
         out.append(Planned(e, off, max(0, stop - off)))
     return out
-
-
-class Progress:
-    """A one-line progress bar on stderr, only when it is a terminal."""
-
-    def __init__(self, total_bytes: int, total_files: int, enabled: bool) -> None:
-        self.total = max(1, total_bytes)
-        self.files = total_files
-        self.enabled = enabled and sys.stderr.isatty()
-        self._last = 0.0
-        self._shown = False
-
-    def update(self, done_bytes: int, done_files: int) -> None:
-        """Redraw at most ten times a second."""
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.1 and done_bytes < self.total:
-            return
-        self._last = now
-        frac = min(1.0, done_bytes / self.total)
-        bar = "#" * int(frac * 30)
-        sys.stderr.write(
-            f"\r[{bar:<30}] {frac * 100:5.1f}% {format_size(done_bytes)}/"
-            f"{format_size(self.total)} {done_files}/{self.files} files"
-        )
-        sys.stderr.flush()
-        self._shown = True
-
-    def close(self) -> None:
-        """Clear the line."""
-        if self._shown:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
-            self._shown = False

@@ -1,4 +1,4 @@
-"""fan_out(): run parts of a job in forked worker processes (the CLI's scans of big trees).
+"""fan_out(): run parts of a job in forked worker processes (scans of big trees).
 
 The hazard is fork(). Threads do not help Python code that makes a few system calls per
 file (the GIL serialises it; two threads ran a 10,000-file scan 1.5x *slower* here), but
@@ -20,7 +20,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from .._cli_api import die_with_parent
+from ._platform import BACKEND
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def _child(work: Callable[[int, int], object], index: int, count: int, write_end
     code = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: just end
-        die_with_parent()  # where the OS can: no orphan outlives an interrupted scan
+        BACKEND.die_with_parent()  # where the OS can: no orphan outlives an interrupted scan
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         if os.getppid() == parent:  # else it died before the line above
             data = marshal.dumps(work(index, count))  # type: ignore[arg-type]  # see docstring
