@@ -90,18 +90,39 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - t
 
 
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie too: a holder reparented to an init that does
+    not reap answers ``kill(pid, 0)`` forever, its locks long released)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def kill_pidfile(pidfile: str) -> None:
     with open(pidfile) as f:
         pid = int(f.read())
     os.kill(pid, signal.SIGTERM)
     for _ in range(200):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _gone(pid):
             break
         time.sleep(0.02)
+    else:  # vmtouch's holder sometimes ignores SIGTERM: later cold runs would be warm
+        os.kill(pid, signal.SIGKILL)
+        while not _gone(pid):
+            time.sleep(0.02)
     if os.path.exists(pidfile):
         os.unlink(pidfile)
+
+
+def assert_evicted(path: str) -> None:
+    """Refuse a "cold" run of a file still in the page cache (a holder left running)."""
+    out = subprocess.run(["fincore", "-b", "-n", "-r", "-o", "RES", path], capture_output=True,
+                         text=True, check=True).stdout.split()
+    if out and int(out[0]) > 0:
+        raise RuntimeError(f"{path}: {out[0]} bytes still cached after eviction (a holder "
+                           "of an earlier run still locks it?)")
 
 
 def make_big(path: str, size: int) -> None:
@@ -148,6 +169,7 @@ def bench_cold(big: str, reps: int, work: str) -> list[str]:
     for rep in range(reps):
         for name in (("vmtouch", "memlock") if rep % 2 == 0 else ("memlock", "vmtouch")):
             evict(big)
+            assert_evicted(big)
             back_guest_memory(os.path.getsize(big) + (1 << 30))
             times[name].append(timed(tools[name]))
             kill_pidfile(pidfile)

@@ -36,6 +36,7 @@ import time
 
 from bench_files import (
     MEMLOCK,
+    assert_evicted,
     back_guest_memory,
     evict,
     kill_pidfile,
@@ -130,6 +131,7 @@ def main() -> int:
             for name in names[k:] + names[:k]:
                 for path in shards:
                     evict(path)
+                    assert_evicted(path)
                 back_guest_memory(total + (1 << 30))
                 if name in holders:
                     times[name].append(timed(holders[name]))
