@@ -7,8 +7,9 @@ and the median and range of the per-repetition ratios:
    and locked: ``memlock lock --daemon`` vs ``vmtouch -dlw`` (both return only then); the
    tool that goes first swaps every repetition, and guest memory is backed before each
    run (see :func:`back_guest_memory`);
-2. ``memlock resident`` over a tree of 10,000 small files, warm cache, whole process:
-   vs ``vmtouch`` (report mode) and ``fincore`` (all files as arguments);
+2. ``memlock resident`` over trees of 10,000 and 100,000 small files (``--files``), warm
+   cache, whole process: vs ``vmtouch`` (report mode) and ``fincore`` (all files as
+   arguments; at 10,000 files only: 100,000 paths pass the kernel's argument limit);
 3. RssAnon growth of a process that locks a warm 2 GiB file (no private copies).
 
 memlock runs as users run it, through the ``memlock`` console script next to the Python
@@ -17,8 +18,8 @@ private PYTHONPYCACHEPREFIX, filled by a warm-up run, even where PYTHONDONTWRITE
 is set; ``--no-pyc`` compiles every module on every run instead (a source checkout with
 bytecode writing disabled).
 
-Usage: python bench/bench_files.py [--dir /var/tmp] [--size 2G] [--files 10000] [--reps 5]
-       [--skip-cold] [--no-pyc]
+Usage: python bench/bench_files.py [--dir /var/tmp] [--size 2G] [--files 10000,100000]
+       [--reps 5] [--skip-cold] [--resident-only] [--no-pyc]
 Needs vmtouch (apt-get install vmtouch); files are created under --dir and deleted after.
 """
 
@@ -89,18 +90,39 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - t
 
 
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie too: a holder reparented to an init that does
+    not reap answers ``kill(pid, 0)`` forever, its locks long released)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def kill_pidfile(pidfile: str) -> None:
     with open(pidfile) as f:
         pid = int(f.read())
     os.kill(pid, signal.SIGTERM)
     for _ in range(200):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _gone(pid):
             break
         time.sleep(0.02)
+    else:  # vmtouch's holder sometimes ignores SIGTERM: later cold runs would be warm
+        os.kill(pid, signal.SIGKILL)
+        while not _gone(pid):
+            time.sleep(0.02)
     if os.path.exists(pidfile):
         os.unlink(pidfile)
+
+
+def assert_evicted(path: str) -> None:
+    """Refuse a "cold" run of a file still in the page cache (a holder left running)."""
+    out = subprocess.run(["fincore", "-b", "-n", "-r", "-o", "RES", path], capture_output=True,
+                         text=True, check=True).stdout.split()
+    if out and int(out[0]) > 0:
+        raise RuntimeError(f"{path}: {out[0]} bytes still cached after eviction (a holder "
+                           "of an earlier run still locks it?)")
 
 
 def make_big(path: str, size: int) -> None:
@@ -147,6 +169,7 @@ def bench_cold(big: str, reps: int, work: str) -> list[str]:
     for rep in range(reps):
         for name in (("vmtouch", "memlock") if rep % 2 == 0 else ("memlock", "vmtouch")):
             evict(big)
+            assert_evicted(big)
             back_guest_memory(os.path.getsize(big) + (1 << 30))
             times[name].append(timed(tools[name]))
             kill_pidfile(pidfile)
@@ -155,18 +178,22 @@ def bench_cold(big: str, reps: int, work: str) -> list[str]:
 
 
 def bench_resident(root: str, paths: list[str], reps: int) -> list[str]:
-    subprocess.run(["cat", *paths], stdout=subprocess.DEVNULL, check=True)  # warm
+    subprocess.run(["vmtouch", "-qt", root], check=True)  # warm
+    with_fincore = len(paths) <= 10_000  # one command line: 100,000 paths are too long
     vm, fc, mq, mv = [], [], [], []
-    for _ in range(reps):
-        vm.append(timed(["vmtouch", "-q", root]))
-        mq.append(timed([*MEMLOCK, "resident", "-q", root]))
-        fc.append(timed(["fincore", *paths]))
-        mv.append(timed([*MEMLOCK, "resident", root]))
+    for rep in range(reps):
+        first, second = (vm, mq) if rep % 2 == 0 else (mq, vm)
+        for times in (first, second):
+            times.append(timed(["vmtouch", "-q", root] if times is vm
+                               else [*MEMLOCK, "resident", "-q", root]))
+        if with_fincore:
+            fc.append(timed(["fincore", *paths]))
+            mv.append(timed([*MEMLOCK, "resident", root]))
     n = len(paths)
-    return [
-        ratio_line(f"resident, {n} files, summary only", mq, vm, "vmtouch    "),
-        ratio_line(f"resident, {n} files, a line per file", mv, fc, "fincore    "),
-    ]
+    lines = [ratio_line(f"resident, {n} files, summary only", mq, vm, "vmtouch    ")]
+    if with_fincore:
+        lines.append(ratio_line(f"resident, {n} files, a line per file", mv, fc, "fincore    "))
+    return lines
 
 
 def bench_rss_anon(big: str) -> list[str]:
@@ -191,9 +218,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="/var/tmp")
     ap.add_argument("--size", default="2G")
-    ap.add_argument("--files", type=int, default=10_000)
+    ap.add_argument("--files", default="10000,100000",
+                    help="file counts of the resident trees, comma-separated")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--skip-cold", action="store_true")
+    ap.add_argument("--resident-only", action="store_true",
+                    help="only the resident trees (no 2 GiB file)")
     ap.add_argument("--no-pyc", action="store_true",
                     help="do not cache memlock's bytecode (compile it on every run)")
     args = ap.parse_args()
@@ -205,10 +235,13 @@ def main() -> int:
     try:
         if not args.no_pyc:
             use_pyc_cache(work)
-        root = os.path.join(work, "tree")
-        paths = make_tree(root, args.files)
-        lines += bench_resident(root, paths, args.reps)
-        shutil.rmtree(root)
+        for count in (int(n) for n in args.files.split(",")):
+            root = os.path.join(work, "tree")
+            paths = make_tree(root, count)
+            lines += bench_resident(root, paths, args.reps)
+            shutil.rmtree(root)
+        if args.resident_only:
+            return report(args, lines)
         big = os.path.join(work, "big.bin")
         make_big(big, parse_size(args.size))
         lines += bench_rss_anon(big)
@@ -216,9 +249,14 @@ def main() -> int:
             lines += bench_cold(big, max(3, args.reps), work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return report(args, lines)
+
+
+def report(args: argparse.Namespace, lines: list[str]) -> int:
     pyc = "compiled on every run" if args.no_pyc else "cached"
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"# memlock files bench: {os.cpu_count()} CPUs, medians of {args.reps}+ runs, "
-          f"memlock bytecode {pyc}")
+          f"memlock bytecode {pyc}, load after: {load}")
     for line in lines:
         print(line)
     return 0

@@ -107,8 +107,28 @@ NOT_HELD, HELD, HANDED_OUT, RELEASED = 0, 1, 2, 3
 
 #: Runs at least this long are populated from several threads before they are locked.
 PARALLEL_MIN_BYTES = 64 * 2**20
-#: Size of each populate chunk handed to a thread.
+#: Size of each populate chunk handed to a thread (memory that is written: zeroed or copied).
 PARALLEL_CHUNK_BYTES = 4 * 2**20
+
+
+def populate_jobs(plan: list[tuple[int, int, int]], workers: int, read_advice: int | None,
+                  page: int) -> list[tuple[int, int, int]]:
+    """The (start, end, advice) jobs that ``workers`` threads share to prefault ``plan``.
+
+    Memory that is written (zeroed or copied) goes in PARALLEL_CHUNK_BYTES chunks, which
+    the threads share evenly. Pages read in (``read_advice``: a file's) go in at most
+    ``workers`` contiguous pieces, one sequential stream a thread: the kernel's readahead
+    then reads ahead of each stream, while small chunks dealt to the threads in turn make
+    every fault a synchronous read around it (a cold 2 GiB directory read 35% slower so).
+    """
+    jobs: list[tuple[int, int, int]] = []
+    for start, end, advice in plan:
+        step = PARALLEL_CHUNK_BYTES
+        if advice == read_advice:
+            piece = -(-(end - start) // max(1, workers))
+            step = max(step, -(-piece // page) * page)
+        jobs += [(s, min(s + step, end), advice) for s in range(start, end, step)]
+    return jobs
 
 
 class Hold(weakref.ref):  # type: ignore[type-arg]
@@ -366,8 +386,8 @@ class PageRegistry:
         plan = backend.populate_plan(start, end)
         if not plan:
             return
-        chunk = PARALLEL_CHUNK_BYTES
-        jobs = [(s, min(s + chunk, e), advice) for s, e, advice in plan for s in range(s, e, chunk)]
+        jobs = populate_jobs(plan, self.parallel_workers, backend.populate_read_advice,
+                             backend.page_size)
         populate = backend.populate
         run_parallel(jobs, lambda job: populate(*job), self.parallel_workers)
 

@@ -153,6 +153,10 @@ class Backend:
     def populate(self, start: int, end: int, advice: int) -> None:
         """Prefault [start, end) with ``advice`` from :meth:`populate_plan`; errors ignored."""
 
+    #: The :meth:`populate_plan` advice that reads pages in (file pages: the kernel's
+    #: readahead serves each thread best as one sequential stream); None where none does.
+    populate_read_advice: int | None = None
+
     def munlockall(self) -> None:
         """munlockall(2)."""
         err = self.libc.munlockall()

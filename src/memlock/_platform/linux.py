@@ -84,6 +84,7 @@ class LinuxBackend(Backend):
     supports_prefault_stack = True
     per_thread_faults = True
     supports_thp_disable = True
+    populate_read_advice = MADV_POPULATE_READ
 
     def mlock2(self, addr: int, length: int, flags: int) -> None:
         """mlock2(2)."""

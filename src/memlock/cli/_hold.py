@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import select
 import signal
-import socket
 import stat
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 
 import memlock
 from memlock.errors import LockLimitError, MemlockError
@@ -64,6 +61,8 @@ def sd_notify(message: str, environ: dict[str, str] | None = None) -> bool:
     addr = env.get("NOTIFY_SOCKET")
     if not addr:
         return False
+    import socket  # only under systemd (~5 ms of start-up otherwise)
+
     if addr.startswith("@"):
         addr = "\0" + addr[1:]
     try:
@@ -142,25 +141,36 @@ def _nothing_to_lock(cfg: HoldConfig, items: list[Planned]) -> str:
 # -- the holder ----------------------------------------------------------------------------
 
 
-@dataclass
 class HoldConfig:
-    """What ``memlock lock`` was asked to do."""
+    """What ``memlock lock`` was asked to do.
 
-    paths: list[str]
-    walk: WalkOptions = field(default_factory=WalkOptions)
-    range: tuple[int, int | None] | None = None
-    keep_going: bool = False
-    onfault: bool = False
-    watch: bool = False
-    interval: float = 2.0
-    pidfile: str | None = None
-    daemon: bool = False
-    quiet: bool = False
-    verbose: bool = False
-    json: bool = False
-    log: str | None = None
-    profile: memlock.Profile | None = None  # lock its ranges instead of walking paths
-    budget: int | None = None  # with profile: bytes to lock at most (the rest is touched)
+    A plain class, not a dataclass: :mod:`dataclasses` imports :mod:`inspect` (tens of
+    milliseconds before a cold ``memlock lock --daemon`` can start reading).
+    """
+
+    def __init__(self, paths: list[str], walk: WalkOptions | None = None,
+                 range: tuple[int, int | None] | None = None, keep_going: bool = False,
+                 onfault: bool = False, watch: bool = False, interval: float = 2.0,
+                 pidfile: str | None = None, daemon: bool = False, quiet: bool = False,
+                 verbose: bool = False, json: bool = False, log: str | None = None,
+                 profile: memlock.Profile | None = None, budget: int | None = None) -> None:
+        self.paths = paths
+        self.walk = WalkOptions() if walk is None else walk
+        self.range = range
+        self.keep_going = keep_going
+        self.onfault = onfault
+        self.watch = watch
+        self.interval = interval
+        self.pidfile = pidfile
+        self.daemon = daemon
+        self.quiet = quiet
+        self.verbose = verbose
+        self.json = json
+        self.log = log
+        #: Lock this profile's ranges instead of walking ``paths``.
+        self.profile = profile
+        #: With ``profile``: bytes to lock at most (the rest is touched).
+        self.budget = budget
 
 
 class Holder:
@@ -497,6 +507,8 @@ def _summary(cfg: HoldConfig, holder: Holder, seconds: float) -> str:
     failed = holder.failed
     over = [p for p in holder.over_budget if p.length]
     if cfg.json:
+        import json
+
         doc = {
             "event": "locked", "pid": os.getpid(), "files": len(holder.held),
             "bytes": nbytes, "pages": pages, "seconds": round(seconds, 6),
