@@ -26,7 +26,7 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import memlock
 from memlock.errors import LockLimitError, MemlockError
