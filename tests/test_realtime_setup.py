@@ -308,6 +308,29 @@ def test_explain_thread_errors_refuses_a_non_bool() -> None:
     assert threading.Thread.start.__module__ == "threading"
 
 
+def test_explain_thread_errors_enabled_again_under_another_wrapper() -> None:
+    # A tracing library wraps Thread.start after memlock did (calling memlock's through);
+    # enabling again (idempotent, documented) must not wrap that wrapper: a loop.
+    r = child("""
+        memlock.explain_thread_errors()
+        inner = threading.Thread.start
+        def traced(self):
+            out["traced"] += 1
+            return inner(self)
+        threading.Thread.start = traced
+        out = {"traced": 0}
+        for enable in (True, False, True):
+            memlock.explain_thread_errors(enable)
+            try:
+                t = threading.Thread(target=print); t.start(); t.join()
+            except RecursionError:
+                out["error"] = enable
+        out["still_traced"] = threading.Thread.start is traced
+        print(dumps(out))
+    """)
+    assert r == {"traced": 3, "still_traced": True}, r
+
+
 # -- arguments -------------------------------------------------------------------------------
 
 
