@@ -78,6 +78,9 @@ def thread_start_refusal() -> str | None:
     )
 
 
+#: threading's message when pthread_create fails (the only failure explained).
+_REFUSED = "can't start new thread"
+
 _state = threading.Lock()
 _wrapped = threading.Thread.start  # what _explained_start calls: the start it replaced
 _enabled = False
@@ -90,7 +93,9 @@ def _explained_start(self: threading.Thread) -> None:
     try:
         _wrapped(self)
     except RuntimeError as exc:
-        why = thread_start_refusal() if _enabled else None
+        # Only the C library's refusal (not "threads can only be started once"...).
+        refused = str(exc) == _REFUSED
+        why = thread_start_refusal() if _enabled and refused else None
         if why is None:
             raise
         raise RuntimeError(f"{exc}: {why}") from None
