@@ -384,6 +384,29 @@ def test_bad_arguments_exit_2_with_one_line(args: list[str]) -> None:
     assert proc.stdout == ""
 
 
+def test_a_run_whose_figures_cannot_fit_is_refused_before_anything_changes() -> None:
+    # 200 million periods need ~25 GiB for their figures: under a 2 GiB RLIMIT_AS the
+    # run is refused at once, with the numbers, before the scheduler is touched.
+    code = """
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, resource.RLIM_INFINITY))
+        before = os.sched_getscheduler(0)
+        try:
+            memlock.measure_latency(1e-6, loops=200_000_000, priority=10)
+            got = {}
+        except MemoryError as exc:
+            got = {"error": str(exc)}
+        got["restored"] = os.sched_getscheduler(0) == before
+        print(json.dumps(got))
+    """
+    got = api(code)
+    assert got["restored"] and "200000000 periods need about" in got["error"], got
+    assert "RLIMIT_AS" in got["error"], got
+    proc = run_cli("latency", "--interval", "1us", "--loops", "1000000000000")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "1000000000000 periods need about" in proc.stderr, proc.stderr
+
+
 # -- the API's arguments and other systems ----------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, error", [
