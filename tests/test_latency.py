@@ -315,6 +315,13 @@ def test_cli_json_and_text() -> None:
     assert "worst periods" in text
 
 
+@pytest.mark.parametrize("text, us", [("100us", 100.0), ("0.2ms", 200.0), ("30us", 30.0)])
+def test_cli_threshold_is_the_number_of_microseconds_given(text: str, us: float) -> None:
+    # 100us is 1e-4 s, and 1e-4 * 1e6 is 99.99999999999999 in floating point.
+    got = json.loads(run_cli("latency", "--loops", "3", "--threshold", text, "--json").stdout)
+    assert got["threshold_us"] == us
+
+
 TICK_PROGRAM = """\
 import atexit, gc, sys
 count = 0
