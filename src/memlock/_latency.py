@@ -24,9 +24,9 @@ import sys
 import time
 from array import array
 
-from ._units import format_size
 from ._platform import BACKEND
 from ._records import FrozenRecord
+from ._units import format_size
 from .errors import UnsupportedOperation
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
@@ -326,7 +326,7 @@ def _check_memory(loops: int, tick: object) -> None:
     """MemoryError, before anything runs, when the run's figures cannot fit in memory."""
     per = _PEAK_BYTES_PER_PERIOD if tick is None else _PEAK_BYTES_PER_PERIOD_TICK
     need = loops * per
-    why, facts = BACKEND.allocation_refusal(need)
+    why = BACKEND.allocation_refusal(need)[0]
     try:
         available = BACKEND.system_status().available_bytes
     except OSError:  # unreadable /proc/meminfo: nothing known forbids it
