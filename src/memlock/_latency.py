@@ -515,7 +515,7 @@ def measure_latency(
 
     Scheduling and pinning apply to the calling thread for the run and are restored
     after it. ``lock=True`` calls :func:`memlock.lock_process` first, which stays in
-    effect (as that call leaves it). Memory: 40 bytes per period (48 with a tick),
+    effect (as that call leaves it). Memory: 32 bytes per period (40 with a tick),
     allocated before the loop, and about 128 (176) at the peak while the report is
     computed; a run that cannot have that much is refused first (MemoryError).
 
