@@ -556,7 +556,6 @@ def measure_latency(
     n = _loop_count(interval, duration, loops)
     if tick is not None and not callable(tick):
         raise TypeError(f"tick must be callable, not {type(tick).__name__}")
-    _check_memory(n, tick)
     if not isinstance(lock, bool):
         raise TypeError(f"lock must be a bool, not {type(lock).__name__}")
     if prefault_heap is not None and not lock:
@@ -569,6 +568,7 @@ def measure_latency(
             raise ValueError(f"threshold_us must be >= 0, not {threshold_us}")
     sched = _scheduling(policy, priority)
     cpu = _check_cpu(cpu)
+    _check_memory(n, tick)  # after the usage errors, before anything changes
     sleep_until, how = BACKEND.deadline_sleeper()
 
     restore_sched = restore_cpus = None
