@@ -315,6 +315,13 @@ def test_cli_json_and_text() -> None:
     assert "worst periods" in text
 
 
+@pytest.mark.parametrize("text, us", [("100us", 100.0), ("0.2ms", 200.0), ("30us", 30.0)])
+def test_cli_threshold_is_the_number_of_microseconds_given(text: str, us: float) -> None:
+    # 100us is 1e-4 s, and 1e-4 * 1e6 is 99.99999999999999 in floating point.
+    got = json.loads(run_cli("latency", "--loops", "3", "--threshold", text, "--json").stdout)
+    assert got["threshold_us"] == us
+
+
 TICK_PROGRAM = """\
 import atexit, gc, sys
 count = 0
@@ -382,6 +389,29 @@ def test_bad_arguments_exit_2_with_one_line(args: list[str]) -> None:
         proc.stderr.startswith("memlock: error: unrecognized arguments: --bogus"), proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stdout == ""
+
+
+def test_a_run_whose_figures_cannot_fit_is_refused_before_anything_changes() -> None:
+    # 200 million periods need ~25 GiB for their figures: under a 2 GiB RLIMIT_AS the
+    # run is refused at once, with the numbers, before the scheduler is touched.
+    code = """
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, resource.RLIM_INFINITY))
+        before = os.sched_getscheduler(0)
+        try:
+            memlock.measure_latency(1e-6, loops=200_000_000, priority=10)
+            got = {}
+        except MemoryError as exc:
+            got = {"error": str(exc)}
+        got["restored"] = os.sched_getscheduler(0) == before
+        print(json.dumps(got))
+    """
+    got = api(code)
+    assert got["restored"] and "200000000 periods need about" in got["error"], got
+    assert "RLIMIT_AS" in got["error"], got
+    proc = run_cli("latency", "--interval", "1us", "--loops", "1000000000000")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "1000000000000 periods need about" in proc.stderr, proc.stderr
 
 
 # -- the API's arguments and other systems ----------------------------------------------------

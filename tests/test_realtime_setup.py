@@ -280,6 +280,27 @@ def test_explain_thread_errors_leaves_other_failures_alone() -> None:
     assert r["err"] == "can't start new thread"
 
 
+def test_explain_thread_errors_leaves_misuse_alone_under_the_limit() -> None:
+    # Unprivileged under MCL_FUTURE with the next stack over the limit: starting a thread
+    # twice is the program's mistake, not the stack's, and keeps threading's own message.
+    r = child("""
+        threading.stack_size(256 << 10)
+        memlock.lock_all(current=False, future=True)
+        memlock.explain_thread_errors()
+        t = threading.Thread(target=print); t.start(); t.join()
+        threading.stack_size(16 << 20)  # a new thread would be refused now
+        errors = []
+        for thread in (t, threading.Thread(target=print)):
+            try:
+                thread.start()
+            except RuntimeError as e:
+                errors.append(str(e))
+        print(dumps({"errors": errors}))
+    """, unprivileged=True, limit=8 * MiB)
+    assert r["errors"][0] == "threads can only be started once", r
+    assert r["errors"][1].startswith("can't start new thread: the new thread's stack"), r
+
+
 def test_lock_process_thread_stack_sets_the_stack_of_later_threads() -> None:
     code = """
         memlock.lock_process(arena_max=1, SETUP)  # arena_max: no 64 MiB arena in VmLck
@@ -306,6 +327,29 @@ def test_explain_thread_errors_refuses_a_non_bool() -> None:
     with pytest.raises(TypeError, match="enable must be a bool"):
         memlock.explain_thread_errors("yes")  # type: ignore[arg-type]
     assert threading.Thread.start.__module__ == "threading"
+
+
+def test_explain_thread_errors_enabled_again_under_another_wrapper() -> None:
+    # A tracing library wraps Thread.start after memlock did (calling memlock's through);
+    # enabling again (idempotent, documented) must not wrap that wrapper: a loop.
+    r = child("""
+        memlock.explain_thread_errors()
+        inner = threading.Thread.start
+        def traced(self):
+            out["traced"] += 1
+            return inner(self)
+        threading.Thread.start = traced
+        out = {"traced": 0}
+        for enable in (True, False, True):
+            memlock.explain_thread_errors(enable)
+            try:
+                t = threading.Thread(target=print); t.start(); t.join()
+            except RecursionError:
+                out["error"] = enable
+        out["still_traced"] = threading.Thread.start is traced
+        print(dumps(out))
+    """)
+    assert r == {"traced": 3, "still_traced": True}, r
 
 
 # -- arguments -------------------------------------------------------------------------------

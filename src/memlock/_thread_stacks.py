@@ -78,9 +78,14 @@ def thread_start_refusal() -> str | None:
     )
 
 
+#: threading's message when pthread_create fails (the only failure explained).
+_REFUSED = "can't start new thread"
+
 _state = threading.Lock()
 _wrapped = threading.Thread.start  # what _explained_start calls: the start it replaced
 _enabled = False
+#: _explained_start is in Thread.start's chain (maybe under another library's wrapper).
+_installed = False
 
 
 def _explained_start(self: threading.Thread) -> None:
@@ -88,7 +93,9 @@ def _explained_start(self: threading.Thread) -> None:
     try:
         _wrapped(self)
     except RuntimeError as exc:
-        why = thread_start_refusal() if _enabled else None
+        # Only the C library's refusal (not "threads can only be started once"...).
+        refused = str(exc) == _REFUSED
+        why = thread_start_refusal() if _enabled and refused else None
         if why is None:
             raise
         raise RuntimeError(f"{exc}: {why}") from None
@@ -118,14 +125,17 @@ def explain_thread_errors(enable: bool = True) -> None:
     Availability: Linux (verified), where the kernel's refusal can be recognised;
     elsewhere the explanation is given when the OS refuses such a mapping with EAGAIN.
     """
-    global _enabled, _wrapped
+    global _enabled, _installed, _wrapped
     if not isinstance(enable, bool):
         raise TypeError(f"enable must be a bool, not {type(enable).__name__}")
     with _state:
-        installed = threading.Thread.start is _explained_start
-        if enable and not installed:
+        # Wrapped by another library since, ours stays in the chain: wrapping that
+        # wrapper again would make a loop (it calls ours, which would call it).
+        if enable and not _installed:
             _wrapped = threading.Thread.start
             threading.Thread.start = _explained_start  # type: ignore[method-assign]
-        elif not enable and installed:
+            _installed = True
+        elif not enable and threading.Thread.start is _explained_start:
             threading.Thread.start = _wrapped  # type: ignore[method-assign]
+            _installed = False
         _enabled = enable

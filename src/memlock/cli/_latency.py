@@ -286,7 +286,8 @@ def _latency(args: argparse.Namespace) -> int:
             args.interval, duration=args.duration, loops=args.loops, tick=tick, lock=lock,
             prefault_heap=args.prefault_heap, priority=args.priority, policy=args.policy,
             cpu=args.cpu, outliers=args.outliers,
-            threshold_us=None if args.threshold is None else args.threshold * 1e6)
+            # whole nanoseconds: 100us (1e-4 s) * 1e6 is 99.99999999999999
+            threshold_us=None if args.threshold is None else round(args.threshold * 1e9) / 1e3)
     except Exception as exc:
         program_tb = _program_tb(exc.__traceback__)
         if program_tb is not None:  # the tick raised: print it as python would
