@@ -46,6 +46,7 @@ __all__ = [
     "FirstError",
     "LockedFiles",
     "as_paths",
+    "descriptor_room",
     "errors_to",
     "lock_files",
     "lock_planned",
@@ -379,6 +380,40 @@ def within_budget(items: list[Planned], budget: int | None) -> tuple[list[Planne
     return fit, rest
 
 
+#: Descriptors kept free for what a holder opens besides its mappings (the log, the
+#: pidfile, a directory while rescanning, the systemd socket).
+_SPARE_DESCRIPTORS = 16
+
+
+def _open_descriptors() -> int:
+    """How many descriptors this process has open now (a generous guess where unknown)."""
+    count = BACKEND.open_descriptors()
+    return 3 * _SPARE_DESCRIPTORS if count is None else count
+
+
+def descriptor_room(mappings: int) -> tuple[int, int, int] | None:
+    """Make sure ``mappings`` more descriptors can be opened; None when they can.
+
+    Each locked file (or range) keeps one: its mapping's. Raises the soft RLIMIT_NOFILE up
+    to the hard limit when that is needed and enough (no privilege needed). Returns
+    (descriptors needed in all, soft limit, hard limit) when the hard limit is too low.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = _open_descriptors() + mappings + _SPARE_DESCRIPTORS
+    unlimited = resource.RLIM_INFINITY
+    if soft == unlimited or needed <= soft:
+        return None
+    if hard == unlimited or needed <= hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+            return None
+        except (OSError, ValueError):  # macOS: not above OPEN_MAX
+            pass
+    return needed, soft, hard
+
+
 class LockedFiles(ReleasedOnExit):
     """Many files (or ranges of them) locked in RAM together; a context manager.
 
@@ -506,6 +541,15 @@ def lock_files(paths: StrPath | Iterable[StrPath] | Profile, *, offset: int = 0,
     to_lock, _, problem = preflight(chosen, keep_going=False)
     if problem is not None:
         raise problem
+    mappings = sum(1 for p in to_lock if p.length)
+    short = descriptor_room(mappings)
+    if short is not None:
+        needed, soft, hard = short
+        raise OSError(errno.EMFILE, f"cannot lock {mappings} files or ranges: each keeps a "
+                      f"descriptor open (its mapping's), so this needs {needed} open files, "
+                      f"over RLIMIT_NOFILE {soft} (hard limit {hard}), which this process "
+                      "cannot raise: allow more open files (ulimit -n, LimitNOFILE=) or lock "
+                      "fewer")
     held: list[LockedFile] = []
     try:
         for p in to_lock:
