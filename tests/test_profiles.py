@@ -25,6 +25,7 @@ from .kernel import (
     run_child,
     run_cli,
     vmlck,
+    world_dir,
 )
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="verified on Linux only")
@@ -289,3 +290,45 @@ def test_profile_usage_errors(hot: Path) -> None:
         assert out.returncode == 2 and out.stderr.count("\n") == 1, (args, out)
     out = run_cli("resident", "--save-profile", str(hot.parent / "no" / "p.json"), str(hot))
     assert out.returncode == 1 and "cannot save the profile" in out.stderr
+
+
+def test_touch_of_a_profile_takes_on_error_and_refuses_walk_arguments(hot: Path) -> None:
+    prof = memlock.Profile.capture(hot)
+    for kwargs in ({"offset": PAGE}, {"length": PAGE}, {"include": ["*.bin"]},
+                   {"max_size": "1M"}, {"follow_symlinks": True}):
+        # A range or a filter would be ignored: refused before anything is touched.
+        with pytest.raises(TypeError, match="not with a Profile"):
+            memlock.touch(prof, **kwargs)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="not with a Profile"):
+            memlock.lock_files(prof, **kwargs)  # type: ignore[arg-type]
+    drop_cache(hot)
+    assert resident_runs(hot) == []
+    with world_dir() as d:
+        readable, secret = d / "readable.bin", d / "secret.bin"
+        for f in (readable, secret):
+            make_file(str(f), 2 * PAGE)
+            drop_cache(f)
+        secret.chmod(0o600)  # root's: uid 65534 cannot open it, its identity stays
+        doc = {"format": "memlock-profile", "version": 1, "page_size": PAGE, "files": [
+            {"path": str(f), "device": st.st_dev, "inode": st.st_ino, "size": st.st_size,
+             "mtime_ns": st.st_mtime_ns, "ranges": [[0, PAGE]]}
+            for f, st in ((f, f.stat()) for f in (secret, readable))]}
+        (d / "p.json").write_text(json.dumps(doc))
+        (d / "p.json").chmod(0o644)
+        out = run_child("""
+            import json, sys
+            import memlock
+            prof = memlock.Profile.load(sys.argv[1])
+            seen = []
+            totals = memlock.touch(prof, on_error=lambda path, exc: seen.append(
+                (path, exc.errno)))
+            print(json.dumps({"seen": seen, "files": totals.files}))
+            try:
+                memlock.touch(prof)
+            except PermissionError as exc:
+                print("raised", exc.errno)
+        """, args=[str(d / "p.json")], as_nobody=True)
+        seen, raised = output(out).splitlines()
+        assert json.loads(seen) == {"seen": [[str(secret), 13]], "files": 1}
+        assert raised == "raised 13"
+        assert resident_runs(readable) == [(0, 1)] and resident_runs(secret) == []

@@ -207,17 +207,19 @@ class Profile:
             items += [Planned(entry, off, n) for off, n in f.ranges]
         return items, tuple(skipped)
 
-    def restore(self) -> FileTotals:
+    def restore(self, on_error: OnError | None = None) -> FileTotals:
         """Bring exactly its ranges back into the page cache: ``memlock.touch(profile)``.
 
         Ranges are read in parallel (each range's missing chunks by the populate calls of
         :func:`memlock.touch`). Files that changed or vanished are skipped and listed in
         ``skipped``; the totals are over the ranges of the others, after touching.
+        ``on_error(path, exc)`` gets each file that cannot be read, and the others go on.
 
         Raises:
-            OSError: A file of the profile cannot be read (its identity is unchanged).
+            OSError: Without ``on_error``: a file of the profile cannot be read (its
+                identity is unchanged).
         """
-        rows, skipped = restore_rows(self, None)
+        rows, skipped = restore_rows(self, on_error)
         return FileTotals.of_rows(self.path, rows, tuple(skipped))
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "lock_planned",
     "measure_tree",
     "preflight",
+    "refuse_walk_arguments",
     "size_or_none",
     "tree_totals",
     "walk_options",
@@ -488,6 +489,21 @@ def as_paths(paths: object) -> list[str]:
     return [path_str(p) for p in paths]
 
 
+def refuse_walk_arguments(**given: object) -> None:
+    """TypeError naming the range or filters given with a Profile (they would be ignored).
+
+    ``given``: offset, length and the walk's filters, as passed; a profile's ranges say
+    what to take.
+    """
+    defaults: dict[str, object] = {"offset": 0, "length": None, "include": None,
+                                   "exclude": None, "max_size": None, "follow_symlinks": False,
+                                   "one_file_system": False}
+    used = [name for name, value in given.items() if value is not defaults[name]
+            and not (name == "offset" and type(value) is int and value == 0)]
+    if used:
+        raise TypeError(f"{', '.join(used)}: not with a Profile (its ranges say what to take)")
+
+
 def lock_files(paths: StrPath | Iterable[StrPath] | Profile, *, offset: int = 0,
                length: int | None = None, onfault: bool = False,
                budget: int | str | None = None, include: Iterable[str] | None = None,
@@ -530,6 +546,9 @@ def lock_files(paths: StrPath | Iterable[StrPath] | Profile, *, offset: int = 0,
     skipped: tuple[tuple[str, str], ...] = ()
     exact = isinstance(paths, Profile)
     if isinstance(paths, Profile):
+        refuse_walk_arguments(offset=offset, length=length, include=include, exclude=exclude,
+                              max_size=max_size, follow_symlinks=follow_symlinks,
+                              one_file_system=one_file_system)
         items, skipped = paths.plan()
     else:
         options = walk_options(include, exclude, max_size, follow_symlinks, one_file_system)
