@@ -107,6 +107,24 @@ def test_tree_errors_raise_or_go_to_on_error(tree: Path) -> None:
         memlock.evict(tree, one_file_system=1)  # type: ignore[arg-type]
 
 
+def test_bad_tree_arguments_are_refused_for_a_file_too(tree: Path) -> None:
+    # The filters do not apply to a file named directly, but bad values stay bad values:
+    # refused before any work (the file is not touched).
+    f = tree / "x.bin"
+    for call, kwargs, error in (
+            (memlock.touch, {"include": "*.bin"}, TypeError),
+            (memlock.touch, {"max_size": "zz"}, ValueError),
+            (memlock.touch, {"max_size": -1}, ValueError),
+            (memlock.touch, {"follow_symlinks": 1}, TypeError),
+            (memlock.touch, {"on_error": 5}, TypeError),
+            (memlock.residency, {"exclude": [3]}, TypeError),
+            (memlock.evict, {"one_file_system": "yes"}, TypeError)):
+        for path in (f, tree):
+            with pytest.raises(error):
+                call(path, **kwargs)  # type: ignore[operator]
+    assert set(resident(tree).values()) == {0}
+
+
 LOCK_FILES = CHILD_PRELUDE + """
 def locked_paths():
     return sorted({v["path"] for v in mappings() if "lo" in v["flags"] and v["path"]})

@@ -392,6 +392,14 @@ def _file_or_tree(path: object, offset: object, length: object,
     ("touch", "evict" or None) and are measured after it.
     """
     p = path_str(path)
+    if on_error is not None and not callable(on_error):
+        raise TypeError(f"on_error must be callable, not {type(on_error).__name__}")
+    if not (include is None and exclude is None and max_size is None
+            and follow_symlinks is False and one_file_system is False):
+        from ._trees import walk_options
+
+        # Checked for a file too (where they do not apply): bad values are bad values.
+        walk_options(include, exclude, max_size, follow_symlinks, one_file_system)  # type: ignore[arg-type]
     try:
         f, st = open_regular(p)
     except IsADirectoryError:
