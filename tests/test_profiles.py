@@ -237,6 +237,7 @@ def _hostile(hot: Path) -> dict[str, bytes]:
         "truncated": text[: len(text) // 2],
         "not UTF-8": b"\xff\xfe{}",
         "wrong version": json.dumps(dict(good, version=2)).encode(),
+        "float version": json.dumps(dict(good, version=1.0)).encode(),
         "no format": json.dumps({"version": 1, "files": []}).encode(),
         "negative offset": with_second(ranges=[[-4096, 4096]]),
         "past EOF": with_second(ranges=[[4 * MIB, 4096]]),  # the size says 4 MiB + 100

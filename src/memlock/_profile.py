@@ -326,7 +326,7 @@ def _parse(data: bytes, src: str) -> list[ProfiledFile]:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"{src}: not a memlock profile (no \"format\": \"{FORMAT}\")")
     version = doc.get("version")
-    if version != VERSION or isinstance(version, bool):
+    if type(version) is not int or version != VERSION:  # not 1.0, not true
         raise ValueError(f"{src}: profile version {version!r} is not supported (this memlock "
                          f"reads version {VERSION}; save the profile again)")
     listed = doc.get("files")
