@@ -333,3 +333,18 @@ def test_touch_of_a_profile_takes_on_error_and_refuses_walk_arguments(hot: Path)
         assert json.loads(seen) == {"seen": [[str(secret), 13]], "files": 1}
         assert raised == "raised 13"
         assert resident_runs(readable) == [(0, 1)] and resident_runs(secret) == []
+
+
+def test_a_profile_saved_inside_its_tree_leaves_itself_out(hot: Path) -> None:
+    # Saving replaces the profile's file: were it in the profile, every restore would skip
+    # it as changed and exit 1.
+    prof = hot.parent / "hot.profile"
+    for _ in range(2):
+        output(run_cli("resident", "-q", "--save-profile", str(prof), str(hot.parent)))
+    paths = [f["path"] for f in json.loads(prof.read_text())["files"]]
+    assert sorted(paths) == [str(hot.parent / "cold.bin"), str(hot)]
+    out = run_cli("touch", "-q", "--profile", str(prof))
+    assert out.returncode == 0 and "skipped" not in out.stderr, out
+    p = memlock.Profile.capture(hot.parent)
+    p.save(prof)
+    assert memlock.Profile.load(prof) == p and len(p.files) == 2

@@ -166,14 +166,26 @@ class Profile:
         return profile
 
     def save(self, file: StrPath) -> None:
-        """Write the profile to ``file`` atomically (JSON, see the module docstring)."""
+        """Write the profile to ``file`` atomically (JSON, see the module docstring).
+
+        A previous version of ``file`` among the profile's files (a profile saved inside
+        the tree it profiles) is left out: saving replaces it, so it would only ever be
+        skipped as changed.
+        """
         target = path_str(file)
+        try:
+            st = os.stat(target)
+            own = {(st.st_dev, st.st_ino)}
+        except OSError:
+            own = set()
+        files = tuple(f for f in self.files if f.path != os.path.abspath(target)
+                      and (f.device, f.inode) not in own)
         doc = {"format": FORMAT, "version": VERSION, "page_size": PAGE_SIZE,
                "files": [{"path": f.path, "device": f.device, "inode": f.inode,
                           "size": f.size, "mtime_ns": f.mtime_ns,
-                          "ranges": [list(r) for r in f.ranges]} for f in self.files]}
+                          "ranges": [list(r) for r in f.ranges]} for f in files]}
         write_atomically(target, json.dumps(doc, separators=(",", ":")).encode())
-        self.path = target
+        self.files, self.path = files, target
 
     @classmethod
     def load(cls, file: StrPath) -> Profile:
