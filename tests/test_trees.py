@@ -107,6 +107,17 @@ def test_tree_errors_raise_or_go_to_on_error(tree: Path) -> None:
         memlock.evict(tree, one_file_system=1)  # type: ignore[arg-type]
 
 
+def test_the_error_raised_after_a_walk_names_the_whole_path(tree: Path) -> None:
+    # The walk opens files by name relative to their directory's descriptor: the error
+    # raised at the end must name the file in full, not only its base name.
+    (tree / "sub" / "deep" / "loop.bin").symlink_to("loop.bin")  # ELOOP
+    for call in (memlock.residency, memlock.touch, memlock.lock_files, memlock.Profile.capture):
+        with pytest.raises(OSError) as info:
+            call(tree, follow_symlinks=True)  # type: ignore[operator]
+        assert info.value.errno == errno.ELOOP
+        assert str(tree / "sub" / "deep" / "loop.bin") in str(info.value), call
+
+
 def test_bad_tree_arguments_are_refused_for_a_file_too(tree: Path) -> None:
     # The filters do not apply to a file named directly, but bad values stay bad values:
     # refused before any work (the file is not touched).

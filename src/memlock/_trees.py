@@ -162,6 +162,7 @@ class FirstError:
 
     def __call__(self, path: str, exc: OSError) -> None:
         if self.error is None:
+            exc.filename = path  # the walk's calls name a file by its directory's descriptor
             self.error = exc
 
     def raise_it(self) -> None:
