@@ -289,7 +289,9 @@ def test_profile_usage_errors(hot: Path) -> None:
     for args in (["touch", "--profile", str(prof), str(hot)],
                  ["lock", "--budget", "1M", str(hot)],
                  ["lock", "--profile", str(prof), "--watch"],
-                 ["touch", "--profile", str(prof), "--range", "0-4K"]):
+                 ["touch", "--profile", str(prof), "--range", "0-4K"],
+                 ["touch", "--profile", str(prof), "--follow-symlinks"],
+                 ["lock", "--profile", str(prof), "--one-file-system"]):
         out = run_cli(*args)
         assert out.returncode == 2 and out.stderr.count("\n") == 1, (args, out)
     out = run_cli("resident", "--save-profile", str(hot.parent / "no" / "p.json"), str(hot))
