@@ -25,6 +25,7 @@ from .kernel import (
     run_child,
     run_cli,
     vmlck,
+    world_dir,
 )
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="verified on Linux only")
@@ -160,7 +161,7 @@ def test_lock_profile_budget_locks_exactly_the_budgeted_ranges(hot: Path) -> Non
                 "ranges": [[f.offset, f.nbytes] for f in lf], "unlocked": lf.unlocked,
                 "vmlck": vmlck() - before,
                 "states": [page_state(f.address + k) for f in lf for k in (0, f.nbytes - 1)],
-                "after": page_state(lf.files[-1].address + lf.files[-1].nbytes)}))
+                "ends": [vma(f.address)["end"] - f.address - f.nbytes for f in lf]}))
         print(vmlck() - before)
     """, args=[str(prof), str(budget)], prelude=CHILD_PRELUDE)
     doc, after = output(out).splitlines()
@@ -168,7 +169,10 @@ def test_lock_profile_budget_locks_exactly_the_budgeted_ranges(hot: Path) -> Non
     assert got["ranges"] == [[0, 16 * PAGE], [200 * PAGE, 24 * PAGE]]
     assert got["unlocked"] == [[str(hot), 224 * PAGE, 40 * PAGE], [str(hot), 1024 * PAGE, 100]]
     assert got["vmlck"] == budget and set(got["states"]) == {"full"}
-    assert got["after"] == "none"  # the page after the budget's end is mapped, not locked
+    # Each range has its own mapping, which ends with it: no page past the budget's end is
+    # mapped, so none is locked. (The page after a mapping may be another range's mapping,
+    # locked: mmap places each new mapping just below the one before.)
+    assert got["ends"] == [0, 0]
     assert after == "0"
 
 
@@ -236,6 +240,7 @@ def _hostile(hot: Path) -> dict[str, bytes]:
         "truncated": text[: len(text) // 2],
         "not UTF-8": b"\xff\xfe{}",
         "wrong version": json.dumps(dict(good, version=2)).encode(),
+        "float version": json.dumps(dict(good, version=1.0)).encode(),
         "no format": json.dumps({"version": 1, "files": []}).encode(),
         "negative offset": with_second(ranges=[[-4096, 4096]]),
         "past EOF": with_second(ranges=[[4 * MIB, 4096]]),  # the size says 4 MiB + 100
@@ -284,8 +289,67 @@ def test_profile_usage_errors(hot: Path) -> None:
     for args in (["touch", "--profile", str(prof), str(hot)],
                  ["lock", "--budget", "1M", str(hot)],
                  ["lock", "--profile", str(prof), "--watch"],
-                 ["touch", "--profile", str(prof), "--range", "0-4K"]):
+                 ["touch", "--profile", str(prof), "--range", "0-4K"],
+                 ["touch", "--profile", str(prof), "--follow-symlinks"],
+                 ["lock", "--profile", str(prof), "--one-file-system"]):
         out = run_cli(*args)
         assert out.returncode == 2 and out.stderr.count("\n") == 1, (args, out)
     out = run_cli("resident", "--save-profile", str(hot.parent / "no" / "p.json"), str(hot))
     assert out.returncode == 1 and "cannot save the profile" in out.stderr
+
+
+def test_touch_of_a_profile_takes_on_error_and_refuses_walk_arguments(hot: Path) -> None:
+    prof = memlock.Profile.capture(hot)
+    for kwargs in ({"offset": PAGE}, {"length": PAGE}, {"include": ["*.bin"]},
+                   {"max_size": "1M"}, {"follow_symlinks": True}):
+        # A range or a filter would be ignored: refused before anything is touched.
+        with pytest.raises(TypeError, match="not with a Profile"):
+            memlock.touch(prof, **kwargs)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="not with a Profile"):
+            memlock.lock_files(prof, **kwargs)  # type: ignore[arg-type]
+    drop_cache(hot)
+    assert resident_runs(hot) == []
+    with world_dir() as d:
+        readable, secret = d / "readable.bin", d / "secret.bin"
+        for f in (readable, secret):
+            make_file(str(f), 2 * PAGE)
+            drop_cache(f)
+        secret.chmod(0o600)  # root's: uid 65534 cannot open it, its identity stays
+        doc = {"format": "memlock-profile", "version": 1, "page_size": PAGE, "files": [
+            {"path": str(f), "device": st.st_dev, "inode": st.st_ino, "size": st.st_size,
+             "mtime_ns": st.st_mtime_ns, "ranges": [[0, PAGE]]}
+            for f, st in ((f, f.stat()) for f in (secret, readable))]}
+        (d / "p.json").write_text(json.dumps(doc))
+        (d / "p.json").chmod(0o644)
+        out = run_child("""
+            import json, sys
+            import memlock
+            prof = memlock.Profile.load(sys.argv[1])
+            seen = []
+            totals = memlock.touch(prof, on_error=lambda path, exc: seen.append(
+                (path, exc.errno)))
+            print(json.dumps({"seen": seen, "files": totals.files}))
+            try:
+                memlock.touch(prof)
+            except PermissionError as exc:
+                print("raised", exc.errno)
+        """, args=[str(d / "p.json")], as_nobody=True)
+        seen, raised = output(out).splitlines()
+        assert json.loads(seen) == {"seen": [[str(secret), 13]], "files": 1}
+        assert raised == "raised 13"
+        assert resident_runs(readable) == [(0, 1)] and resident_runs(secret) == []
+
+
+def test_a_profile_saved_inside_its_tree_leaves_itself_out(hot: Path) -> None:
+    # Saving replaces the profile's file: were it in the profile, every restore would skip
+    # it as changed and exit 1.
+    prof = hot.parent / "hot.profile"
+    for _ in range(2):
+        output(run_cli("resident", "-q", "--save-profile", str(prof), str(hot.parent)))
+    paths = [f["path"] for f in json.loads(prof.read_text())["files"]]
+    assert sorted(paths) == [str(hot.parent / "cold.bin"), str(hot)]
+    out = run_cli("touch", "-q", "--profile", str(prof))
+    assert out.returncode == 0 and "skipped" not in out.stderr, out
+    p = memlock.Profile.capture(hot.parent)
+    p.save(prof)
+    assert memlock.Profile.load(prof) == p and len(p.files) == 2

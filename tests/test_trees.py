@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
@@ -106,6 +107,35 @@ def test_tree_errors_raise_or_go_to_on_error(tree: Path) -> None:
         memlock.evict(tree, one_file_system=1)  # type: ignore[arg-type]
 
 
+def test_the_error_raised_after_a_walk_names_the_whole_path(tree: Path) -> None:
+    # The walk opens files by name relative to their directory's descriptor: the error
+    # raised at the end must name the file in full, not only its base name.
+    (tree / "sub" / "deep" / "loop.bin").symlink_to("loop.bin")  # ELOOP
+    for call in (memlock.residency, memlock.touch, memlock.lock_files, memlock.Profile.capture):
+        with pytest.raises(OSError) as info:
+            call(tree, follow_symlinks=True)  # type: ignore[operator]
+        assert info.value.errno == errno.ELOOP
+        assert str(tree / "sub" / "deep" / "loop.bin") in str(info.value), call
+
+
+def test_bad_tree_arguments_are_refused_for_a_file_too(tree: Path) -> None:
+    # The filters do not apply to a file named directly, but bad values stay bad values:
+    # refused before any work (the file is not touched).
+    f = tree / "x.bin"
+    for call, kwargs, error in (
+            (memlock.touch, {"include": "*.bin"}, TypeError),
+            (memlock.touch, {"max_size": "zz"}, ValueError),
+            (memlock.touch, {"max_size": -1}, ValueError),
+            (memlock.touch, {"follow_symlinks": 1}, TypeError),
+            (memlock.touch, {"on_error": 5}, TypeError),
+            (memlock.residency, {"exclude": [3]}, TypeError),
+            (memlock.evict, {"one_file_system": "yes"}, TypeError)):
+        for path in (f, tree):
+            with pytest.raises(error):
+                call(path, **kwargs)  # type: ignore[operator]
+    assert set(resident(tree).values()) == {0}
+
+
 LOCK_FILES = CHILD_PRELUDE + """
 def locked_paths():
     return sorted({v["path"] for v in mappings() if "lo" in v["flags"] and v["path"]})
@@ -134,23 +164,59 @@ def test_lock_files_locks_every_file_and_unlocks_them(tree: Path) -> None:
 
 
 def test_lock_files_is_all_or_nothing_when_a_lock_fails(tmp_path: Path) -> None:
-    # Each locked file keeps a descriptor (its mapping's): under RLIMIT_NOFILE 40, the
-    # 60-file tree runs out part way, after files were locked: all of them go again.
-    root = tmp_path / "many"
+    # The third file is replaced by another of the same name after the walk, before its
+    # lock (ESTALE): the two files already locked go again.
+    root = tmp_path / "three"
     root.mkdir()
-    for k in range(60):
-        make_file(str(root / f"f{k:02}.bin"), 2 * PAGE)
+    for k in range(3):
+        make_file(str(root / f"f{k}.bin"), 2 * PAGE)
+    make_file(str(tmp_path / "other.bin"), 2 * PAGE)
     out = run_child("""
+        import memlock._trees as trees
+        real, calls = trees.lock_planned, []
+        def replacing(p, *args):
+            calls.append(p.entry.path)
+            if len(calls) == 3:
+                os.replace(sys.argv[2], p.entry.path)
+            return real(p, *args)
+        trees.lock_planned = replacing
         before = vmlck()
         try:
             memlock.lock_files(sys.argv[1])
         except OSError as exc:
-            print(json.dumps({"errno": exc.errno, "locked": locked_paths(),
+            print(json.dumps({"errno": exc.errno, "calls": len(calls), "locked": locked_paths(),
                               "vmlck": vmlck() - before,
                               "mapped": [v["path"] for v in mappings()
                                          if sys.argv[1] in v["path"]]}))
-    """, args=[str(root)], prelude=LOCK_FILES, prefix=["prlimit", "--nofile=40"])
-    assert json.loads(output(out)) == {"errno": 24, "locked": [], "vmlck": 0, "mapped": []}
+    """, args=[str(root), str(tmp_path / "other.bin")], prelude=LOCK_FILES)
+    assert json.loads(output(out)) == {"errno": errno.ESTALE, "calls": 3, "locked": [],
+                                       "vmlck": 0, "mapped": []}
+
+
+def test_lock_files_checks_the_descriptors_first(tmp_path: Path) -> None:
+    # Each locked file keeps a descriptor (its mapping's). Under a soft RLIMIT_NOFILE of
+    # 40 the 60 files fit once it is raised (as memlock lock does); under a hard limit of
+    # 40 they are refused before any lock, so before a page of any file is read.
+    root = tmp_path / "many"
+    root.mkdir()
+    for k in range(60):
+        drop_cache(make_file(str(root / f"f{k:02}.bin"), 2 * PAGE))
+    code = """
+        before = vmlck()
+        try:
+            with memlock.lock_files(sys.argv[1]) as lf:
+                print(json.dumps({"files": len(lf), "vmlck": vmlck() - before}))
+        except OSError as exc:
+            print(json.dumps({"errno": exc.errno, "nofile": "RLIMIT_NOFILE" in str(exc),
+                              "vmlck": vmlck() - before, "locked": locked_paths()}))
+    """
+    out = run_child(code, args=[str(root)], prelude=LOCK_FILES,
+                    prefix=["prlimit", "--nofile=40:40"])
+    assert json.loads(output(out)) == {"errno": 24, "nofile": True, "vmlck": 0, "locked": []}
+    assert sum(file_resident_pages(p) for p in root.iterdir()) == 0
+    out = run_child(code, args=[str(root)], prelude=LOCK_FILES,
+                    prefix=["prlimit", "--nofile=40:400"])
+    assert json.loads(output(out)) == {"files": 60, "vmlck": 120 * PAGE}
 
 
 def test_lock_files_over_the_limit_locks_nothing_unprivileged(tree: Path) -> None:

@@ -18,7 +18,8 @@ The tree walk (:mod:`memlock._walk`, the same walk as the file API's): :class:`W
 Many files (:mod:`memlock._trees`, the file API's tree functions): :func:`measure_tree`
     (the per-file rows of ``resident``/``touch``/``evict``), :func:`preflight` (the limits
     checked before locking), :func:`lock_planned`, :func:`touch_planned`,
-    :func:`within_budget`; profiles (:mod:`memlock._profile`): :func:`capture_profile` (a
+    :func:`within_budget`, :func:`descriptor_room` (RLIMIT_NOFILE raised for the
+    mappings to hold); profiles (:mod:`memlock._profile`): :func:`capture_profile` (a
     profile and its rows), :func:`restore_rows` (``touch --profile``'s rows).
 Units and messages (:mod:`memlock._units`): :func:`format_size`, :func:`parse_size`,
     :func:`plural`, :func:`quote_arg`, :func:`describe_error`, :class:`SizeTooLargeError`.
@@ -57,7 +58,14 @@ if TYPE_CHECKING:
     from ._fanout import default_workers
     from ._files import cached_pages_or_bound, evict_fd, lock_fd, open_regular, touch_fd
     from ._profile import capture_profile, restore_rows
-    from ._trees import lock_planned, measure_tree, preflight, touch_planned, within_budget
+    from ._trees import (
+        descriptor_room,
+        lock_planned,
+        measure_tree,
+        preflight,
+        touch_planned,
+        within_budget,
+    )
     from ._walk import FileEntry, Planned, WalkOptions, plan, scan, scan_rows, walk
 
 #: Names that load their module (and what it loads) on first use.
@@ -65,7 +73,8 @@ _LAZY = {"cached_pages_or_bound": "_files", "evict_fd": "_files", "lock_fd": "_f
          "open_regular": "_files", "touch_fd": "_files", "PURE_PYTHON_REQUESTED": "_critical",
          "FileEntry": "_walk", "Planned": "_walk", "WalkOptions": "_walk", "plan": "_walk",
          "scan": "_walk", "scan_rows": "_walk", "walk": "_walk", "default_workers": "_fanout",
-         "lock_planned": "_trees", "measure_tree": "_trees", "preflight": "_trees",
+         "descriptor_room": "_trees", "lock_planned": "_trees", "measure_tree": "_trees",
+         "preflight": "_trees",
          "within_budget": "_trees", "touch_planned": "_trees",
          "capture_profile": "_profile", "restore_rows": "_profile"}
 
@@ -84,7 +93,8 @@ __all__ = [
     "PAGE_SIZE", "PURE_PYTHON_REQUESTED", "FileEntry", "FrozenRecord", "HostProcess", "Planned",
     "SizeTooLargeError", "WalkOptions", "cached_pages", "cached_pages_counter",
     "cached_pages_or_bound", "capture_profile", "cgroup_memory_headroom", "default_workers",
-    "describe_error", "detect_environment", "die_with_parent", "doctor_probes", "evict_fd",
+    "describe_error", "descriptor_room", "detect_environment", "die_with_parent",
+    "doctor_probes", "evict_fd",
     "fast_path_active", "format_size", "host_processes", "host_unaccounted_bytes", "limit_hint",
     "lock_fd", "lock_planned", "map_count", "measure_tree", "open_descriptors", "open_regular",
     "page_range", "parse_size", "permission_hint", "plan", "plural", "preflight",

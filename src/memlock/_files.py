@@ -392,6 +392,14 @@ def _file_or_tree(path: object, offset: object, length: object,
     ("touch", "evict" or None) and are measured after it.
     """
     p = path_str(path)
+    if on_error is not None and not callable(on_error):
+        raise TypeError(f"on_error must be callable, not {type(on_error).__name__}")
+    if not (include is None and exclude is None and max_size is None
+            and follow_symlinks is False and one_file_system is False):
+        from ._trees import walk_options
+
+        # Checked for a file too (where they do not apply): bad values are bad values.
+        walk_options(include, exclude, max_size, follow_symlinks, one_file_system)  # type: ignore[arg-type]
     try:
         f, st = open_regular(p)
     except IsADirectoryError:
@@ -533,7 +541,8 @@ def touch(path: StrPath | Profile, *, offset: int = 0, length: int | None = None
     :func:`residency`) and the totals after touching are returned (a
     :class:`memlock.FileTotals`). A :class:`memlock.Profile` brings back exactly its
     ranges; its files that changed or vanished since it was saved are left alone and
-    listed in the totals' ``skipped``. One file: returns None.
+    listed in the totals' ``skipped`` (``on_error`` gets those that cannot be read; a
+    range or a filter with a profile is a TypeError). One file: returns None.
 
     Raises:
         FileNotFoundError: No such file. Other OS errors keep their OSError subclass.
@@ -542,7 +551,12 @@ def touch(path: StrPath | Profile, *, offset: int = 0, length: int | None = None
     from ._profile import Profile
 
     if isinstance(path, Profile):
-        return path.restore()
+        from ._trees import refuse_walk_arguments
+
+        refuse_walk_arguments(offset=offset, length=length, include=include, exclude=exclude,
+                              max_size=max_size, follow_symlinks=follow_symlinks,
+                              one_file_system=one_file_system)
+        return path.restore(on_error)
     def one(p: str, fd: int, size: int, off: int, n: int) -> None:
         touch_fd(fd, size, off, n)
 

@@ -166,14 +166,26 @@ class Profile:
         return profile
 
     def save(self, file: StrPath) -> None:
-        """Write the profile to ``file`` atomically (JSON, see the module docstring)."""
+        """Write the profile to ``file`` atomically (JSON, see the module docstring).
+
+        A previous version of ``file`` among the profile's files (a profile saved inside
+        the tree it profiles) is left out: saving replaces it, so it would only ever be
+        skipped as changed.
+        """
         target = path_str(file)
+        try:
+            st = os.stat(target)
+            own = {(st.st_dev, st.st_ino)}
+        except OSError:
+            own = set()
+        files = tuple(f for f in self.files if f.path != os.path.abspath(target)
+                      and (f.device, f.inode) not in own)
         doc = {"format": FORMAT, "version": VERSION, "page_size": PAGE_SIZE,
                "files": [{"path": f.path, "device": f.device, "inode": f.inode,
                           "size": f.size, "mtime_ns": f.mtime_ns,
-                          "ranges": [list(r) for r in f.ranges]} for f in self.files]}
+                          "ranges": [list(r) for r in f.ranges]} for f in files]}
         write_atomically(target, json.dumps(doc, separators=(",", ":")).encode())
-        self.path = target
+        self.files, self.path = files, target
 
     @classmethod
     def load(cls, file: StrPath) -> Profile:
@@ -207,17 +219,19 @@ class Profile:
             items += [Planned(entry, off, n) for off, n in f.ranges]
         return items, tuple(skipped)
 
-    def restore(self) -> FileTotals:
+    def restore(self, on_error: OnError | None = None) -> FileTotals:
         """Bring exactly its ranges back into the page cache: ``memlock.touch(profile)``.
 
         Ranges are read in parallel (each range's missing chunks by the populate calls of
         :func:`memlock.touch`). Files that changed or vanished are skipped and listed in
         ``skipped``; the totals are over the ranges of the others, after touching.
+        ``on_error(path, exc)`` gets each file that cannot be read, and the others go on.
 
         Raises:
-            OSError: A file of the profile cannot be read (its identity is unchanged).
+            OSError: Without ``on_error``: a file of the profile cannot be read (its
+                identity is unchanged).
         """
-        rows, skipped = restore_rows(self, None)
+        rows, skipped = restore_rows(self, on_error)
         return FileTotals.of_rows(self.path, rows, tuple(skipped))
 
 
@@ -324,7 +338,7 @@ def _parse(data: bytes, src: str) -> list[ProfiledFile]:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"{src}: not a memlock profile (no \"format\": \"{FORMAT}\")")
     version = doc.get("version")
-    if version != VERSION or isinstance(version, bool):
+    if type(version) is not int or version != VERSION:  # not 1.0, not true
         raise ValueError(f"{src}: profile version {version!r} is not supported (this memlock "
                          f"reads version {VERSION}; save the profile again)")
     listed = doc.get("files")

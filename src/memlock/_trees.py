@@ -46,11 +46,13 @@ __all__ = [
     "FirstError",
     "LockedFiles",
     "as_paths",
+    "descriptor_room",
     "errors_to",
     "lock_files",
     "lock_planned",
     "measure_tree",
     "preflight",
+    "refuse_walk_arguments",
     "size_or_none",
     "tree_totals",
     "walk_options",
@@ -160,6 +162,7 @@ class FirstError:
 
     def __call__(self, path: str, exc: OSError) -> None:
         if self.error is None:
+            exc.filename = path  # the walk's calls name a file by its directory's descriptor
             self.error = exc
 
     def raise_it(self) -> None:
@@ -379,6 +382,40 @@ def within_budget(items: list[Planned], budget: int | None) -> tuple[list[Planne
     return fit, rest
 
 
+#: Descriptors kept free for what a holder opens besides its mappings (the log, the
+#: pidfile, a directory while rescanning, the systemd socket).
+_SPARE_DESCRIPTORS = 16
+
+
+def _open_descriptors() -> int:
+    """How many descriptors this process has open now (a generous guess where unknown)."""
+    count = BACKEND.open_descriptors()
+    return 3 * _SPARE_DESCRIPTORS if count is None else count
+
+
+def descriptor_room(mappings: int) -> tuple[int, int, int] | None:
+    """Make sure ``mappings`` more descriptors can be opened; None when they can.
+
+    Each locked file (or range) keeps one: its mapping's. Raises the soft RLIMIT_NOFILE up
+    to the hard limit when that is needed and enough (no privilege needed). Returns
+    (descriptors needed in all, soft limit, hard limit) when the hard limit is too low.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = _open_descriptors() + mappings + _SPARE_DESCRIPTORS
+    unlimited = resource.RLIM_INFINITY
+    if soft == unlimited or needed <= soft:
+        return None
+    if hard == unlimited or needed <= hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+            return None
+        except (OSError, ValueError):  # macOS: not above OPEN_MAX
+            pass
+    return needed, soft, hard
+
+
 class LockedFiles(ReleasedOnExit):
     """Many files (or ranges of them) locked in RAM together; a context manager.
 
@@ -453,6 +490,21 @@ def as_paths(paths: object) -> list[str]:
     return [path_str(p) for p in paths]
 
 
+def refuse_walk_arguments(**given: object) -> None:
+    """TypeError naming the range or filters given with a Profile (they would be ignored).
+
+    ``given``: offset, length and the walk's filters, as passed; a profile's ranges say
+    what to take.
+    """
+    defaults: dict[str, object] = {"offset": 0, "length": None, "include": None,
+                                   "exclude": None, "max_size": None, "follow_symlinks": False,
+                                   "one_file_system": False}
+    used = [name for name, value in given.items() if value is not defaults[name]
+            and not (name == "offset" and type(value) is int and value == 0)]
+    if used:
+        raise TypeError(f"{', '.join(used)}: not with a Profile (its ranges say what to take)")
+
+
 def lock_files(paths: StrPath | Iterable[StrPath] | Profile, *, offset: int = 0,
                length: int | None = None, onfault: bool = False,
                budget: int | str | None = None, include: Iterable[str] | None = None,
@@ -495,6 +547,9 @@ def lock_files(paths: StrPath | Iterable[StrPath] | Profile, *, offset: int = 0,
     skipped: tuple[tuple[str, str], ...] = ()
     exact = isinstance(paths, Profile)
     if isinstance(paths, Profile):
+        refuse_walk_arguments(offset=offset, length=length, include=include, exclude=exclude,
+                              max_size=max_size, follow_symlinks=follow_symlinks,
+                              one_file_system=one_file_system)
         items, skipped = paths.plan()
     else:
         options = walk_options(include, exclude, max_size, follow_symlinks, one_file_system)
@@ -506,6 +561,15 @@ def lock_files(paths: StrPath | Iterable[StrPath] | Profile, *, offset: int = 0,
     to_lock, _, problem = preflight(chosen, keep_going=False)
     if problem is not None:
         raise problem
+    mappings = sum(1 for p in to_lock if p.length)
+    short = descriptor_room(mappings)
+    if short is not None:
+        needed, soft, hard = short
+        raise OSError(errno.EMFILE, f"cannot lock {mappings} files or ranges: each keeps a "
+                      f"descriptor open (its mapping's), so this needs {needed} open files, "
+                      f"over RLIMIT_NOFILE {soft} (hard limit {hard}), which this process "
+                      "cannot raise: allow more open files (ulimit -n, LimitNOFILE=) or lock "
+                      "fewer")
     held: list[LockedFile] = []
     try:
         for p in to_lock:

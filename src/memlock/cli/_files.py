@@ -334,7 +334,9 @@ def _load_profile(args: argparse.Namespace, err: Callable[[str], None]) -> memlo
         return None
     for flag, used in (("--range", args.range is not None), ("--watch", getattr(
             args, "watch", False)), ("--include/--exclude", args.include or args.exclude),
-            ("--max-size", args.max_size is not None)):
+            ("--max-size", args.max_size is not None),
+            ("--follow-symlinks", args.follow_symlinks),
+            ("--one-file-system", args.one_file_system)):
         if used:
             err(f"{flag} does not go with --profile (the profile says what to take)")
             return None

@@ -35,9 +35,9 @@ from .._cli_api import (
     Planned,
     WalkOptions,
     describe_error,
+    descriptor_room,
     format_size,
     lock_planned,
-    open_descriptors,
     page_range,
     plan,
     plural,
@@ -75,40 +75,6 @@ def sd_notify(message: str, environ: dict[str, str] | None = None) -> bool:
 
 
 # -- planning ------------------------------------------------------------------------------
-
-
-#: Descriptors kept free for what the holder opens besides its mappings (the log, the
-#: pidfile, a directory while rescanning, the systemd socket).
-_SPARE_DESCRIPTORS = 16
-
-
-def _open_descriptors() -> int:
-    """How many descriptors this process has open now (a generous guess where unknown)."""
-    count = open_descriptors()
-    return 3 * _SPARE_DESCRIPTORS if count is None else count
-
-
-def descriptor_room(mappings: int) -> tuple[int, int, int] | None:
-    """Make sure ``mappings`` more descriptors can be opened; None when they can.
-
-    Raises the soft RLIMIT_NOFILE up to the hard limit when that is needed and enough
-    (no privilege needed). Returns (descriptors needed in all, soft limit, hard limit)
-    when the hard limit is too low.
-    """
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = _open_descriptors() + mappings + _SPARE_DESCRIPTORS
-    unlimited = resource.RLIM_INFINITY
-    if soft == unlimited or needed <= soft:
-        return None
-    if hard == unlimited or needed <= hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-            return None
-        except (OSError, ValueError):  # macOS: not above OPEN_MAX
-            pass
-    return needed, soft, hard
 
 
 def _descriptor_message(files: int, needed: int, soft: int, hard: int) -> str:
