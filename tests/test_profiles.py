@@ -210,6 +210,9 @@ def test_changed_and_vanished_files_are_skipped_and_reported(hot: Path) -> None:
         summary = json.loads(output(holder).splitlines()[-1])
         assert [s["path"] for s in summary["skipped"]] == [str(cold)]
         assert f"skipped {cold}" in holder.stderr
+        # One file held, in as many ranges as its profile has (the review found "files"
+        # counting ranges).
+        assert (summary["files"], summary["ranges"]) == (1, len(HOT)), summary
     finally:
         os.kill(int((hot.parent / "pid").read_text()), 15)
 

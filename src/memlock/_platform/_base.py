@@ -239,7 +239,9 @@ class Backend:
 
         Returns once the reads are queued; no read-ahead past the range. Asked for in
         2 MiB steps: Linux reads at most the read-ahead window (read_ahead_kb) of each
-        call. Does nothing where the OS has no posix_fadvise (macOS).
+        call.
+
+        Availability: Linux, FreeBSD, illumos (posix_fadvise); a no-op on macOS.
         """
         if sys.platform != "darwin":
             step = 2 * 2**20
@@ -695,6 +697,8 @@ class Backend:
         arena, the brk heap). Arenas made before stay. Does nothing with another C library
         (musl has one heap; FreeBSD's jemalloc reads its arena count at start-up only).
 
+        Availability: glibc (Linux); elsewhere a documented no-op.
+
         Raises:
             MemlockError: mallopt(3) refused.
         """
@@ -702,8 +706,11 @@ class Backend:
             raise MemlockError(errno.EINVAL, f"mallopt(M_ARENA_MAX, {count}) failed")
 
     def default_thread_stack(self) -> int | None:
-        """Bytes of stack a new thread gets by default (the C library's default
-        attributes); None where the C library cannot tell."""
+        """Bytes of stack a new thread gets by default (the C library's default attributes).
+
+        Availability: glibc (pthread_getattr_default_np); None where the C library cannot
+        tell.
+        """
         return self.libc.default_thread_stack_size() or None
 
     def new_mapping_refused(self, nbytes: int) -> int:
@@ -731,6 +738,9 @@ class Backend:
         clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME) where the OS has it (as cyclictest
         does): a late wake-up does not shift the next deadline. Elsewhere a relative
         ``time.sleep`` of what is left, which ``how`` says.
+
+        Availability: Linux (verified), FreeBSD and illumos (clock_nanosleep, simulated
+        only); macOS: the relative sleep.
 
         Raises:
             MemlockError: clock_nanosleep refused (from ``sleep_until``).

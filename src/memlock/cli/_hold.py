@@ -476,11 +476,13 @@ def _summary(cfg: HoldConfig, holder: Holder, seconds: float) -> str:
         import json
 
         doc = {
-            "event": "locked", "pid": os.getpid(), "files": len(holder.held),
+            "event": "locked", "pid": os.getpid(),
+            "files": len({f.path for f in holder.held.values()}),
             "bytes": nbytes, "pages": pages, "seconds": round(seconds, 6),
             "failed": [{"path": k, "error": v} for k, v in sorted(failed.items())],
         }
         if cfg.profile is not None:
+            doc["ranges"] = len(holder.held)
             doc["over_budget"] = [{"path": p.entry.path, "offset": p.offset,
                                    "length": p.length} for p in over]
             doc["skipped"] = [{"path": k, "reason": v} for k, v in holder.skipped]
