@@ -356,3 +356,24 @@ def test_a_profile_saved_inside_its_tree_leaves_itself_out(hot: Path) -> None:
     p = memlock.Profile.capture(hot.parent)
     p.save(prof)
     assert memlock.Profile.load(prof) == p and len(p.files) == 2
+
+
+def test_a_profile_naming_a_pseudo_file_is_skipped_with_its_path(tmp_path: Path) -> None:
+    """A hand-written profile may name a /sys file with its true identity: it is skipped,
+    named, as the walk refuses such files (the review saw "No such device", no path)."""
+    sysfile = next((p for p in ("/sys/kernel/mm/transparent_hugepage/enabled",
+                                "/sys/devices/system/cpu/online") if os.path.exists(p)), None)
+    if sysfile is None:
+        pytest.skip("no sysfs file to name here")
+    st = os.stat(sysfile)
+    doc = {"format": "memlock-profile", "version": 1, "page_size": PAGE,
+           "files": [{"path": sysfile, "device": st.st_dev, "inode": st.st_ino,
+                      "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ranges": [[0, 1]]}]}
+    prof = tmp_path / "sys.profile"
+    prof.write_text(json.dumps(doc))
+    totals = memlock.touch(memlock.Profile.load(prof))
+    assert totals is not None and [p for p, _ in totals.skipped] == [sysfile]
+    assert "not on disk" in totals.skipped[0][1]
+    proc = run_cli("lock", "--profile", str(prof))
+    assert proc.returncode == 1 and f"skipped {sysfile}: not on disk" in proc.stderr, proc
+    assert "Traceback" not in proc.stderr

@@ -92,12 +92,21 @@ class ProfiledFile(FrozenRecord):
         """Bytes of its ranges."""
         return sum(n for _, n in self.ranges)
 
-    def changed(self) -> str | None:
-        """Why the file on disk is no longer this one (vanished, changed), or None."""
+    def changed(self, pseudo: dict[int, str] | None = None) -> str | None:
+        """Why the file on disk is no longer this one (vanished, changed), or None.
+
+        ``pseudo``: the pseudo file systems by device (``Backend.pseudo_file_systems``):
+        a file on one (a hand-written profile naming /proc or /sys) is refused as the walk
+        refuses it.
+        """
         try:
             st = os.stat(self.path)
         except OSError as exc:
             return f"cannot be read now ({exc.strerror or exc})"
+        fs_type = (pseudo or {}).get(st.st_dev)
+        if fs_type is not None:
+            return (f"not on disk: on a {fs_type} file system, whose files the kernel makes "
+                    "up when they are read (nothing to keep in RAM)")
         if (st.st_dev, st.st_ino) != (self.device, self.inode):
             return "replaced since the profile was saved (another file by that name)"
         if (st.st_size, st.st_mtime_ns) != (self.size, self.mtime_ns):
@@ -210,8 +219,9 @@ class Profile:
         """(its ranges as planned locks, in order; (path, reason) of files skipped)."""
         items: list[Planned] = []
         skipped: list[tuple[str, str]] = []
+        pseudo = BACKEND.pseudo_file_systems()
         for f in self.files:
-            why = f.changed()
+            why = f.changed(pseudo)
             if why is not None:
                 skipped.append((f.path, why))
                 continue
@@ -244,8 +254,9 @@ def restore_rows(profile: Profile, on_error: OnError | None
     """
     rows: list[Row] = []
     skipped: list[tuple[str, str]] = []
+    pseudo = BACKEND.pseudo_file_systems()
     for pf in profile.files:
-        why = pf.changed()
+        why = pf.changed(pseudo)
         if why is None:
             try:
                 rows.append(_restore_file(pf))
