@@ -18,7 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from .kernel import CHILD_PRELUDE, have, last_json, run_child, run_cli
+from .kernel import (
+    CHILD_PRELUDE,
+    child_env,
+    have,
+    last_json,
+    python_cmd,
+    run_child,
+    run_cli,
+    unprivileged_cmd,
+)
 from .simlibc import darwin, freebsd, sunos
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="verified on Linux only")
@@ -459,3 +468,30 @@ def test_macos_says_it_sleeps_relatively() -> None:
     assert time.monotonic_ns() >= deadline
     assert how.startswith("time.sleep (relative")
     assert not any(call[0] == "clock_nanosleep" for call in sim.calls)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not have("chrt") or not have("setpriv"),
+                    reason="needs root, chrt and setpriv to start a child at SCHED_FIFO 50 "
+                    "that may not raise its priority again")
+def test_a_priority_the_process_may_not_set_again_is_a_warning_not_a_lost_report() -> None:
+    """Started at FIFO 50 by a privileged parent, without CAP_SYS_NICE and with
+    RLIMIT_RTPRIO 0: lowering to 10 for the run is allowed, raising back to 50 is not. The
+    report comes back with a RuntimeWarning naming what stays changed."""
+    code = textwrap.dedent("""
+        import json, os, warnings
+        import memlock
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = memlock.measure_latency(0.001, loops=20, priority=10, policy="fifo")
+        print(json.dumps({"loops": r.loops, "priority": r.priority,
+                          "now": os.sched_getparam(0).sched_priority,
+                          "warnings": [str(w.message) for w in caught
+                                       if issubclass(w.category, RuntimeWarning)]}))
+    """)
+    cmd = ["chrt", "-f", "50", *unprivileged_cmd(drop=["sys_nice"]),
+           "prlimit", "--rtprio=0", "--", *python_cmd(code)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (got["loops"], got["priority"], got["now"]) == (20, 10, 10), got
+    assert len(got["warnings"]) == 1 and "priority 50" in got["warnings"][0], got

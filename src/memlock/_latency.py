@@ -595,13 +595,42 @@ def measure_latency(
             policy_now, priority_now = 0, 0
     finally:
         if sys.platform != "darwin":
-            if restore_cpus is not None:
-                os.sched_setaffinity(0, restore_cpus)
-            if restore_sched is not None:
-                os.sched_setscheduler(0, restore_sched[0], restore_sched[1])
+            _restore_scheduling(restore_cpus, restore_sched)
     return _report(got, interval, n, outliers, threshold_us,
                    per_thread=_PER_THREAD, sleep=how, locked=lock,
                    policy=_policy_name(policy_now), priority=priority_now, cpu=cpu)
+
+
+def _restore_scheduling(cpus: set[int] | None,
+                        sched: tuple[int, os.sched_param] | None) -> None:
+    """Put back the CPUs and the scheduling a run changed, each on its own.
+
+    A process may have been given a real-time priority it may not set itself (by a
+    privileged parent, above its RLIMIT_RTPRIO): lowering it was allowed, raising it back
+    is not. That is a RuntimeWarning naming what stays changed, not an error that would
+    replace the run's report.
+    """
+    if sys.platform == "darwin":  # (mypy checks every OS; the caller never calls it there)
+        return
+    if cpus is not None:
+        try:
+            os.sched_setaffinity(0, cpus)
+        except OSError as exc:
+            _warn_not_restored(f"the CPUs {sorted(cpus)}", exc)
+    if sched is not None:
+        try:
+            os.sched_setscheduler(0, sched[0], sched[1])
+        except OSError as exc:
+            _warn_not_restored(f"the scheduling policy {_policy_name(sched[0])} priority "
+                               f"{sched[1].sched_priority}", exc)
+
+
+def _warn_not_restored(what: str, exc: OSError) -> None:
+    import warnings
+
+    warnings.warn(f"memlock.measure_latency: could not put back {what} after the run "
+                  f"({exc.strerror or exc}): the process keeps the run's setting",
+                  RuntimeWarning, stacklevel=4)
 
 
 class _Periods:
