@@ -240,6 +240,7 @@ def _hostile(hot: Path) -> dict[str, bytes]:
     text = json.dumps(good).encode()
     return {
         "not JSON": b"this is not json",
+        "hard link twice": with_second(path=str(hot.parent / "link.bin")),
         "truncated": text[: len(text) // 2],
         "not UTF-8": b"\xff\xfe{}",
         "wrong version": json.dumps(dict(good, version=2)).encode(),

@@ -15,9 +15,9 @@ skipped, never restored from stale ranges.
 Hazards and how they are met:
 
 * A profile is input from outside: :meth:`Profile.load` checks every field (types, ranges
-  inside the file, no overlaps, no file twice, absolute paths, known version, the file's
-  size at most :data:`MAX_PROFILE_BYTES`) and raises ValueError naming the problem before
-  anything is touched.
+  inside the file, no overlaps, no file twice, by path or by device and inode, absolute
+  paths, known version, the file's size at most :data:`MAX_PROFILE_BYTES`) and raises
+  ValueError naming the problem before anything is touched.
 * Saving is atomic (a temporary file in the same directory, fsync, rename): a crash
   leaves the old profile or the new one, never half of one.
 """
@@ -357,6 +357,7 @@ def _parse(data: bytes, src: str) -> list[ProfiledFile]:
         raise ValueError(f"{src}: not a memlock profile: \"files\" must be a list")
     out: list[ProfiledFile] = []
     seen: set[str] = set()
+    seen_files: dict[tuple[int, int], str] = {}  # (device, inode): path (hard links)
     top = 2**64 - 1
     for i, entry in enumerate(listed):
         where = f"{src}: file {i}"
@@ -374,6 +375,10 @@ def _parse(data: bytes, src: str) -> list[ProfiledFile]:
             size = _int(entry["size"], "size", 0, 2**63 - 1)
             ident = (_int(entry["device"], "device", 0, top), _int(entry["inode"], "inode", 0, top),
                      size, _int(entry["mtime_ns"], "mtime_ns", -(2**63), 2**63 - 1))
+            other = seen_files.setdefault(ident[:2], path)
+            if other != path:
+                raise ValueError(f"the same file as {other!r} (device and inode): a hard "
+                                 "link listed twice")
             raw = entry["ranges"]
             if not isinstance(raw, list):
                 raise ValueError("ranges must be a list of [offset, length]")
