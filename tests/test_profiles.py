@@ -378,3 +378,14 @@ def test_a_profile_naming_a_pseudo_file_is_skipped_with_its_path(tmp_path: Path)
     proc = run_cli("lock", "--profile", str(prof))
     assert proc.returncode == 1 and f"skipped {sysfile}: not on disk" in proc.stderr, proc
     assert "Traceback" not in proc.stderr
+
+
+def test_a_budget_under_one_page_still_warms_the_ranges(hot: Path) -> None:
+    """Nothing fits, so nothing is locked and the command exits 1; the ranges over the
+    budget are touched all the same, as lock_files(profile, budget=0) does."""
+    prof, _ = save(hot)
+    drop_cache(hot)
+    out = run_cli("lock", "--profile", str(prof), "--budget", "100")
+    assert out.returncode == 1 and "nothing to lock" in out.stderr, out
+    assert "Traceback" not in out.stderr
+    assert resident_runs(hot) == HOT  # touched: exactly the ranges

@@ -591,6 +591,7 @@ def _hold_loop(cfg: HoldConfig, holder: Holder, err: Callable[[str], None], r: i
         err("nothing was locked (use --keep-going to lock the rest)")
         return 1
     if not any(p.length for p in items):
+        _touch_over_budget(holder, err)  # a budget under one page: still warm the ranges
         _list_failed(holder, err)
         err(f"nothing to lock: {_nothing_to_lock(cfg, items)}; exiting instead of holding "
             "nothing")
