@@ -48,12 +48,8 @@ _PEAK_BYTES_PER_PERIOD = 128
 _PEAK_BYTES_PER_PERIOD_TICK = 176
 _POLICIES = {"fifo": "SCHED_FIFO", "rr": "SCHED_RR"}
 
-if sys.platform == "linux" and BACKEND.per_thread_faults:
-    _RUSAGE_WHO = resource.RUSAGE_THREAD
-    _PER_THREAD = True
-else:
-    _RUSAGE_WHO = resource.RUSAGE_SELF
-    _PER_THREAD = False
+#: getrusage(2)'s target for page faults, and whether it counts only the calling thread.
+_RUSAGE_WHO, _PER_THREAD = BACKEND.faults_rusage()
 
 
 def _us(ns: float) -> float:

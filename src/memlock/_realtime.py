@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import gc
 import resource
-import sys
 import threading
 from dataclasses import dataclass
 from types import TracebackType
@@ -27,12 +26,8 @@ __all__ = ["PageFaults", "lock_process", "page_faults"]
 
 _STACK_GUARD_GAP = 256 * PAGE_SIZE  # Linux default stack_guard_gap (256 pages)
 
-if sys.platform == "linux" and BACKEND.per_thread_faults:
-    _RUSAGE_WHO = resource.RUSAGE_THREAD
-    _PER_THREAD = True
-else:
-    _RUSAGE_WHO = resource.RUSAGE_SELF
-    _PER_THREAD = False
+#: getrusage(2)'s target for page faults, and whether it counts only the calling thread.
+_RUSAGE_WHO, _PER_THREAD = BACKEND.faults_rusage()
 
 
 class PageFaults:

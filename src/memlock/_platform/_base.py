@@ -299,6 +299,13 @@ class Backend:
 
     # -- facts -------------------------------------------------------------------------
 
+    def faults_rusage(self) -> tuple[int, bool]:
+        """``(who, per_thread)``: the getrusage(2) target that counts page faults, the
+        calling thread's where the OS can (RUSAGE_THREAD), else the whole process's."""
+        if sys.platform == "linux" and self.per_thread_faults:
+            return resource.RUSAGE_THREAD, True
+        return resource.RUSAGE_SELF, False
+
     def rlimit(self) -> tuple[int | None, int | None]:
         """Soft and hard RLIMIT_MEMLOCK in bytes (None = unlimited)."""
         if self._rlimit_source is not None:

@@ -51,12 +51,11 @@ def user_name(text: str) -> str:
     """
     import pwd
 
+    uid = text.isascii() and text.isdigit() and len(text) <= 10
     try:
-        if text.isascii() and text.isdigit() and len(text) <= 10:
-            return pwd.getpwuid(int(text)).pw_name
-        return pwd.getpwnam(text).pw_name
+        return pwd.getpwuid(int(text)).pw_name if uid else pwd.getpwnam(text).pw_name
     except KeyError:
-        if text.isascii() and text.isdigit() and len(text) <= 10:
+        if uid:
             return str(int(text))
     except (OverflowError, ValueError):  # a uid out of range, a NUL in the name
         pass
