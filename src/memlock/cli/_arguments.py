@@ -1,4 +1,6 @@
-"""Command-line arguments: argparse converters, ``--range`` and ``--files-from``.
+"""Command-line arguments: argparse converters, ``--range``, ``--files-from``, a program.
+
+The program is what ``run`` and ``latency`` take: ``script.py ARGS`` or ``-m module ARGS``.
 
 The converters give our messages, not argparse's.
 
@@ -16,8 +18,8 @@ from collections.abc import Callable
 
 from .._cli_api import SizeTooLargeError, parse_size, quote_arg
 
-__all__ = ["PRINTABLE", "parse_range", "process_id", "read_list", "seconds", "size",
-           "user_name"]
+__all__ = ["PRINTABLE", "add_program", "module_found", "parse_range", "process_id",
+           "program_target", "read_list", "seconds", "size", "user_name"]
 
 #: The largest process id (pid_t is a 32-bit signed integer on every supported system).
 PID_MAX = 2**31 - 1
@@ -113,3 +115,40 @@ def read_list(source: str, nul: bool) -> list[str]:
 #: ``str.translate`` table that shows control characters as ``?``: command lines and
 #: cgroup names come from other processes, which must not drive the terminal.
 PRINTABLE = {c: "?" for c in [*range(32), 127]}
+
+
+def add_program(p: argparse.ArgumentParser, module_help: str, script_help: str) -> None:
+    """``-m module [ARGS]`` and ``script.py [ARGS]``: the program a command runs."""
+    p.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="module [ARGS]",
+                   help=module_help)
+    p.add_argument("program", nargs=argparse.REMAINDER, metavar="script.py [ARGS]",
+                   help=script_help)
+
+
+def program_target(args: argparse.Namespace) -> tuple[str | None, str | None, list[str]]:
+    """(module, script, argv tail) of :func:`add_program`'s arguments.
+
+    ``module`` is ``""`` for a ``-m`` without a name; (None, None, []) without a program.
+    """
+    program: list[str] = list(args.program)
+    if args.module is not None:
+        return (args.module[0] if args.module else ""), None, [*args.module[1:], *program]
+    if program and program[0] == "--":
+        program = program[1:]
+    if not program:
+        return None, None, []
+    return None, program[0], program[1:]
+
+
+def module_found(module: str) -> bool:
+    """Whether ``python -m module`` would find ``module``.
+
+    The working directory becomes ``sys.path[0]``, as it does for ``python -m``.
+    """
+    import importlib.util
+
+    sys.path[0:1] = [os.getcwd()]
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

@@ -10,7 +10,7 @@ import sys
 import memlock
 
 from .._cli_api import describe_error, quote_arg
-from ._arguments import size
+from ._arguments import add_program, module_found, program_target, size
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -146,23 +146,9 @@ def register(sub: Any) -> None:
     p.add_argument("--threshold", type=_threshold, metavar="DURATION",
                    help="explain the periods done later than DURATION (e.g. 100us) after "
                    "their deadline (latency + tick; at most N of them, worst first)")
-    p.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="module [ARGS]",
-                   help="a module whose tick() runs in each period")
-    p.add_argument("program", nargs=argparse.REMAINDER, metavar="script.py [ARGS]",
-                   help="a script whose tick() runs in each period, and its arguments")
+    add_program(p, "a module whose tick() runs in each period",
+                "a script whose tick() runs in each period, and its arguments")
     p.set_defaults(handler=_latency)
-
-
-def _target(args: argparse.Namespace) -> tuple[str | None, str | None, list[str]]:
-    """(module, script, argv tail); (None, None, []) without a program."""
-    program: list[str] = list(args.program)
-    if args.module is not None:
-        return (args.module[0] if args.module else ""), None, [*args.module[1:], *program]
-    if program and program[0] == "--":
-        program = program[1:]
-    if not program:
-        return None, None, []
-    return None, program[0], program[1:]
 
 
 def _usage(message: str) -> int:
@@ -247,7 +233,7 @@ def summary_lines(report: memlock.LatencyReport) -> list[str]:
 def _latency(args: argparse.Namespace) -> int:
     import traceback
 
-    module, script, tail = _target(args)
+    module, script, tail = program_target(args)
     if module == "":
         return _usage("-m needs a module name")
     if args.prefault_heap is not None and args.lock is False:
@@ -260,16 +246,8 @@ def _latency(args: argparse.Namespace) -> int:
 
     tick = None
     if module is not None or script is not None:
-        if module is not None:
-            import importlib.util
-
-            sys.path[0:1] = [os.getcwd()]
-            try:
-                found = importlib.util.find_spec(module) is not None
-            except (ImportError, ValueError):
-                found = False
-            if not found:
-                return _usage(f"no module named {module!r}")
+        if module is not None and not module_found(module):
+            return _usage(f"no module named {module!r}")
         try:
             tick = _load_tick(module, script, tail)
         except ValueError as exc:

@@ -10,7 +10,7 @@ from types import TracebackType
 import memlock
 
 from .._cli_api import describe_error, format_size, process_memory
-from ._arguments import size
+from ._arguments import add_program, module_found, program_target, size
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -61,25 +61,9 @@ def register(sub: Any) -> None:
     p.add_argument("--report", action="store_true",
                    help="at exit, print to stderr the page faults the program took and the "
                    "locked memory (VmLck) against the address space (VmSize)")
-    p.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="module [ARGS]",
-                   help="run a module as a script, like python -m")
-    p.add_argument("program", nargs=argparse.REMAINDER, metavar="script.py [ARGS]",
-                   help="the Python script to run and its arguments")
+    add_program(p, "run a module as a script, like python -m",
+                "the Python script to run and its arguments")
     p.set_defaults(handler=_run)
-
-
-def _target(args: argparse.Namespace) -> tuple[str | None, str | None, list[str]]:
-    """(module, script, argv tail) from the parsed arguments."""
-    program: list[str] = list(args.program)
-    if args.module is not None:
-        if not args.module:
-            return None, None, []
-        return args.module[0], None, [*args.module[1:], *program]
-    if program and program[0] == "--":
-        program = program[1:]
-    if not program:
-        return None, None, []
-    return None, program[0], program[1:]
 
 
 def _script_problem(script: str) -> str | None:
@@ -149,13 +133,12 @@ def _report(minor: int, major: int) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     import contextlib
-    import importlib.util
     import resource
     import runpy
     import traceback
 
-    module, script, tail = _target(args)
-    if module is None and script is None:
+    module, script, tail = program_target(args)
+    if not module and script is None:  # nothing, or -m without a name
         print("memlock run: error: give a script or -m module (see memlock run --help)",
               file=sys.stderr)
         return 2
@@ -164,15 +147,9 @@ def _run(args: argparse.Namespace) -> int:
         if problem is not None:
             print(f"memlock run: can't run {script!r}: {problem}", file=sys.stderr)
             return 2
-    if module is not None:
-        sys.path[0:1] = [os.getcwd()]
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            print(f"memlock run: no module named {module!r}", file=sys.stderr)
-            return 2
+    if module is not None and not module_found(module):
+        print(f"memlock run: no module named {module!r}", file=sys.stderr)
+        return 2
     try:
         memlock.lock_process(prefault_heap=args.prefault_heap,
                              prefault_stack=args.prefault_stack, onfault=args.onfault)
