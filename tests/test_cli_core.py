@@ -137,7 +137,8 @@ def test_each_subcommand_loads_only_its_own_module() -> None:
             "print(sorted(m for m in sys.modules if m.startswith('memlock.cli.')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=child_env(), check=True).stdout.splitlines()[-1]
-    assert loaded == "['memlock.cli._arguments', 'memlock.cli._inspect']", loaded
+    assert loaded == "['memlock.cli._arguments', 'memlock.cli._inspect', " \
+        "'memlock.cli._quickparse']", loaded  # and not ._parser (argparse): see quickparse
 
 
 def test_import_memlock_and_status_do_not_load_ctypes() -> None:

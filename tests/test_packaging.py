@@ -29,6 +29,7 @@ SDIST_REQUIRED = [
     "LICENSE", "README.md", "CHANGELOG.md", "CONTRIBUTING.md", "MANIFEST.in", "setup.py",
     "pyproject.toml", "requirements-dev.txt", "requirements-models.txt", "mkdocs.yml",
     "src/memlock/_speedups.c", "src/memlock/_speedups.pyi", "src/memlock/py.typed", "scripts/test",
+    "bin/memlock",
     "tests/__init__.py", "tests/conftest.py", "tests/kernel.py", "tests/simlibc.py",
     "tests/pressure.py", "docs/systemd/memlock-hold.service", "docs/container/Dockerfile",
 ]
@@ -89,7 +90,12 @@ def test_wheel_ships_the_module_not_its_source(dists: Dists) -> None:
             "memlock/cli/__init__.py", "memlock/_platform/linux.py"} <= names
     assert not [n for n in names if n.startswith(("tests/", "docs/", "bench/"))]
     info = f"memlock-{memlock.__version__}.dist-info/"
-    assert {info + "LICENSE", info + "METADATA", info + "entry_points.txt"} <= names
+    assert {info + "LICENSE", info + "METADATA"} <= names
+    # The command is bin/memlock, a script (pip's entry-point wrapper imports re: 5 ms).
+    script = f"memlock-{memlock.__version__}.data/scripts/memlock"
+    assert info + "entry_points.txt" not in names and script in names
+    with zipfile.ZipFile(dists.wheel) as whl:
+        assert whl.read(script).startswith(b"#!python\n")  # the installer names its Python
     # The C module is built wherever this interpreter has it (optional=True elsewhere).
     built = [n for n in names if n.startswith("memlock/_speedups.") and n.endswith(".so")]
     assert bool(built) == (importlib.util.find_spec("memlock._speedups") is not None)

@@ -61,9 +61,7 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'memlock' has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(module, __name__), name)
+    value = getattr(__import__(f"{__name__}{module}", fromlist=[name]), name)  # no importlib
     globals()[name] = value
     return value
 

@@ -83,9 +83,7 @@ def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f".{module}", __package__), name)
+    value = getattr(__import__(f"{__package__}.{module}", fromlist=[name]), name)  # no importlib
     globals()[name] = value
     return value
 

@@ -12,12 +12,13 @@ cgroup; ``INVOCATION_ID`` for this process), a user service under ``systemd --us
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 
 from ._units import format_size
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ._records import Environment
 
 __all__ = ["describe_environment", "detect_environment", "format_size",

@@ -18,14 +18,13 @@ process claims:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from ._platform import BACKEND
 from ._records import FrozenRecord, ProcessMapping
 from ._units import format_size
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 __all__ = ["CHECKS", "Verification", "Violation", "verify_process"]

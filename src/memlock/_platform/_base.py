@@ -13,7 +13,6 @@ import errno
 import os
 import resource
 import sys
-from collections.abc import Callable
 
 from .. import _hints
 from ..errors import LockLimitError, LockPermissionError, MemlockError, UnsupportedOperation
@@ -22,7 +21,7 @@ TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:  # records load on first use: dataclasses costs ~20 ms at import
     import ctypes
     import mmap
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import ClassVar
 
     from .._records import (

@@ -15,10 +15,13 @@ import errno
 import os
 import resource
 import sys
-from collections.abc import Sequence
 
 from .._records import HostProcess, LockedRegion, SystemStatus
 from . import _procfs
+
+TYPE_CHECKING = False  # typing costs ~12 ms at import
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["cgroup_name", "host_processes", "limits_from_text", "locked_regions",
            "process_locked_bytes", "resident_locked_bytes", "unaccounted_bytes"]

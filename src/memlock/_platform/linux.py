@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
 
 from .._units import format_size
 from ..errors import MemlockError, UnsupportedOperation
@@ -22,7 +21,7 @@ from ._base import Backend
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import ClassVar
 
     from .._records import HostProcess, ProcessContext, ProcessMapping, ProcessStatus, SystemStatus

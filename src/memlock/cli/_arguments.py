@@ -10,15 +10,17 @@ while parsing, so that a bad argument is a usage error (exit 2) before any work 
 
 from __future__ import annotations
 
-import argparse
-import math
 import os
 import sys
-from collections.abc import Callable
 
 from .._cli_api import SizeTooLargeError, parse_size, quote_arg
 
-__all__ = ["PRINTABLE", "add_program", "module_found", "parse_range", "process_id",
+TYPE_CHECKING = False  # typing costs ~12 ms at import
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
+
+__all__ = ["PRINTABLE", "add_program", "invalid", "module_found", "parse_range", "process_id",
            "program_target", "read_list", "seconds", "size", "user_name"]
 
 #: The largest process id (pid_t is a 32-bit signed integer on every supported system).
@@ -27,12 +29,22 @@ PID_MAX = 2**31 - 1
 SECONDS_MAX = 86400.0
 
 
+def invalid(message: str) -> Exception:
+    """The error a converter raises for ``message``: a usage error, as argparse reports it.
+
+    argparse's ArgumentTypeError, loaded only now (see :mod:`._quickparse`).
+    """
+    import argparse
+
+    return argparse.ArgumentTypeError(message)
+
+
 def size(text: str) -> int:
     """A size as vmtouch writes it (``4096``, ``512K``, ``4M``, ``2G``), for ``type=``."""
     try:
         return parse_size(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise invalid(str(exc)) from None
 
 
 def process_id(text: str) -> int:
@@ -40,7 +52,7 @@ def process_id(text: str) -> int:
     stripped = text.strip()
     if not (stripped.isascii() and stripped.isdigit()) or len(stripped) > 10 or not (
             1 <= int(stripped) <= PID_MAX):
-        raise argparse.ArgumentTypeError(
+        raise invalid(
             f"not a process id: {quote_arg(text)} (a whole number from 1 to {PID_MAX})")
     return int(stripped)
 
@@ -61,7 +73,7 @@ def user_name(text: str) -> str:
             return str(int(text))
     except (OverflowError, ValueError):  # a uid out of range, a NUL in the name
         pass
-    raise argparse.ArgumentTypeError(f"no such user: {quote_arg(text)} (a user name of "
+    raise invalid(f"no such user: {quote_arg(text)} (a user name of "
                                      "this host, or a uid)")
 
 
@@ -70,9 +82,9 @@ def seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = math.nan
+        value = float("nan")
     if not 0 < value <= SECONDS_MAX:  # also false for NaN
-        raise argparse.ArgumentTypeError(
+        raise invalid(
             f"not a number of seconds above 0 and up to {SECONDS_MAX:g}: {quote_arg(text)}")
     return value
 
@@ -119,6 +131,8 @@ PRINTABLE = {c: "?" for c in [*range(32), 127]}
 
 def add_program(p: argparse.ArgumentParser, module_help: str, script_help: str) -> None:
     """``-m module [ARGS]`` and ``script.py [ARGS]``: the program a command runs."""
+    import argparse  # run and latency need argparse anyway (REMAINDER)
+
     p.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="module [ARGS]",
                    help=module_help)
     p.add_argument("program", nargs=argparse.REMAINDER, metavar="script.py [ARGS]",

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import errno
 import os
 import sys
 import time
-from collections.abc import Callable
 
 import memlock
 
@@ -28,11 +26,13 @@ from .._cli_api import (
     scan_rows,
     walk,
 )
-from ._arguments import parse_range, read_list, seconds, size
+from ._arguments import invalid, parse_range, read_list, seconds, size
 from ._progress import Progress
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
     from typing import Any
 
 __all__ = ["register"]
@@ -44,7 +44,7 @@ def _jobs(text: str) -> int:
     except ValueError:
         n = 0
     if not 1 <= n <= _MAX_JOBS:
-        raise argparse.ArgumentTypeError(
+        raise invalid(
             f"not a number of processes from 1 to {_MAX_JOBS}: {text!r}")
     return n
 
@@ -57,9 +57,9 @@ def _range(text: str) -> tuple[int, int | None]:
     try:
         return parse_range(text, parse_size)
     except SizeTooLargeError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise invalid(str(exc)) from None
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(
+        raise invalid(
             f"{exc} (START-END, either side may be empty: 0-4M, 1G-, 512K)") from None
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import memlock
@@ -23,6 +22,7 @@ from ._arguments import PRINTABLE, process_id
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 __all__ = ["register"]
