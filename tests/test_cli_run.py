@@ -100,3 +100,57 @@ def test_run_help_says_it_cannot_wrap_executables(prog_dir: Path) -> None:
     assert "mlockall does not survive exec" in text
     assert "cannot wrap other executables" in text
     assert "-m module" in text
+
+
+# A thread that allocates, measured by the kernel: what mlockall charged for its stack
+# (VmLck) and what glibc mapped for it (VmSize: a new arena reserves 64 MiB).
+THREADED = textwrap.dedent(r"""
+    import json, threading
+    from tests.kernel import status_bytes
+    thp = next(line.split()[1] for line in open("/proc/self/status")
+               if line.startswith("THP_enabled:"))
+    before = {f: status_bytes(f) for f in ("VmLck", "VmSize")}
+    allocated, release = threading.Event(), threading.Event()
+    def work():
+        blocks = [bytearray(200_000) for _ in range(4)]  # malloc: the thread's arena
+        allocated.set()
+        release.wait()
+    thread = threading.Thread(target=work)
+    thread.start()
+    allocated.wait()
+    grown = {f: status_bytes(f) - before[f] for f in ("VmLck", "VmSize")}
+    release.set()
+    thread.join()
+    print(json.dumps({"thp": thp, "stack_size": threading.stack_size(), "grown": grown}))
+""")
+
+
+def test_run_takes_the_thread_and_huge_page_settings(tmp_path: Path) -> None:
+    """--thp, --arena-max and --thread-stack reach lock_process before the program runs."""
+    (tmp_path / "threaded.py").write_text(THREADED)
+    plain = run_cli("run", "threaded.py", cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    tuned = run_cli("run", "--thp", "disable", "--arena-max", "1", "--thread-stack", "256K",
+                    "threaded.py", cwd=tmp_path)
+    assert tuned.returncode == 0, tuned.stderr
+    before, after = json.loads(plain.stdout), json.loads(tuned.stdout)
+    assert (before["thp"], after["thp"]) == ("1", "0")  # PR_SET_THP_DISABLE, as the kernel says
+    assert (before["stack_size"], after["stack_size"]) == (0, 256 * 1024)
+    # The default 8 MiB stack is locked whole; 256 KiB (and a guard page) instead.
+    assert before["grown"]["VmLck"] >= 8 * MiB
+    assert after["grown"]["VmLck"] < 2 * MiB
+    # Without --arena-max the thread's malloc maps an arena (64 MiB of address space).
+    assert before["grown"]["VmSize"] >= 64 * MiB
+    assert after["grown"]["VmSize"] < 8 * MiB
+
+
+@pytest.mark.parametrize(("flag", "value", "says"), [
+    ("--arena-max", "0", "not a number of arenas"), ("--arena-max", "x", "not a number"),
+    ("--thp", "never", "invalid choice"), ("--thread-stack", "1K", "at least 32768"),
+    ("--thread-stack", "12Q", "not a size"),
+])
+def test_run_refuses_bad_thread_settings_before_anything(
+        prog_dir: Path, flag: str, value: str, says: str) -> None:
+    proc = run_cli("run", flag, value, "prog.py", cwd=prog_dir)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert says in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr

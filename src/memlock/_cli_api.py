@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from ._fanout import default_workers
     from ._files import cached_pages_or_bound, evict_fd, lock_fd, open_regular, touch_fd
     from ._profile import capture_profile, restore_rows
+    from ._realtime import THP_MODES, check_arena_max, check_thread_stack
     from ._trees import (
         descriptor_room,
         lock_planned,
@@ -76,7 +77,8 @@ _LAZY = {"cached_pages_or_bound": "_files", "evict_fd": "_files", "lock_fd": "_f
          "descriptor_room": "_trees", "lock_planned": "_trees", "measure_tree": "_trees",
          "preflight": "_trees",
          "within_budget": "_trees", "touch_planned": "_trees",
-         "capture_profile": "_profile", "restore_rows": "_profile"}
+         "capture_profile": "_profile", "restore_rows": "_profile", "THP_MODES": "_realtime",
+         "check_arena_max": "_realtime", "check_thread_stack": "_realtime"}
 
 
 def __getattr__(name: str) -> object:
@@ -88,9 +90,11 @@ def __getattr__(name: str) -> object:
     return value
 
 __all__ = [
-    "PAGE_SIZE", "PURE_PYTHON_REQUESTED", "FileEntry", "FrozenRecord", "HostProcess", "Planned",
+    "PAGE_SIZE", "PURE_PYTHON_REQUESTED", "THP_MODES", "FileEntry", "FrozenRecord",
+    "HostProcess", "Planned",
     "SizeTooLargeError", "WalkOptions", "cached_pages", "cached_pages_counter",
-    "cached_pages_or_bound", "capture_profile", "cgroup_memory_headroom", "default_workers",
+    "cached_pages_or_bound", "capture_profile", "cgroup_memory_headroom", "check_arena_max",
+    "check_thread_stack", "default_workers",
     "describe_error", "descriptor_room", "detect_environment", "die_with_parent",
     "doctor_probes", "evict_fd",
     "fast_path_active", "format_size", "host_processes", "host_unaccounted_bytes", "limit_hint",

@@ -22,7 +22,7 @@ from ._platform import BACKEND, parse_maps
 from ._process import lock_all
 from .errors import LockLimitError, UnsupportedOperation
 
-__all__ = ["PageFaults", "lock_process", "page_faults"]
+__all__ = ["PageFaults", "check_arena_max", "check_thread_stack", "lock_process", "page_faults"]
 
 _STACK_GUARD_GAP = 256 * PAGE_SIZE  # Linux default stack_guard_gap (256 pages)
 
@@ -251,7 +251,7 @@ def _check_thp(thp: object) -> str | None:
     return thp
 
 
-def _check_arena_max(arena_max: object) -> int | None:
+def check_arena_max(arena_max: object) -> int | None:
     if arena_max is None:
         return None
     n = as_size(arena_max, "arena_max")
@@ -260,7 +260,7 @@ def _check_arena_max(arena_max: object) -> int | None:
     return n
 
 
-def _check_thread_stack(thread_stack: object) -> int | None:
+def check_thread_stack(thread_stack: object) -> int | None:
     if thread_stack is None:
         return None
     n = as_size(thread_stack, "thread_stack")
@@ -379,8 +379,8 @@ def lock_process(
     stack = as_size(prefault_stack, "prefault_stack")
     gc_freeze = _check_bool("gc_freeze", gc_freeze)
     thp = _check_thp(thp)
-    arena_max = _check_arena_max(arena_max)
-    thread_stack = _check_thread_stack(thread_stack)
+    arena_max = check_arena_max(arena_max)
+    thread_stack = check_thread_stack(thread_stack)
 
     c = BACKEND.constants
     if not BACKEND.supports_lock_all:

@@ -9,8 +9,16 @@ from types import TracebackType
 
 import memlock
 
-from .._cli_api import describe_error, format_size, process_memory
-from ._arguments import add_program, module_found, program_target, size
+from .._cli_api import (
+    THP_MODES,
+    check_arena_max,
+    check_thread_stack,
+    describe_error,
+    format_size,
+    process_memory,
+    quote_arg,
+)
+from ._arguments import add_program, invalid, module_found, program_target, size
 
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
@@ -32,6 +40,7 @@ _EPILOG = """\
 examples:
   memlock run --prefault-heap 256M --report -- control_loop.py --rate 1000
   memlock run --onfault -m mypackage.server --port 8000
+  memlock run --arena-max 1 --thread-stack 256K --thp disable -- threaded_loop.py
 
 SIZE: bytes, or with a suffix K, M, G (binary): 4096, 512K, 64M, 1G.
 Exit status: the program's; 1 if the process cannot be locked (the message says why and
@@ -48,7 +57,8 @@ def register(sub: Any) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="memlock run [-h] [--prefault-heap SIZE] [--prefault-stack SIZE] [--onfault] "
-        "[--report] [--] script.py [ARGS] | -m module [ARGS]",
+        "[--thp {disable,system}] [--arena-max N] [--thread-stack SIZE] [--report] [--] "
+        "script.py [ARGS] | -m module [ARGS]",
     )
     p.add_argument("--prefault-heap", type=size, default=0, metavar="SIZE",
                    help="map, touch and keep SIZE bytes of malloc heap (glibc) before the "
@@ -58,12 +68,39 @@ def register(sub: Any) -> None:
     p.add_argument("--onfault", action="store_true",
                    help="lock pages as they are first touched (MCL_ONFAULT) instead of "
                    "populating the whole address space now")
+    p.add_argument("--thp", choices=THP_MODES, metavar="{disable,system}",
+                   help="disable: no transparent huge pages for this process and its "
+                   "children (prctl PR_SET_THP_DISABLE: no 2 MiB fault or compaction stall); "
+                   "system: the host's setting")
+    p.add_argument("--arena-max", type=_arenas, metavar="N",
+                   help="at most N glibc malloc arenas (M_ARENA_MAX): with 1, threads "
+                   "allocate from the prefaulted heap instead of fresh 64 MiB arenas")
+    p.add_argument("--thread-stack", type=_thread_stack, metavar="SIZE",
+                   help="the stack size of threads started later (threading.stack_size): "
+                   "under mlockall each thread's stack is locked whole, 8 MiB by default")
     p.add_argument("--report", action="store_true",
                    help="at exit, print to stderr the page faults the program took and the "
                    "locked memory (VmLck) against the address space (VmSize)")
     add_program(p, "run a module as a script, like python -m",
                 "the Python script to run and its arguments")
     p.set_defaults(handler=_run)
+
+
+def _arenas(text: str) -> int:
+    """A number of malloc arenas, as ``lock_process(arena_max=)`` takes it."""
+    try:
+        return check_arena_max(int(text)) or 0
+    except ValueError:
+        raise invalid(f"not a number of arenas: {quote_arg(text)} (a whole number from 1 "
+                      "to 2147483647)") from None
+
+
+def _thread_stack(text: str) -> int:
+    """A thread stack size, as ``lock_process(thread_stack=)`` takes it."""
+    try:
+        return check_thread_stack(size(text)) or 0
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
 
 
 def _script_problem(script: str) -> str | None:
@@ -152,7 +189,9 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     try:
         memlock.lock_process(prefault_heap=args.prefault_heap,
-                             prefault_stack=args.prefault_stack, onfault=args.onfault)
+                             prefault_stack=args.prefault_stack, onfault=args.onfault,
+                             thp=args.thp, arena_max=args.arena_max,
+                             thread_stack=args.thread_stack)
     except (OSError, ValueError, OverflowError, MemoryError) as exc:  # MemlockError: OSError
         print(f"memlock run: cannot lock the process: {_lock_failure(exc, args)}",
               file=sys.stderr)
