@@ -187,9 +187,14 @@ def test_a_signal_storm_during_c_scans_leaves_no_fd_and_no_thread() -> None:
 
 
 def test_other_errors_raise_oserror_and_leak_nothing() -> None:
-    """EMFILE (no fd left) is not "gone or hidden": OSError(errno, path), nothing open."""
+    """EMFILE (no fd left) is not "gone or hidden": OSError(errno, path), nothing open.
+
+    No fd free: opendir("/proc") fails. One fd free: one thread reads every status
+    through it (each fd closed before the next open); two threads race for it, and the
+    one that loses raises, naming its status file, once both are joined.
+    """
     proc = run_child("""
-        import errno, json, os, resource
+        import errno, json, os, re, resource
         from memlock._speedups import proc_status_scan
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
@@ -200,18 +205,30 @@ def test_other_errors_raise_oserror_and_leak_nothing() -> None:
                 spare.append(os.dup(0))
         except OSError as exc:
             assert exc.errno == errno.EMFILE
-        try:
-            proc_status_scan(True, 2)
-        except OSError as exc:
-            error = [type(exc).__name__, exc.errno == errno.EMFILE, exc.filename]
+        def error():
+            try:
+                proc_status_scan(True, 2)
+            except OSError as exc:
+                if exc.errno == errno.EMFILE and re.fullmatch(r"/proc/[0-9]+/status",
+                                                                exc.filename):
+                    return "status"
+                return [type(exc).__name__, exc.errno == errno.EMFILE, exc.filename]
+        none_free = error()
+        os.close(spare.pop())
+        one_thread = len(proc_status_scan(True, 1)) > 0
+        two_threads = [error() for _ in range(500)]
         for fd in spare:
             os.close(fd)
-        print(json.dumps({"error": error, "same": len(os.listdir("/proc/self/fd")) == before,
+        print(json.dumps({"none_free": none_free, "one_thread": one_thread,
+                          "two_threads": sorted(set(map(str, two_threads))),
+                          "same": len(os.listdir("/proc/self/fd")) == before,
                           "after": len(proc_status_scan(True, 2)) > 0}))
     """)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout) == {"error": ["OSError", True, "/proc"], "same": True,
-                                       "after": True}
+    out = json.loads(proc.stdout)
+    assert out["none_free"] == ["OSError", True, "/proc"]
+    assert out["one_thread"] is out["same"] is out["after"] is True
+    assert "status" in out["two_threads"] and set(out["two_threads"]) <= {"status", "None"}
 
 
 @pytest.mark.parametrize(("args", "error"), [

@@ -1160,7 +1160,7 @@ scan_share(void *arg)
 {
     ScanShare *share = arg;
     ScanJob *job = share->job;
-    size_t cap = SCAN_READ_SIZE, len, i;
+    size_t cap = SCAN_READ_SIZE, len = 0, i;
     char *buf = malloc(cap);
     if (buf == NULL) {
         share->error = SCAN_NO_MEMORY;
