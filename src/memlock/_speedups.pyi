@@ -1,3 +1,4 @@
+import sys
 from types import TracebackType
 
 from memlock._lock import Lock
@@ -44,3 +45,6 @@ class FastPath:
 def try_call(mutex: Mutex, fn: object, /, *args: object) -> bool: ...
 
 class Reentered(RuntimeError): ...
+
+if sys.platform == "linux":
+    def proc_status_scan(include_unlocked: bool, threads: int, /) -> list[tuple[int, bytes]]: ...
