@@ -74,7 +74,8 @@ def command_lines(draw: st.DrawFn) -> list[str]:
     return [command, *(t for chunk in draw(st.lists(_chunks(command), max_size=5)) for t in chunk)]
 
 
-@settings(max_examples=int(os.environ.get("QP_EXAMPLES", "1500")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("QP_EXAMPLES", "1500")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(command_lines())
 def test_what_the_quick_reader_takes_argparse_reads_the_same(argv: list[str]) -> None:
     quick = parse(argv, COMMANDS[argv[0]])
