@@ -185,6 +185,8 @@ def test_failed_lock_under_future_only_lock_all_is_still_all_or_nothing() -> Non
             memlock.lock(m)
         except memlock.MemlockError:
             pass
-        print([page_state(a + i * PAGE) for i in (0, 1, 3, 5)], vmlck() == PAGE)
+        print(" ".join(page_states([a + i * PAGE for i in range(8)])))
     """)
-    assert out.strip() == "['full', 'none', 'none', 'none'] True"
+    # Every page of the range, not VmLck: under MCL_FUTURE the interpreter's own new
+    # mappings (a pymalloc arena for the list above) are locked too, which VmLck counts.
+    assert out.split() == ["full"] + ["none"] * 7
