@@ -107,3 +107,17 @@ def test_no_unfilled_placeholder() -> None:
         text = path.read_text()
         for marker in ("PERF_TABLE", "TODO", "XXX", "_LINE"):
             assert marker not in text, f"{_name(path)}: {marker}"
+
+
+def test_contributing_names_the_subset_other_pythons_run() -> None:
+    """CONTRIBUTING's step 5 lists the test files scripts/test runs on every other CPython
+    (test_cli_quickparse.py among them: the CHANGELOG's "checked on 3.11, 3.12 and 3.13")."""
+    script = (REPO / "scripts" / "test").read_text()
+    subset = re.search(r"^SUBSET=\((.*?)\)", script, re.S | re.M)
+    assert subset, "scripts/test: no SUBSET=(...)"
+    ran = {Path(name).name for name in subset.group(1).split()}
+    step = re.search(r"^5\. a fast subset \((.*?)\) on every\s+other CPython",
+                     (REPO / "CONTRIBUTING.md").read_text(), re.S | re.M)
+    assert step, "CONTRIBUTING.md: no step 5"
+    listed = {Path(name).name for name in re.findall(r"`([^`]+\.py)`", step.group(1))}
+    assert listed == ran
