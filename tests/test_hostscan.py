@@ -14,6 +14,7 @@ import os
 import pwd
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -316,3 +317,39 @@ def test_other_oses_say_unsupported() -> None:
     with pytest.raises(memlock.UnsupportedOperation):
         b.host_unaccounted_bytes([], memlock.SystemStatus())
 
+
+
+def test_ctrl_c_in_the_scan_leaves_the_other_thread_a_few_reads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Python loop on two threads (no C module): Ctrl-C in the caller's thread stops the
+    other one at the end of its job, so a job is a few dozen reads, not half the host."""
+    from memlock._platform import _hostscan
+
+    monkeypatch.setenv("MEMLOCK_PURE_PYTHON", "1")
+    monkeypatch.setattr(_hostscan, "_PARALLEL_MIN_PROCESSES", 1)
+    monkeypatch.setattr(_hostscan, "_PIECE", 8, raising=False)  # this host has ~70 processes
+    real = _hostscan._kept_statuses
+    caller = threading.get_ident()
+    worker_started = threading.Event()
+    interrupted = threading.Event()
+    jobs: list[tuple[int, bool]] = []  # the other thread's: (names, after the interrupt)
+
+    def kept(names: Sequence[str], include_unlocked: bool) -> list[tuple[int, bytes]]:
+        if threading.get_ident() == caller:
+            worker_started.wait(10)
+            interrupted.set()
+            raise KeyboardInterrupt
+        jobs.append((len(names), interrupted.is_set()))
+        worker_started.set()
+        return real(names, include_unlocked)
+
+    monkeypatch.setattr(_hostscan, "_kept_statuses", kept)
+    before = set(threading.enumerate())
+    with pytest.raises(KeyboardInterrupt):
+        _hostscan.host_processes(include_unlocked=True, regions=False)
+    for thread in set(threading.enumerate()) - before:
+        thread.join(10)
+        assert not thread.is_alive()
+    assert jobs, "the other thread never ran"
+    assert max(n for n, _ in jobs) <= 8
+    assert sum(1 for _, after in jobs if after) <= 2  # the job it had, and one it took

@@ -23,6 +23,9 @@ from . import _procfs
 TYPE_CHECKING = False  # typing costs ~12 ms at import
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 __all__ = ["cgroup_name", "host_processes", "limits_from_text", "locked_regions",
            "process_locked_bytes", "resident_locked_bytes", "unaccounted_bytes"]
@@ -32,6 +35,8 @@ _RLIM_INFINITY = resource.RLIM_INFINITY
 _READ_SIZE = 16384
 #: From this many processes on, two threads read /proc (fewer: one thread is as fast).
 _PARALLEL_MIN_PROCESSES = 256
+#: Processes per job of the two threads (see _pieces).
+_PIECE = 64
 #: Threads of the C loop over /proc (proc_status_scan) where there are 2 CPUs or more; it
 #: starts one per 16 processes at most. bench/bench_scan_loop.py on this project's 2-CPU VM
 #: (best of 30; the Python loop, then C on one thread, then C on two): 100 processes 1.19,
@@ -285,6 +290,12 @@ def process_locked_bytes(pid: int) -> int | None:
     return None if vmlck is None else _kib(vmlck)
 
 
+def _pieces(items: Sequence[T]) -> list[Sequence[T]]:
+    """``items`` in jobs of _PIECE for run_parallel: after Ctrl-C the other thread stops
+    at the end of its job, so a job is a few reads (under a millisecond), not half the host."""
+    return [items[i:i + _PIECE] for i in range(0, len(items), _PIECE)]
+
+
 def _c_scan() -> Callable[[bool, int], list[tuple[int, bytes]]] | None:
     """The C module's loop over /proc (``proc_status_scan``), or None: not Linux, not
     built, built before it had one, or MEMLOCK_PURE_PYTHON set. Imports neither
@@ -365,7 +376,7 @@ def host_processes(*, include_unlocked: bool = False, regions: bool = True,
         else:  # --all: a few reads more per process, in two threads as below
             from .._threads import run_parallel
 
-            run_parallel([kept[0::2], kept[1::2]], describe, workers=2)
+            run_parallel(_pieces(kept), describe, workers=2)
     else:
         names = [name for name in os.listdir("/proc") if name.isdigit()]
         if len(names) < _PARALLEL_MIN_PROCESSES or not two_cpus:
@@ -373,7 +384,7 @@ def host_processes(*, include_unlocked: bool = False, regions: bool = True,
         else:  # the kernel writes each status text; two threads halve the wait (GIL released)
             from .._threads import run_parallel
 
-            run_parallel([names[0::2], names[1::2]], scan, workers=2)
+            run_parallel(_pieces(names), scan, workers=2)
     out.sort(key=lambda p: (-p.locked_bytes, p.pid))
     return out
 
