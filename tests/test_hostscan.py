@@ -330,17 +330,19 @@ def test_ctrl_c_in_the_scan_leaves_the_other_thread_a_few_reads(
     monkeypatch.setattr(_hostscan, "_PIECE", 8, raising=False)  # this host has ~70 processes
     real = _hostscan._kept_statuses
     caller = threading.get_ident()
-    worker_started = threading.Event()
+    worker_started, caller_started = threading.Event(), threading.Event()
     interrupted = threading.Event()
     jobs: list[tuple[int, bool]] = []  # the other thread's: (names, after the interrupt)
 
     def kept(names: Sequence[str], include_unlocked: bool) -> list[tuple[int, bytes]]:
-        if threading.get_ident() == caller:
+        if threading.get_ident() == caller:  # both threads hold a job when Ctrl-C lands
+            caller_started.set()
             worker_started.wait(10)
             interrupted.set()
             raise KeyboardInterrupt
         jobs.append((len(names), interrupted.is_set()))
         worker_started.set()
+        caller_started.wait(10)  # else it could take every job before the caller takes one
         return real(names, include_unlocked)
 
     monkeypatch.setattr(_hostscan, "_kept_statuses", kept)
