@@ -75,9 +75,11 @@ def _cases() -> Iterator[Case]:
             "not a number of processes")
         yield f"lock-interval-{_id(v)}", ["lock", "--watch", b"--interval=" + _b(v),
                                           "{FILE}"], 2, "--interval"
-        for opt in ("--prefault-heap", "--prefault-stack"):
+        for opt in ("--prefault-heap", "--prefault-stack", "--thread-stack"):
             yield f"run{opt}-{_id(v)}", ["run", _b(opt) + b"=" + _b(v), "{SCRIPT}"], 2, (
                 "too large" if v == "9" * 400 else "not a size")
+        yield f"run--arena-max-{_id(v)}", ["run", b"--arena-max=" + _b(v), "{SCRIPT}"], 2, (
+            "not a number of arenas")
     # status and top: the host's table, its filters, top's refresh interval.
     for cmd in ("status", "top"):
         yield f"{cmd}-all", [cmd, "--all"], 0, None

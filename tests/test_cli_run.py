@@ -146,6 +146,7 @@ def test_run_takes_the_thread_and_huge_page_settings(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("flag", "value", "says"), [
     ("--arena-max", "0", "not a number of arenas"), ("--arena-max", "x", "not a number"),
+    ("--arena-max", "9" * 30, "not a number of arenas"),
     ("--thp", "never", "invalid choice"), ("--thread-stack", "1K", "at least 32768"),
     ("--thread-stack", "12Q", "not a size"),
 ])

@@ -90,7 +90,7 @@ def _arenas(text: str) -> int:
     """A number of malloc arenas, as ``lock_process(arena_max=)`` takes it."""
     try:
         return check_arena_max(int(text)) or 0
-    except ValueError:
+    except (ValueError, OverflowError):  # over size_t: as_size's OverflowError
         raise invalid(f"not a number of arenas: {quote_arg(text)} (a whole number from 1 "
                       "to 2147483647)") from None
 
