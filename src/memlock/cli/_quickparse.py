@@ -144,9 +144,7 @@ def parse(argv: Sequence[str], module: str) -> argparse.Namespace | None:
         if parser is None:
             return None
         values = _read(parser, argv[1:])
-    except _Declined:
-        return None
-    except Exception:  # a converter's refusal: argparse runs it again and says why
+    except Exception:  # _Declined, or a converter's refusal: argparse runs it again, says why
         return None
     return Namespace(command=argv[0], **values)  # type: ignore[return-value]
 

@@ -68,7 +68,7 @@ def register(sub: Any) -> None:
     p.add_argument("--onfault", action="store_true",
                    help="lock pages as they are first touched (MCL_ONFAULT) instead of "
                    "populating the whole address space now")
-    p.add_argument("--thp", choices=THP_MODES, metavar="{disable,system}",
+    p.add_argument("--thp", choices=THP_MODES,
                    help="disable: no transparent huge pages for this process and its "
                    "children (prctl PR_SET_THP_DISABLE: no 2 MiB fault or compaction stall); "
                    "system: the host's setting")
